@@ -1,0 +1,44 @@
+/*
+ * net.h - a TCP connection with optional TLS, for the POP3 client.
+ *
+ * Contract:
+ *  - Every blocking step (connect, TLS handshake, each read, each write)
+ *    runs under the connection's current timeout; an expired timeout is
+ *    PG_TEMP with a message naming the step.
+ *  - TLS: OpenSSL 3, TLS 1.2 minimum, SNI set to the host name, the peer
+ *    certificate verified against ca_file (or the system store) and the host
+ *    name checked; a failure is PG_PERM with OpenSSL's verify reason.
+ *  - net_read() is the raw read callback for the line reader (lr_read_fn);
+ *    no other code reads the socket.
+ *  - net_write() writes everything or fails; callers batch their output.
+ *  - TCP_NODELAY is set: callers flush whole batches with one write.
+ */
+#ifndef POPGATE_NET_H
+#define POPGATE_NET_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "util.h"
+
+struct net;
+
+struct net_tls_params {
+	const char *servername; /* for SNI and host-name verification */
+	const char *ca_file;    /* NULL: system trust store */
+	int verify;             /* 1 (default); 0 only for explicit test setups */
+};
+
+enum pg_res net_connect(const char *host, int port, int timeout_ms, struct net **n_r,
+			char **err_r);
+void net_set_timeout(struct net *n, int timeout_ms);
+enum pg_res net_start_tls(struct net *n, const struct net_tls_params *p, char **err_r);
+int net_is_tls(const struct net *n);
+/* net_tls_info - "TLSv1.3 TLS_AES_256_GCM_SHA384" or NULL */
+const char *net_tls_info(const struct net *n);
+/* net_read - lr_read_fn over the connection (TLS or not) */
+ssize_t net_read(void *n, void *buf, size_t len, char **err_r);
+enum pg_res net_write(struct net *n, const void *p, size_t len, char **err_r);
+void net_close(struct net **n);
+
+#endif

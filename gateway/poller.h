@@ -1,0 +1,44 @@
+/*
+ * poller.h - drains one POP3 account into the spool.
+ *
+ * Contract:
+ *  - Uses pop3.h for the protocol and spool.h for storage; never SMTP.
+ *  - For each message the server has and the spool does not: RETR streamed
+ *    into a spool writer (our Received: line first), finish, and commit in
+ *    groups; DELE (unless keep) only for messages whose commit returned.
+ *    Messages already in the spool are not fetched again; with keep off they
+ *    are deleted (a crash between commit and QUIT left them on the server).
+ *  - Returns PG_OK when the session ended with a successful QUIT; otherwise
+ *    the error class of what stopped it, with *err_r set.  Whatever was
+ *    committed before the error stays committed.
+ *  - stop_flag (may be NULL) is polled between messages: when it becomes
+ *    non-zero the poll commits what it has, sends QUIT and returns.
+ */
+#ifndef POPGATE_POLLER_H
+#define POPGATE_POLLER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "spool.h"
+#include "util.h"
+
+struct poll_stats {
+	unsigned int on_server;   /* messages listed by the server */
+	unsigned int fetched;     /* newly committed to the spool */
+	uint64_t bytes;           /* octets committed */
+	unsigned int deleted;     /* DELE sent and QUIT succeeded */
+	unsigned int skipped;     /* already in the spool (kept on server) */
+};
+
+/* progress callback, called after every committed group (may be NULL) */
+typedef void (*poll_progress_fn)(void *ctx, const struct conf_account *a,
+				 const struct poll_stats *st, unsigned int total_new);
+
+enum pg_res poller_poll_account(const struct conf *c, const struct conf_account *a,
+				struct spool *sp, const volatile sig_atomic_t *stop_flag,
+				poll_progress_fn progress, void *progress_ctx,
+				struct poll_stats *st_r, char **err_r);
+
+#endif

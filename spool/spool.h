@@ -1,0 +1,204 @@
+/*
+ * spool.h - the durable message spool: message files plus a SQLite index.
+ *
+ * The spool is the only thing the poller and the relay share, and this
+ * library is the only code that includes sqlite3.h.
+ *
+ * Layout under the spool root:
+ *   tmp/<id>      being written (created O_EXCL)
+ *   msg/<id>      committed message files (canonical CRLF, our Received first)
+ *   index.db      SQLite index (WAL, synchronous=FULL, busy timeout)
+ *
+ * Contract:
+ *  - Every function returns enum spool_res; on anything but SPOOL_OK it sets
+ *    *err_r to a malloc'd message naming the file or the SQL step, which the
+ *    caller frees.  SPOOL_BUSY is "try again" (locked database), SPOOL_FULL
+ *    "no space left", SPOOL_IO any other failure.
+ *  - Ingest order (invariant 1): spool_writer_begin() creates tmp/<id>;
+ *    spool_writer_write() buffers and writes; spool_writer_finish() fsyncs the
+ *    file and renames it into msg/ (the message is then "pending");
+ *    spool_commit() fsyncs msg/ once and inserts the index rows of every
+ *    pending message in one BEGIN IMMEDIATE transaction.  Only when
+ *    spool_commit() returns SPOOL_OK may the caller DELE those messages.
+ *    A message whose finish or commit failed is not in the spool (its file is
+ *    removed or left for recovery) and must not be deleted from the server.
+ *  - (account, uidl) is unique: spool_uidl_known() says whether a message
+ *    was ever committed; a commit that collides reports SPOOL_DUP for that
+ *    message via the callback and removes its file.
+ *  - Relay side: spool_claim_due() moves due messages to `sending` and
+ *    returns them; spool_finish_attempts() records every outcome of a session
+ *    in one transaction, then unlinks the files of sent messages.
+ *  - spool_open() creates the tree and database if missing, applies the
+ *    numbered migrations (PRAGMA user_version), and runs recovery: temp
+ *    files removed, `sending` rows back to `queued`, files in msg/ without an
+ *    index row removed (their commit never returned, so the server still
+ *    has the message and it was not deleted), files of `sent` rows removed,
+ *    index rows whose file is gone (and not sent) marked held with a reason.
+ *    Recovery runs only when no other handle (process) has the spool open:
+ *    every handle holds a shared flock on the spool directory, recovery
+ *    needs it exclusive, so a poll run from cron never deletes the pending
+ *    files or requeues the `sending` rows of a running daemon.
+ *  - Who frees what: structs returned through *_r are freed with the
+ *    matching spool_*_free().
+ */
+#ifndef POPGATE_SPOOL_H
+#define POPGATE_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+enum spool_res {
+	SPOOL_OK = 0,
+	SPOOL_BUSY, /* database locked past the busy timeout */
+	SPOOL_FULL, /* ENOSPC/EDQUOT */
+	SPOOL_IO,   /* any other file or database failure */
+	SPOOL_DUP,  /* (account, uidl) already present */
+	SPOOL_NOTFOUND,
+	SPOOL_INVAL, /* bad argument (unknown state name, id syntax) */
+};
+
+enum spool_state {
+	SPOOL_QUEUED = 0,
+	SPOOL_SENDING,
+	SPOOL_SENT,
+	SPOOL_DEFERRED,
+	SPOOL_HELD,
+};
+
+const char *spool_state_name(enum spool_state st);
+int spool_state_parse(const char *name, enum spool_state *st_r);
+const char *spool_res_name(enum spool_res r);
+
+#define SPOOL_ID_LEN 16 /* hex characters */
+
+struct spool;
+struct spool_writer;
+
+struct spool_rcpt {
+	char *addr;
+	enum spool_state state; /* queued/deferred: still to do; sent; held */
+	char *reply;            /* last SMTP reply for this recipient, or NULL */
+};
+
+/* Envelope handed over at ingest. */
+struct spool_envelope {
+	const char *sender;        /* "" for the null sender <> */
+	const char *const *rcpts;  /* at least one */
+	size_t nrcpts;
+};
+
+/* A message as the relay and the queue listing see it. */
+struct spool_msg {
+	char id[SPOOL_ID_LEN + 1];
+	char *account;
+	char *uidl;
+	char *path;             /* absolute path of msg/<id> */
+	uint64_t size;
+	char digest[65];        /* sha256 hex of the file */
+	char *sender;
+	struct spool_rcpt *rcpts;
+	size_t nrcpts;
+	enum spool_state state;
+	int attempts;
+	time_t next_attempt;
+	time_t created;
+	time_t updated;
+	char *last_reply;       /* NULL if none */
+};
+
+/* Outcome of one delivery attempt, filled by the relay. */
+struct spool_outcome {
+	struct spool_msg *msg;      /* rcpts[i].state/reply updated by the relay */
+	enum spool_state state;     /* SENT, DEFERRED or HELD */
+	const char *reply;          /* the reply that decided it */
+	time_t next_attempt;        /* for DEFERRED */
+};
+
+enum spool_res spool_open(const char *dir, struct spool **sp_r, char **err_r);
+void spool_close(struct spool **sp);
+const char *spool_dir(const struct spool *sp);
+
+/* Recovery statistics of the last spool_open() (for the log). */
+struct spool_recovery {
+	unsigned int tmp_removed;
+	unsigned int sending_requeued;
+	unsigned int uncommitted_removed;
+	unsigned int missing_file_held;
+	unsigned int orphans_removed; /* files of sent rows */
+	int skipped;                  /* another handle had the spool open */
+};
+const struct spool_recovery *spool_last_recovery(const struct spool *sp);
+
+/* ---- ingest (poller) ---- */
+
+/* spool_uidl_known - *known_r = 1 if (account, uidl) was ever committed */
+enum spool_res spool_uidl_known(struct spool *sp, const char *account, const char *uidl,
+				int *known_r, char **err_r);
+
+enum spool_res spool_writer_begin(struct spool *sp, const char *account, const char *uidl,
+				  struct spool_writer **w_r, char **err_r);
+/* spool_writer_id - the id this message will have (for Received: and logs) */
+const char *spool_writer_id(const struct spool_writer *w);
+enum spool_res spool_writer_write(struct spool_writer *w, const void *data, size_t len,
+				  char **err_r);
+/* spool_writer_finish - flush, fsync, rename into msg/; frees *w.  On error
+ * the temp file is removed and *w freed. */
+enum spool_res spool_writer_finish(struct spool_writer **w, const struct spool_envelope *env,
+				   char **err_r);
+/* spool_writer_abort - remove the temp file, free *w */
+void spool_writer_abort(struct spool_writer **w);
+
+/* spool_pending - messages finished but not yet committed */
+size_t spool_pending(const struct spool *sp);
+
+/* Called once per pending message by spool_commit(): res is SPOOL_OK or
+ * SPOOL_DUP (already present: the new copy was removed). */
+typedef void (*spool_commit_cb)(void *ctx, const char *account, const char *uidl,
+				const char *id, enum spool_res res);
+
+/* spool_commit - make every pending message durable (dir fsync + one
+ * transaction).  On failure no pending message is committed; their files
+ * are removed and the caller must not DELE them. */
+enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, char **err_r);
+
+/* ---- relay ---- */
+
+/* spool_claim_due - up to max messages in state queued, or deferred with
+ * next_attempt <= now, oldest first; they become `sending` (attempts+1).
+ * Only recipients not yet sent/held are returned in rcpts. */
+enum spool_res spool_claim_due(struct spool *sp, time_t now, size_t max,
+			       struct spool_msg ***msgs_r, size_t *n_r, char **err_r);
+/* spool_finish_attempts - record n outcomes in one transaction, then unlink
+ * the files of the messages that became sent */
+enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
+				     char **err_r);
+/* spool_next_due - earliest next_attempt among queued/deferred, 0 if none */
+enum spool_res spool_next_due(struct spool *sp, time_t *when_r, char **err_r);
+
+/* ---- listing and administration ---- */
+
+struct spool_filter {
+	int state;            /* -1 for any, else enum spool_state */
+	const char *account;  /* NULL for any */
+	int include_sent;     /* 0: sent messages are not listed */
+};
+
+typedef int (*spool_list_cb)(void *ctx, const struct spool_msg *m);
+/* spool_list - calls cb for each matching message, oldest first; stops early
+ * if cb returns non-zero */
+enum spool_res spool_list(struct spool *sp, const struct spool_filter *flt, spool_list_cb cb,
+			  void *ctx, char **err_r);
+enum spool_res spool_get(struct spool *sp, const char *id, struct spool_msg **m_r,
+			 char **err_r);
+/* spool_count_by_state - counts[SPOOL_QUEUED..SPOOL_HELD] */
+enum spool_res spool_count_by_state(struct spool *sp, uint64_t counts[5], char **err_r);
+
+/* Per-account bookkeeping (last poll, result). */
+enum spool_res spool_account_update(struct spool *sp, const char *account, time_t last_poll,
+				    const char *result, unsigned int fetched, char **err_r);
+
+void spool_msg_free(struct spool_msg **m);
+void spool_msgs_free(struct spool_msg ***msgs, size_t n);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * spool_int.h - internals shared by the spool library's own files.
+ * Not for the poller or the relay: they use spool.h only.
+ */
+#ifndef POPGATE_SPOOL_INT_H
+#define POPGATE_SPOOL_INT_H
+
+struct spool_migration {
+	unsigned int version;  /* the file's number: PRAGMA user_version after it */
+	const char *name;      /* file name, for error messages */
+	const char *sql;
+};
+
+extern const struct spool_migration spool_migrations[];
+extern const unsigned int spool_nmigrations;
+
+/* Everything below needs the full library headers; schema_sql.c (generated)
+ * only needs the migration table above. */
+#ifdef POPGATE_SPOOL_H
+#include <sqlite3.h>
+
+/* Cached prepared statements, prepared on first use (SQLITE_PREPARE_PERSISTENT)
+ * and kept until spool_close().  Keep in step with the table in spool.c. */
+enum spool_sq {
+	SQ_BEGIN = 0,
+	SQ_COMMIT,
+	SQ_ROLLBACK,
+	SQ_UIDL_KNOWN,
+	SQ_ID_KNOWN,
+	SQ_INS_MSG,
+	SQ_INS_RCPT,
+	SQ_CLAIM_SEL,
+	SQ_CLAIM_UPD,
+	SQ_RCPT_TODO,
+	SQ_RCPT_SENDING,
+	SQ_MSG_FINISH,
+	SQ_RCPT_FINISH,
+	SQ_RCPT_ALL,
+	SQ_GET,
+	SQ__COUNT
+};
+
+/* A finished message waiting for spool_commit(). */
+struct spool_pending {
+	char id[SPOOL_ID_LEN + 1];
+	char *account;
+	char *uidl;
+	char *sender;
+	char **rcpts;
+	size_t nrcpts;
+	uint64_t size;
+	char digest[65];
+	enum spool_res res; /* SPOOL_OK or SPOOL_DUP, decided inside the commit */
+};
+
+struct spool {
+	char *dir;          /* absolute (realpath at open) */
+	int rootfd;         /* flock'd: LOCK_EX while recovering, then LOCK_SH */
+	int tmpfd;
+	int msgfd;          /* kept open: fsync'd once per commit */
+	sqlite3 *db;
+	sqlite3_stmt *sq[SQ__COUNT];
+	struct spool_pending *pend;
+	size_t npend, pendcap;
+	struct spool_recovery rec;
+};
+
+/* Columns every message SELECT returns, in this order (see spool_msg_from_row). */
+#define SPOOL_MSG_COLS \
+	"id, account, uidl, size, digest, sender, state, attempts, next_attempt, " \
+	"created, updated, last_reply"
+
+/* allocation: abort with a message on failure (never NULL) */
+void *spool_xcalloc(size_t n, size_t size);
+void *spool_xrealloc(void *p, size_t n, size_t size);
+char *spool_xstrdup(const char *s);
+
+/* spool_fail - set *err_r (if err_r) to a formatted message, return res */
+enum spool_res spool_fail(char **err_r, enum spool_res res, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* spool_errno_res - ENOSPC/EDQUOT -> SPOOL_FULL, else SPOOL_IO */
+enum spool_res spool_errno_res(int err);
+/* spool_dbfail - map a SQLite result code, message "index.db: <step>: <errmsg>" */
+enum spool_res spool_dbfail(struct spool *sp, int rc, const char *step, char **err_r);
+
+/* spool_stmt - the cached statement q, reset and unbound, ready to bind */
+enum spool_res spool_stmt(struct spool *sp, enum spool_sq q, sqlite3_stmt **st_r,
+			  char **err_r);
+/* spool_exec_sq - run a cached statement without parameters (BEGIN etc.) */
+enum spool_res spool_exec_sq(struct spool *sp, enum spool_sq q, const char *step,
+			     char **err_r);
+/* spool_rollback - end a failed transaction; its own errors are secondary */
+void spool_rollback(struct spool *sp);
+
+int spool_state_from_text(const unsigned char *s, enum spool_state *st_r);
+int spool_id_valid(const char *id);
+/* spool_msg_from_row - a spool_msg from a row of SPOOL_MSG_COLS (no rcpts) */
+struct spool_msg *spool_msg_from_row(struct spool *sp, sqlite3_stmt *st);
+/* spool_load_rcpts - fill m->rcpts with every recipient row of m */
+enum spool_res spool_load_rcpts(struct spool *sp, struct spool_msg *m, char **err_r);
+
+/* spool_recover - the recovery table of spool.h, run by spool_open() while
+ * holding the exclusive lock; fills sp->rec */
+enum spool_res spool_recover(struct spool *sp, char **err_r);
+/* spool_recover_guard - before migrating from user_version 0: refuse if
+ * msg/ already holds files (the index was lost; recovery would delete mail) */
+enum spool_res spool_recover_guard(struct spool *sp, unsigned int user_version,
+				   char **err_r);
+#endif
+
+#endif

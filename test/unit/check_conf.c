@@ -1,0 +1,288 @@
+/* check_conf.c - configuration parsing: values, defaults, and errors that
+ * name the file, the line and the option */
+#include "config.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf.h"
+
+static char dir[] = "/tmp/check_conf.XXXXXX";
+static char conf_path[256], pass_path[256];
+
+static void setup(void)
+{
+	strcpy(dir, "/tmp/check_conf.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(conf_path, sizeof conf_path, "%s/popgate.conf", dir);
+	snprintf(pass_path, sizeof pass_path, "%s/office.pass", dir);
+	FILE *f = fopen(pass_path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("s3cret\n", f);
+	fclose(f);
+	chmod(pass_path, 0600);
+}
+
+static void teardown(void)
+{
+	unlink(conf_path);
+	unlink(pass_path);
+	rmdir(dir);
+}
+
+static void write_conf(const char *text)
+{
+	FILE *f = fopen(conf_path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* account_block - a valid account using the test password file */
+static char *account_block(const char *name, const char *extra)
+{
+	static char b[2048];
+	snprintf(b, sizeof b,
+		 "account \"%s\" {\n"
+		 "  server = \"pop.example.com\"\n"
+		 "  user = \"office@example.com\"\n"
+		 "  password_file = \"%s\"\n"
+		 "  deliver_to = \"office@corp.example\"\n"
+		 "%s"
+		 "}\n",
+		 name, pass_path, extra);
+	return b;
+}
+
+static char *load_err(const char *text)
+{
+	struct conf *c = NULL;
+	char *err = NULL;
+	write_conf(text);
+	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_CONFIG);
+	ck_assert_ptr_null(c);
+	ck_assert_ptr_nonnull(err);
+	return err;
+}
+
+/* expect_error - the error text contains "FILE:LINE:" and every needle */
+static void expect_error(const char *text, int line, const char *n1, const char *n2)
+{
+	char *err = load_err(text);
+	char where[300];
+	snprintf(where, sizeof where, "%s:%d:", conf_path, line);
+	ck_assert_msg(strstr(err, where) != NULL, "expected '%s' in '%s'", where, err);
+	if (n1)
+		ck_assert_msg(strstr(err, n1) != NULL, "expected '%s' in '%s'", n1, err);
+	if (n2)
+		ck_assert_msg(strstr(err, n2) != NULL, "expected '%s' in '%s'", n2, err);
+	free(err);
+}
+
+START_TEST(test_full_example)
+{
+	char text[4096];
+	snprintf(text, sizeof text,
+		 "spool_dir = \"/var/spool/popgate\"\n"
+		 "smtp {\n  host = \"127.0.0.1\"\n  port = 25\n}\n"
+		 "account \"office\" {\n"
+		 "  server = \"pop.example.com\"\n  port = 995\n  tls = \"implicit\"   # implicit\n"
+		 "  ca_file = \"%s\"\n  user = \"office@example.com\"\n"
+		 "  password_file = \"%s\"\n  allow_plaintext = false\n"
+		 "  deliver_to = \"office@corp.example\"\n  keep = false\n  interval = 300\n}\n",
+		 pass_path, pass_path);
+	write_conf(text);
+	struct conf *c = NULL;
+	char *err = NULL;
+	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_OK);
+	ck_assert_str_eq(c->spool_dir, "/var/spool/popgate");
+	ck_assert_str_eq(c->smtp.host, "127.0.0.1");
+	ck_assert_int_eq(c->smtp.port, 25);
+	ck_assert_uint_eq(c->naccounts, 1);
+	const struct conf_account *a = conf_find_account(c, "office");
+	ck_assert_ptr_nonnull(a);
+	ck_assert_str_eq(a->server, "pop.example.com");
+	ck_assert_int_eq(a->port, 995);
+	ck_assert_int_eq(a->tls, TLS_IMPLICIT);
+	ck_assert_str_eq(a->deliver_to, "office@corp.example");
+	ck_assert_int_eq(a->keep, 0);
+	ck_assert_int_eq(a->interval, 300);
+	ck_assert_int_eq(a->line, 6);
+	char *secret = NULL;
+	ck_assert_int_eq(conf_read_secret(a, &secret, &err), PG_OK);
+	ck_assert_str_eq(secret, "s3cret");
+	free(secret);
+	conf_free(&c);
+	ck_assert_ptr_null(c);
+}
+END_TEST
+
+START_TEST(test_defaults_and_many_accounts)
+{
+	char text[4096];
+	snprintf(text, sizeof text, "%s", account_block("a", "  tls = \"starttls\"\n"));
+	strncat(text, account_block("b", "  tls = \"none\"\n  allow_plaintext = true\n"),
+		sizeof text - strlen(text) - 1);
+	strncat(text, account_block("c", ""), sizeof text - strlen(text) - 1);
+	write_conf(text);
+	struct conf *c = NULL;
+	char *err = NULL;
+	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_OK);
+	ck_assert_uint_eq(c->naccounts, 3);
+	ck_assert_int_eq(c->accounts[0].port, 110);
+	ck_assert_int_eq(c->accounts[1].port, 110);
+	ck_assert_int_eq(c->accounts[1].allow_plaintext, 1);
+	ck_assert_int_eq(c->accounts[2].port, 995);
+	ck_assert_int_eq(c->accounts[2].tls, TLS_IMPLICIT);
+	ck_assert_int_eq(c->smtp.port, 25);
+	ck_assert_str_eq(c->spool_dir, "/var/spool/popgate");
+	conf_free(&c);
+}
+END_TEST
+
+START_TEST(test_unknown_option)
+{
+	char text[2048];
+	snprintf(text, sizeof text, "%s", account_block("office", "  colour = \"blue\"\n"));
+	expect_error(text, 6, "colour", NULL);
+}
+END_TEST
+
+START_TEST(test_line_after_comments)
+{
+	/* the bad port is on line 13; libconfuse alone reports a later line */
+	char text[2048];
+	snprintf(text, sizeof text,
+		 "# popgate configuration\n# second comment\n// c++ comment\n/* block\n   comment */\n"
+		 "spool_dir = \"/tmp/x\" # trailing \"quoted\" comment\n%s",
+		 account_block("office", "  # comment inside\n  port = 99999\n"));
+	expect_error(text, 13, "port", "99999");
+}
+END_TEST
+
+START_TEST(test_hash_inside_string_kept)
+{
+	char text[2048];
+	snprintf(text, sizeof text, "hostname = \"gw#1.example\"\n%s", account_block("office", ""));
+	write_conf(text);
+	struct conf *c = NULL;
+	char *err = NULL;
+	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_OK);
+	ck_assert_str_eq(c->hostname, "gw#1.example");
+	conf_free(&c);
+}
+END_TEST
+
+START_TEST(test_bad_values)
+{
+	char text[2048];
+	snprintf(text, sizeof text, "%s", account_block("office", "  tls = \"maybe\"\n"));
+	expect_error(text, 6, "tls", "maybe");
+	snprintf(text, sizeof text, "%s", account_block("office", "  keep = perhaps\n"));
+	expect_error(text, 6, "keep", NULL);
+	snprintf(text, sizeof text, "%s", account_block("office", "  interval = 0\n"));
+	expect_error(text, 6, "interval", NULL);
+	snprintf(text, sizeof text, "smtp {\n  port = \"x\"\n}\n%s", account_block("office", ""));
+	expect_error(text, 2, "port", NULL);
+	snprintf(text, sizeof text, "log_level = \"loud\"\n%s", account_block("office", ""));
+	expect_error(text, 1, "log_level", "loud");
+}
+END_TEST
+
+START_TEST(test_bad_address)
+{
+	char text[2048];
+	snprintf(text, sizeof text,
+		 "account \"office\" {\n  server = \"s\"\n  user = \"u\"\n  password_file = \"%s\"\n"
+		 "  deliver_to = \"a@b>\\r\\nRCPT TO:<x@y\"\n}\n", pass_path);
+	expect_error(text, 5, "deliver_to", NULL);
+}
+END_TEST
+
+START_TEST(test_missing_required)
+{
+	char text[2048];
+	snprintf(text, sizeof text,
+		 "spool_dir = \"/tmp/x\"\n\naccount \"office\" {\n  user = \"u\"\n"
+		 "  password_file = \"%s\"\n  deliver_to = \"a@b.example\"\n}\n", pass_path);
+	expect_error(text, 3, "server", "office");
+}
+END_TEST
+
+START_TEST(test_no_account)
+{
+	char *err = load_err("spool_dir = \"/tmp/x\"\n");
+	ck_assert_ptr_nonnull(strstr(err, "no account"));
+	ck_assert_ptr_nonnull(strstr(err, conf_path));
+	free(err);
+}
+END_TEST
+
+START_TEST(test_duplicate_account)
+{
+	char text[4096];
+	snprintf(text, sizeof text, "%s", account_block("office", ""));
+	strncat(text, account_block("office", ""), sizeof text - strlen(text) - 1);
+	char *err = load_err(text);
+	ck_assert_ptr_nonnull(strstr(err, "office"));
+	free(err);
+}
+END_TEST
+
+START_TEST(test_password_file_mode)
+{
+	chmod(pass_path, 0644);
+	char text[2048];
+	snprintf(text, sizeof text, "%s", account_block("office", ""));
+	char *err = load_err(text);
+	ck_assert_msg(strstr(err, "group or others") != NULL, "%s", err);
+	ck_assert_ptr_nonnull(strstr(err, pass_path));
+	ck_assert_ptr_nonnull(strstr(err, "password_file"));
+	free(err);
+	chmod(pass_path, 0600);
+}
+END_TEST
+
+START_TEST(test_missing_file)
+{
+	struct conf *c = NULL;
+	char *err = NULL;
+	ck_assert_int_eq(conf_load("/nonexistent/popgate.conf", &c, &err), PG_CONFIG);
+	ck_assert_ptr_nonnull(strstr(err, "/nonexistent/popgate.conf"));
+	free(err);
+}
+END_TEST
+
+static Suite *conf_suite(void)
+{
+	Suite *s = suite_create("conf");
+	TCase *tc = tcase_create("conf");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_full_example);
+	tcase_add_test(tc, test_defaults_and_many_accounts);
+	tcase_add_test(tc, test_unknown_option);
+	tcase_add_test(tc, test_line_after_comments);
+	tcase_add_test(tc, test_hash_inside_string_kept);
+	tcase_add_test(tc, test_bad_values);
+	tcase_add_test(tc, test_bad_address);
+	tcase_add_test(tc, test_missing_required);
+	tcase_add_test(tc, test_no_account);
+	tcase_add_test(tc, test_duplicate_account);
+	tcase_add_test(tc, test_password_file_mode);
+	tcase_add_test(tc, test_missing_file);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(conf_suite());
+	srunner_run_all(sr, CK_ENV);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
