@@ -94,6 +94,17 @@ static int validate_port(cfg_t *cfg, cfg_opt_t *opt)
 {
 	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
 	if (v < 0 || v > 65535) {
+		cfg_error(cfg, "option '%s': %ld is not a port number (1-65535, or 0 for the "
+			  "default)", opt->name, v);
+		return -1;
+	}
+	return 0;
+}
+
+static int validate_port_required(cfg_t *cfg, cfg_opt_t *opt)
+{
+	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
+	if (v < 1 || v > 65535) {
 		cfg_error(cfg, "option '%s': %ld is not a port number (1-65535)", opt->name, v);
 		return -1;
 	}
@@ -189,7 +200,27 @@ static int validate_nonempty(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
-/* section_line - the line where `account "NAME"` starts in the cleaned text */
+/* validate_hostname - a name fit for HELO and Received: letters, digits,
+ * '.', '-', '_', or an address literal in brackets */
+static int validate_hostname(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+	size_t n = v ? strlen(v) : 0;
+	int ok = n > 0 && n <= 253;
+	for (size_t i = 0; ok && i < n; i++) {
+		unsigned char ch = (unsigned char)v[i];
+		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		     ch == '.' || ch == '-' || ch == '_' || ch == '[' || ch == ']' || ch == ':';
+	}
+	if (!ok) {
+		cfg_error(cfg, "option '%s': '%s' is not a host name", opt->name, v ? v : "");
+		return -1;
+	}
+	return 0;
+}
+
+/* section_line - the line where `account "NAME"` starts in the cleaned text
+ * (the name must match whole, so "office" does not match "office2") */
 static int section_line(const char *text, const char *name)
 {
 	int line = 1;
@@ -199,15 +230,18 @@ static int section_line(const char *text, const char *name)
 			line++;
 			continue;
 		}
-		if (strncmp(p, "account", 7) != 0 || (p > text && (p[-1] != ' ' && p[-1] != '\n' &&
-								   p[-1] != '\t')))
+		if (strncmp(p, "account", 7) != 0 ||
+		    (p > text && p[-1] != ' ' && p[-1] != '\n' && p[-1] != '\t'))
 			continue;
 		const char *q = p + 7;
 		while (*q == ' ' || *q == '\t')
 			q++;
-		if (*q == '"' || *q == '\'')
-			q++;
-		if (strncmp(q, name, nlen) == 0)
+		char quote = (*q == '"' || *q == '\'') ? *q++ : '\0';
+		if (strncmp(q, name, nlen) != 0)
+			continue;
+		char end = q[nlen];
+		if ((quote && end == quote) || (!quote && (end == ' ' || end == '\t' ||
+							   end == '{' || end == '\n')))
 			return line;
 	}
 	return 0;
@@ -255,14 +289,14 @@ static void set_validators(cfg_t *cfg)
 		cfg_validate_callback_t fn;
 	} v[] = {
 		{ "log_level", validate_loglevel },   { "spool_dir", validate_nonempty },
-		{ "smtp|port", validate_port },       { "smtp|host", validate_nonempty },
+		{ "smtp|port", validate_port_required },       { "smtp|host", validate_nonempty },
 		{ "smtp|timeout", validate_positive }, { "account|port", validate_port },
 		{ "account|tls", validate_tls },      { "account|server", validate_nonempty },
 		{ "account|user", validate_nonempty }, { "account|password_file", validate_nonempty },
 		{ "account|deliver_to", validate_addr }, { "account|interval", validate_positive },
 		{ "account|timeout", validate_positive }, { "account|connect_timeout", validate_positive },
-		{ "hostname", validate_nonempty }, { "smtp|tls", validate_smtp_tls },
-		{ "smtp|ca_file", validate_nonempty },
+		{ "hostname", validate_hostname }, { "smtp|tls", validate_smtp_tls },
+		{ "smtp|ca_file", validate_nonempty }, { "smtp|helo_name", validate_hostname },
 	};
 	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
 		cfg_set_validate_func(cfg, v[i].name, v[i].fn);
@@ -365,6 +399,9 @@ static void conf_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 	c->smtp.tls = strcmp(stls, "required") == 0 ? TLS_IMPLICIT
 		      : strcmp(stls, "starttls") == 0 ? TLS_STARTTLS : TLS_NONE;
 	c->smtp.ca_file = opt_strdup(smtp, "ca_file");
+	if (c->smtp.ca_file != NULL && access(c->smtp.ca_file, R_OK) != 0)
+		conf_add_error(cx, 0, "smtp: option 'ca_file': cannot read '%s': %s",
+			       c->smtp.ca_file, strerror(errno));
 	c->naccounts = cfg_size(cfg, "account");
 	c->accounts = xcalloc(c->naccounts, sizeof *c->accounts);
 	for (size_t i = 0; i < c->naccounts; i++)

@@ -3,9 +3,11 @@
  *
  * Contract:
  *  - conf_load() parses and validates the whole file.  On failure it returns
- *    PG_CONFIG and *err_r holds every error found, one per line, each as
+ *    PG_CONFIG and *err_r holds the errors, one per line, each as
  *    "FILE:LINE: option 'NAME': what is wrong" so an admin can go straight
- *    to it.  Nothing half-parsed is returned.
+ *    to it.  libconfuse stops at the first syntax or value error; the
+ *    checks that need a whole account (missing options, password file
+ *    mode) are all reported together.  Nothing half-parsed is returned.
  *  - The returned struct conf is immutable and owned by the caller
  *    (conf_free()).  Strings are never NULL unless documented as optional.
  *  - conf_read_secret() reads an account's password; it refuses a password
@@ -19,7 +21,8 @@
 
 #include "util.h"
 
-#define CONF_DEFAULT_PATH SYSCONFDIR "/popgate/popgate.conf"
+/* Fixed, whatever --sysconfdir says: admins and docs expect this path. */
+#define CONF_DEFAULT_PATH "/etc/popgate/popgate.conf"
 
 struct conf_smtp {
 	char *host;

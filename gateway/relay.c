@@ -342,12 +342,18 @@ static void event_cb(smtp_session_t session, int event, void *arg, ...)
 			record(run, it, sm, NULL);
 	} else if (event == SMTP_EV_INVALID_PEER_CERTIFICATE ||
 		   event == SMTP_EV_NO_PEER_CERTIFICATE || event == SMTP_EV_WRONG_PEER_CERTIFICATE) {
-		(void)va_arg(ap, long);
+		/* only the invalid-certificate event passes the verify result
+		 * (a long) before the int *ok; the others pass int *ok first */
+		if (event == SMTP_EV_INVALID_PEER_CERTIFICATE)
+			(void)va_arg(ap, long);
 		int *ok = va_arg(ap, int *);
 		if (ok != NULL)
 			*ok = 0; /* never accept a certificate that failed verification */
-		LOG_WARN("relay smtp=%s:%d status=tls-refused reason=\"peer certificate not "
-			 "acceptable\"", run->c->smtp.host, run->c->smtp.port);
+		LOG_WARN("relay smtp=%s:%d status=tls-refused reason=\"%s\"", run->c->smtp.host,
+			 run->c->smtp.port,
+			 event == SMTP_EV_NO_PEER_CERTIFICATE ? "no peer certificate" :
+			 event == SMTP_EV_WRONG_PEER_CERTIFICATE ? "certificate does not match the host"
+								  : "certificate verification failed");
 	}
 	va_end(ap);
 }

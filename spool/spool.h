@@ -67,6 +67,7 @@ enum spool_state {
 };
 
 const char *spool_state_name(enum spool_state st);
+/* spool_state_parse - 0 and *st_r set, or -1 for an unknown name */
 int spool_state_parse(const char *name, enum spool_state *st_r);
 const char *spool_res_name(enum spool_res r);
 
@@ -140,6 +141,8 @@ enum spool_res spool_writer_begin(struct spool *sp, const char *account, const c
 				  struct spool_writer **w_r, char **err_r);
 /* spool_writer_id - the id this message will have (for Received: and logs) */
 const char *spool_writer_id(const struct spool_writer *w);
+/* spool_writer_write - buffered (one write() per 64 KiB).  After an error
+ * the writer only accepts spool_writer_abort() (finish also fails). */
 enum spool_res spool_writer_write(struct spool_writer *w, const void *data, size_t len,
 				  char **err_r);
 /* spool_writer_finish - flush, fsync, rename into msg/; frees *w.  On error

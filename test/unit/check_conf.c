@@ -85,7 +85,7 @@ static void expect_error(const char *text, int line, const char *n1, const char 
 
 START_TEST(test_full_example)
 {
-	char text[4096];
+	char text[8192];
 	snprintf(text, sizeof text,
 		 "spool_dir = \"/var/spool/popgate\"\n"
 		 "smtp {\n  host = \"127.0.0.1\"\n  port = 25\n}\n"
@@ -123,7 +123,7 @@ END_TEST
 
 START_TEST(test_defaults_and_many_accounts)
 {
-	char text[4096];
+	char text[8192];
 	snprintf(text, sizeof text, "%s", account_block("a", "  tls = \"starttls\"\n"));
 	strncat(text, account_block("b", "  tls = \"none\"\n  allow_plaintext = true\n"),
 		sizeof text - strlen(text) - 1);
@@ -146,7 +146,7 @@ END_TEST
 
 START_TEST(test_unknown_option)
 {
-	char text[2048];
+	char text[8192];
 	snprintf(text, sizeof text, "%s", account_block("office", "  colour = \"blue\"\n"));
 	expect_error(text, 6, "colour", NULL);
 }
@@ -155,7 +155,7 @@ END_TEST
 START_TEST(test_line_after_comments)
 {
 	/* the bad port is on line 13; libconfuse alone reports a later line */
-	char text[2048];
+	char text[8192];
 	snprintf(text, sizeof text,
 		 "# popgate configuration\n# second comment\n// c++ comment\n/* block\n   comment */\n"
 		 "spool_dir = \"/tmp/x\" # trailing \"quoted\" comment\n%s",
@@ -166,20 +166,21 @@ END_TEST
 
 START_TEST(test_hash_inside_string_kept)
 {
-	char text[2048];
-	snprintf(text, sizeof text, "hostname = \"gw#1.example\"\n%s", account_block("office", ""));
+	char text[8192];
+	snprintf(text, sizeof text, "spool_dir = \"/srv/spool#1//x/*y*/\"\n%s",
+		 account_block("office", ""));
 	write_conf(text);
 	struct conf *c = NULL;
 	char *err = NULL;
 	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_OK);
-	ck_assert_str_eq(c->hostname, "gw#1.example");
+	ck_assert_str_eq(c->spool_dir, "/srv/spool#1//x/*y*/");
 	conf_free(&c);
 }
 END_TEST
 
 START_TEST(test_bad_values)
 {
-	char text[2048];
+	char text[8192];
 	snprintf(text, sizeof text, "%s", account_block("office", "  tls = \"maybe\"\n"));
 	expect_error(text, 6, "tls", "maybe");
 	snprintf(text, sizeof text, "%s", account_block("office", "  keep = perhaps\n"));
@@ -193,9 +194,39 @@ START_TEST(test_bad_values)
 }
 END_TEST
 
+/* regression: an error in account "office" must not point at the line of
+ * an earlier account whose name merely starts with "office" */
+START_TEST(test_account_line_whole_name)
+{
+	char text[8192];
+	snprintf(text, sizeof text, "%s\n", account_block("office2", ""));
+	strncat(text, "account \"office\" {\n  server = \"s\"\n}\n", sizeof text - strlen(text) - 1);
+	expect_error(text, 8, "office", "user");
+}
+END_TEST
+
+/* regression: values that would reach the SMTP dialogue are checked */
+START_TEST(test_smtp_values)
+{
+	char text[8192];
+	snprintf(text, sizeof text, "smtp {\n  port = 0\n}\n%s", account_block("office", ""));
+	expect_error(text, 2, "port", NULL);
+	snprintf(text, sizeof text, "smtp {\n  helo_name = \"gw\\nRSET\"\n}\n%s",
+		 account_block("office", ""));
+	expect_error(text, 2, "helo_name", NULL);
+	snprintf(text, sizeof text, "smtp {\n  tls = \"sometimes\"\n}\n%s", account_block("office", ""));
+	expect_error(text, 2, "tls", "sometimes");
+	snprintf(text, sizeof text, "smtp {\n  ca_file = \"/nonexistent/ca.pem\"\n}\n%s",
+		 account_block("office", ""));
+	char *err = load_err(text);
+	ck_assert_msg(strstr(err, "/nonexistent/ca.pem") != NULL, "%s", err);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_bad_address)
 {
-	char text[2048];
+	char text[8192];
 	snprintf(text, sizeof text,
 		 "account \"office\" {\n  server = \"s\"\n  user = \"u\"\n  password_file = \"%s\"\n"
 		 "  deliver_to = \"a@b>\\r\\nRCPT TO:<x@y\"\n}\n", pass_path);
@@ -205,7 +236,7 @@ END_TEST
 
 START_TEST(test_missing_required)
 {
-	char text[2048];
+	char text[8192];
 	snprintf(text, sizeof text,
 		 "spool_dir = \"/tmp/x\"\n\naccount \"office\" {\n  user = \"u\"\n"
 		 "  password_file = \"%s\"\n  deliver_to = \"a@b.example\"\n}\n", pass_path);
@@ -224,7 +255,7 @@ END_TEST
 
 START_TEST(test_duplicate_account)
 {
-	char text[4096];
+	char text[8192];
 	snprintf(text, sizeof text, "%s", account_block("office", ""));
 	strncat(text, account_block("office", ""), sizeof text - strlen(text) - 1);
 	char *err = load_err(text);
@@ -236,7 +267,7 @@ END_TEST
 START_TEST(test_password_file_mode)
 {
 	chmod(pass_path, 0644);
-	char text[2048];
+	char text[8192];
 	snprintf(text, sizeof text, "%s", account_block("office", ""));
 	char *err = load_err(text);
 	ck_assert_msg(strstr(err, "group or others") != NULL, "%s", err);
@@ -269,6 +300,8 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_hash_inside_string_kept);
 	tcase_add_test(tc, test_bad_values);
 	tcase_add_test(tc, test_bad_address);
+	tcase_add_test(tc, test_account_line_whole_name);
+	tcase_add_test(tc, test_smtp_values);
 	tcase_add_test(tc, test_missing_required);
 	tcase_add_test(tc, test_no_account);
 	tcase_add_test(tc, test_duplicate_account);

@@ -1,0 +1,1231 @@
+#include "config.h"
+
+/*
+ * spool.c - open/close, schema migrations, the ingest writer, group commit,
+ * and the relay's queue transitions (claim, finish).  See spool.h for the
+ * contract; recovery lives in spool_recover.c, listing in spool_admin.c.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "spool.h"
+#include "spool_int.h"
+
+#define SPOOL_WBUF (64 * 1024)    /* writer buffer: one write() per 64 KiB */
+#define SPOOL_BUSY_MS 10000
+#define SPOOL_ID_TRIES 100
+
+struct spool_writer {
+	struct spool *sp;
+	char id[SPOOL_ID_LEN + 1];
+	char *account;
+	char *uidl;
+	int fd;
+	size_t blen;
+	uint64_t size;
+	int failed;     /* a write failed: the file is incomplete, only abort is left */
+	EVP_MD_CTX *md;
+	unsigned char buf[SPOOL_WBUF];
+};
+
+/* Keep in step with enum spool_sq in spool_int.h. */
+static const char *const spool_sq_sql[SQ__COUNT] = {
+	[SQ_BEGIN] = "BEGIN IMMEDIATE",
+	[SQ_COMMIT] = "COMMIT",
+	[SQ_ROLLBACK] = "ROLLBACK",
+	[SQ_UIDL_KNOWN] = "SELECT 1 FROM messages WHERE account = ?1 AND uidl = ?2",
+	[SQ_ID_KNOWN] = "SELECT 1 FROM messages WHERE id = ?1",
+	[SQ_INS_MSG] = "INSERT INTO messages (id, account, uidl, size, digest, sender, "
+		       "state, attempts, next_attempt, created, updated) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, 0, ?7, ?7)",
+	/* OR IGNORE: the same address twice in one envelope is one delivery */
+	[SQ_INS_RCPT] = "INSERT OR IGNORE INTO recipients (msg_id, addr, state) "
+			"VALUES (?1, ?2, 'queued')",
+	/* created has one-second resolution; rowid keeps commit order within it */
+	[SQ_CLAIM_SEL] = "SELECT " SPOOL_MSG_COLS " FROM messages "
+			 "WHERE state = 'queued' OR (state = 'deferred' AND next_attempt <= ?1) "
+			 "ORDER BY created, rowid LIMIT ?2",
+	[SQ_CLAIM_UPD] = "UPDATE messages SET state = 'sending', attempts = attempts + 1, "
+			 "updated = ?2 WHERE id = ?1",
+	[SQ_RCPT_TODO] = "SELECT addr, state, last_reply FROM recipients "
+			 "WHERE msg_id = ?1 AND state NOT IN ('sent', 'held') ORDER BY rowid",
+	[SQ_RCPT_SENDING] = "UPDATE recipients SET state = 'sending' "
+			    "WHERE msg_id = ?1 AND state NOT IN ('sent', 'held')",
+	[SQ_MSG_FINISH] = "UPDATE messages SET state = ?2, last_reply = ?3, updated = ?5, "
+			  "next_attempt = CASE WHEN ?2 = 'deferred' THEN ?4 ELSE next_attempt END "
+			  "WHERE id = ?1",
+	[SQ_RCPT_FINISH] = "UPDATE recipients SET state = ?3, last_reply = ?4 "
+			   "WHERE msg_id = ?1 AND addr = ?2",
+	[SQ_RCPT_ALL] = "SELECT addr, state, last_reply FROM recipients WHERE msg_id = ?1 "
+			"ORDER BY rowid",
+	[SQ_GET] = "SELECT " SPOOL_MSG_COLS " FROM messages WHERE id = ?1",
+};
+
+static const char *const state_names[] = {
+	[SPOOL_QUEUED] = "queued",   [SPOOL_SENDING] = "sending", [SPOOL_SENT] = "sent",
+	[SPOOL_DEFERRED] = "deferred", [SPOOL_HELD] = "held",
+};
+
+/* ---- small helpers shared by the library (declared in spool_int.h) ---- */
+
+static void spool_oom(void)
+{
+	fputs("popgate: spool: out of memory\n", stderr);
+	abort();
+}
+
+void *spool_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (p == NULL)
+		spool_oom();
+	return p;
+}
+
+void *spool_xrealloc(void *p, size_t n, size_t size)
+{
+	void *q;
+
+	if (size != 0 && n > SIZE_MAX / size)
+		spool_oom();
+	q = realloc(p, n != 0 && size != 0 ? n * size : 1);
+	if (q == NULL)
+		spool_oom();
+	return q;
+}
+
+char *spool_xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		spool_oom();
+	return p;
+}
+
+enum spool_res spool_fail(char **err_r, enum spool_res res, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err_r == NULL)
+		return res;
+	va_start(ap, fmt);
+	if (vasprintf(err_r, fmt, ap) < 0)
+		spool_oom();
+	va_end(ap);
+	return res;
+}
+
+enum spool_res spool_errno_res(int err)
+{
+	return err == ENOSPC || err == EDQUOT ? SPOOL_FULL : SPOOL_IO;
+}
+
+enum spool_res spool_dbfail(struct spool *sp, int rc, const char *step, char **err_r)
+{
+	enum spool_res res = SPOOL_IO;
+	const char *msg = sp->db ? sqlite3_errmsg(sp->db) : sqlite3_errstr(rc);
+
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		res = SPOOL_BUSY;
+		break;
+	case SQLITE_FULL:
+		res = SPOOL_FULL;
+		break;
+	}
+	return spool_fail(err_r, res, "index.db: %s: %s", step, msg);
+}
+
+enum spool_res spool_stmt(struct spool *sp, enum spool_sq q, sqlite3_stmt **st_r,
+			  char **err_r)
+{
+	int rc;
+
+	if (sp->sq[q] == NULL) {
+		rc = sqlite3_prepare_v3(sp->db, spool_sq_sql[q], -1, SQLITE_PREPARE_PERSISTENT,
+					&sp->sq[q], NULL);
+		if (rc != SQLITE_OK)
+			return spool_dbfail(sp, rc, "prepare", err_r);
+	}
+	sqlite3_reset(sp->sq[q]);
+	sqlite3_clear_bindings(sp->sq[q]);
+	*st_r = sp->sq[q];
+	return SPOOL_OK;
+}
+
+enum spool_res spool_exec_sq(struct spool *sp, enum spool_sq q, const char *step, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	if ((res = spool_stmt(sp, q, &st, err_r)) != SPOOL_OK)
+		return res;
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return spool_dbfail(sp, rc, step, err_r);
+	return SPOOL_OK;
+}
+
+void spool_rollback(struct spool *sp)
+{
+	/* SQLite may already have rolled back (I/O error, full disk): then
+	 * there is nothing to end and ROLLBACK would only report that. */
+	if (sqlite3_get_autocommit(sp->db) == 0)
+		(void)spool_exec_sq(sp, SQ_ROLLBACK, "rollback", NULL);
+}
+
+const char *spool_state_name(enum spool_state st)
+{
+	if ((unsigned int)st >= sizeof state_names / sizeof state_names[0])
+		return "unknown";
+	return state_names[st];
+}
+
+int spool_state_parse(const char *name, enum spool_state *st_r)
+{
+	for (size_t i = 0; i < sizeof state_names / sizeof state_names[0]; i++) {
+		if (name != NULL && strcmp(name, state_names[i]) == 0) {
+			*st_r = (enum spool_state)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int spool_state_from_text(const unsigned char *s, enum spool_state *st_r)
+{
+	return spool_state_parse((const char *)s, st_r);
+}
+
+const char *spool_res_name(enum spool_res r)
+{
+	static const char *const names[] = {
+		[SPOOL_OK] = "ok",      [SPOOL_BUSY] = "busy",          [SPOOL_FULL] = "full",
+		[SPOOL_IO] = "io",      [SPOOL_DUP] = "duplicate",      [SPOOL_NOTFOUND] = "not found",
+		[SPOOL_INVAL] = "invalid",
+	};
+
+	if ((unsigned int)r >= sizeof names / sizeof names[0])
+		return "unknown";
+	return names[r];
+}
+
+int spool_id_valid(const char *id)
+{
+	size_t i;
+
+	if (id == NULL)
+		return 0;
+	for (i = 0; i < SPOOL_ID_LEN; i++) {
+		char c = id[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f')))
+			return 0;
+	}
+	return id[i] == '\0';
+}
+
+static char *col_strdup(sqlite3_stmt *st, int col)
+{
+	const unsigned char *s = sqlite3_column_text(st, col);
+
+	return s ? spool_xstrdup((const char *)s) : NULL;
+}
+
+struct spool_msg *spool_msg_from_row(struct spool *sp, sqlite3_stmt *st)
+{
+	struct spool_msg *m = spool_xcalloc(1, sizeof *m);
+	const unsigned char *s;
+
+	s = sqlite3_column_text(st, 0);
+	snprintf(m->id, sizeof m->id, "%s", s ? (const char *)s : "");
+	m->account = col_strdup(st, 1);
+	m->uidl = col_strdup(st, 2);
+	if (asprintf(&m->path, "%s/msg/%s", sp->dir, m->id) < 0)
+		spool_oom();
+	m->size = (uint64_t)sqlite3_column_int64(st, 3);
+	s = sqlite3_column_text(st, 4);
+	snprintf(m->digest, sizeof m->digest, "%s", s ? (const char *)s : "");
+	m->sender = col_strdup(st, 5);
+	if (m->sender == NULL)
+		m->sender = spool_xstrdup("");
+	if (spool_state_from_text(sqlite3_column_text(st, 6), &m->state) < 0)
+		m->state = SPOOL_HELD; /* the CHECK constraint makes this unreachable */
+	m->attempts = sqlite3_column_int(st, 7);
+	m->next_attempt = (time_t)sqlite3_column_int64(st, 8);
+	m->created = (time_t)sqlite3_column_int64(st, 9);
+	m->updated = (time_t)sqlite3_column_int64(st, 10);
+	m->last_reply = col_strdup(st, 11);
+	return m;
+}
+
+/* rcpts_from_stmt - append every row (addr, state, last_reply) of st to m */
+static enum spool_res rcpts_from_stmt(struct spool *sp, sqlite3_stmt *st, struct spool_msg *m,
+				      char **err_r)
+{
+	size_t cap = 0;
+	int rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct spool_rcpt *r;
+
+		if (m->nrcpts == cap) {
+			cap = cap ? cap * 2 : 4;
+			m->rcpts = spool_xrealloc(m->rcpts, cap, sizeof *m->rcpts);
+		}
+		r = &m->rcpts[m->nrcpts++];
+		r->addr = col_strdup(st, 0);
+		if (r->addr == NULL)
+			r->addr = spool_xstrdup("");
+		if (spool_state_from_text(sqlite3_column_text(st, 1), &r->state) < 0)
+			r->state = SPOOL_HELD;
+		r->reply = col_strdup(st, 2);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "load recipients", err_r);
+	return SPOOL_OK;
+}
+
+enum spool_res spool_load_rcpts(struct spool *sp, struct spool_msg *m, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+
+	if ((res = spool_stmt(sp, SQ_RCPT_ALL, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+	return rcpts_from_stmt(sp, st, m, err_r);
+}
+
+/* ---- open, close, migrations ---- */
+
+static enum spool_res mkdir_0700(const char *path, char **err_r)
+{
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return spool_fail(err_r, spool_errno_res(errno), "%s: mkdir: %s", path,
+				  strerror(errno));
+	return SPOOL_OK;
+}
+
+/* open_subdir - create <dir>/<name> if missing, return an O_DIRECTORY fd */
+static enum spool_res open_subdir(struct spool *sp, const char *name, int *fd_r, char **err_r)
+{
+	enum spool_res res;
+	char *path;
+
+	if (asprintf(&path, "%s/%s", sp->dir, name) < 0)
+		spool_oom();
+	res = mkdir_0700(path, err_r);
+	if (res == SPOOL_OK) {
+		*fd_r = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (*fd_r < 0)
+			res = spool_fail(err_r, SPOOL_IO, "%s: open: %s", path, strerror(errno));
+	}
+	free(path);
+	return res;
+}
+
+static enum spool_res open_tree(const char *dir, struct spool *sp, char **err_r)
+{
+	enum spool_res res;
+
+	if ((res = mkdir_0700(dir, err_r)) != SPOOL_OK)
+		return res;
+	/* relative spool dirs become absolute so msg paths survive a chdir */
+	sp->dir = realpath(dir, NULL);
+	if (sp->dir == NULL)
+		return spool_fail(err_r, SPOOL_IO, "%s: realpath: %s", dir, strerror(errno));
+	sp->rootfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sp->rootfd < 0)
+		return spool_fail(err_r, SPOOL_IO, "%s: open: %s", sp->dir, strerror(errno));
+	if ((res = open_subdir(sp, "tmp", &sp->tmpfd, err_r)) != SPOOL_OK)
+		return res;
+	return open_subdir(sp, "msg", &sp->msgfd, err_r);
+}
+
+static enum spool_res user_version(struct spool *sp, unsigned int *v_r, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(sp->db, "PRAGMA user_version", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*v_r = (unsigned int)sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return spool_dbfail(sp, rc, "read user_version", err_r);
+	return SPOOL_OK;
+}
+
+/* apply_migration - one migration in its own transaction; another process
+ * may have applied it meanwhile, so the version is read again under lock */
+static enum spool_res apply_migration(struct spool *sp, const struct spool_migration *mg,
+				      char **err_r)
+{
+	enum spool_res res;
+	unsigned int v = 0;
+	char *errmsg = NULL;
+	char pragma[64];
+	int rc;
+
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin migration", err_r)) != SPOOL_OK)
+		return res;
+	if ((res = user_version(sp, &v, err_r)) != SPOOL_OK || v >= mg->version)
+		goto done;
+	rc = sqlite3_exec(sp->db, mg->sql, NULL, NULL, &errmsg);
+	if (rc == SQLITE_OK) {
+		snprintf(pragma, sizeof pragma, "PRAGMA user_version = %u", mg->version);
+		rc = sqlite3_exec(sp->db, pragma, NULL, NULL, &errmsg);
+	}
+	if (rc != SQLITE_OK) {
+		res = spool_fail(err_r, SPOOL_IO, "index.db: migration %s: %s", mg->name,
+				 errmsg ? errmsg : sqlite3_errstr(rc));
+		if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+			res = SPOOL_BUSY;
+	}
+done:
+	sqlite3_free(errmsg);
+	if (res != SPOOL_OK) {
+		spool_rollback(sp);
+		return res;
+	}
+	return spool_exec_sq(sp, SQ_COMMIT, "commit migration", err_r);
+}
+
+static enum spool_res migrate(struct spool *sp, char **err_r)
+{
+	unsigned int v = 0, newest = 0, i;
+	enum spool_res res;
+
+	for (i = 0; i < spool_nmigrations; i++)
+		if (spool_migrations[i].version > newest)
+			newest = spool_migrations[i].version;
+	if ((res = user_version(sp, &v, err_r)) != SPOOL_OK)
+		return res;
+	/* a newer schema may mean anything: never write to it */
+	if (v > newest)
+		return spool_fail(err_r, SPOOL_IO,
+				  "index.db has schema version %u, this popgate knows up to %u", v,
+				  newest);
+	if ((res = spool_recover_guard(sp, v, err_r)) != SPOOL_OK)
+		return res;
+	for (i = 0; i < spool_nmigrations; i++) {
+		if (spool_migrations[i].version <= v)
+			continue;
+		if ((res = apply_migration(sp, &spool_migrations[i], err_r)) != SPOOL_OK)
+			return res;
+	}
+	return SPOOL_OK;
+}
+
+static int wal_cb(void *ctx, int ncol, char **vals, char **names)
+{
+	*(int *)ctx = ncol > 0 && vals[0] != NULL && strcmp(vals[0], "wal") == 0;
+	return 0;
+}
+
+static enum spool_res open_db(struct spool *sp, char **err_r)
+{
+	char *path, *errmsg = NULL;
+	int rc, wal = 0;
+	enum spool_res res = SPOOL_OK;
+
+	if (asprintf(&path, "%s/index.db", sp->dir) < 0)
+		spool_oom();
+	rc = sqlite3_open_v2(path, &sp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+					    SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		res = spool_fail(err_r, SPOOL_IO, "%s: open: %s", path,
+				 sp->db ? sqlite3_errmsg(sp->db) : sqlite3_errstr(rc));
+		goto out;
+	}
+	sqlite3_busy_timeout(sp->db, SPOOL_BUSY_MS);
+	rc = sqlite3_exec(sp->db, "PRAGMA journal_mode = WAL", wal_cb, &wal, &errmsg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(sp->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON",
+				  NULL, NULL, &errmsg);
+	if (rc != SQLITE_OK)
+		res = spool_dbfail(sp, rc, "pragmas", err_r);
+	else if (!wal)
+		res = spool_fail(err_r, SPOOL_IO, "%s: journal_mode=WAL not available", path);
+out:
+	sqlite3_free(errmsg);
+	free(path);
+	return res;
+}
+
+/* lock_and_recover - recovery would destroy the pending files and the
+ * `sending` claims of another handle, so it runs only if nobody else holds
+ * the spool; every handle then keeps a shared lock while open */
+static enum spool_res lock_and_recover(struct spool *sp, char **err_r)
+{
+	enum spool_res res = SPOOL_OK;
+
+	if (flock(sp->rootfd, LOCK_EX | LOCK_NB) == 0)
+		res = spool_recover(sp, err_r);
+	else if (errno == EWOULDBLOCK)
+		sp->rec.skipped = 1;
+	else
+		return spool_fail(err_r, SPOOL_IO, "%s: flock: %s", sp->dir, strerror(errno));
+	if (res != SPOOL_OK)
+		return res;
+	/* blocking: waits while another opener is still recovering */
+	while (flock(sp->rootfd, LOCK_SH) < 0) {
+		if (errno != EINTR)
+			return spool_fail(err_r, SPOOL_IO, "%s: flock: %s", sp->dir,
+					  strerror(errno));
+	}
+	return SPOOL_OK;
+}
+
+enum spool_res spool_open(const char *dir, struct spool **sp_r, char **err_r)
+{
+	struct spool *sp = spool_xcalloc(1, sizeof *sp);
+	enum spool_res res;
+
+	*sp_r = NULL;
+	sp->rootfd = sp->tmpfd = sp->msgfd = -1;
+	if (dir == NULL || *dir == '\0') {
+		res = spool_fail(err_r, SPOOL_INVAL, "spool directory not set");
+		goto fail;
+	}
+	if ((res = open_tree(dir, sp, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = open_db(sp, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = migrate(sp, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = lock_and_recover(sp, err_r)) != SPOOL_OK)
+		goto fail;
+	*sp_r = sp;
+	return SPOOL_OK;
+fail:
+	spool_close(&sp);
+	return res;
+}
+
+static void pending_clear_one(struct spool_pending *p)
+{
+	free(p->account);
+	free(p->uidl);
+	free(p->sender);
+	for (size_t i = 0; i < p->nrcpts; i++)
+		free(p->rcpts[i]);
+	free(p->rcpts);
+	memset(p, 0, sizeof *p);
+}
+
+/* pending_clear - forget every pending message; unlink their files if asked */
+static void pending_clear(struct spool *sp, int unlink_files)
+{
+	for (size_t i = 0; i < sp->npend; i++) {
+		if (unlink_files)
+			(void)unlinkat(sp->msgfd, sp->pend[i].id, 0);
+		pending_clear_one(&sp->pend[i]);
+	}
+	sp->npend = 0;
+}
+
+void spool_close(struct spool **spp)
+{
+	struct spool *sp = *spp;
+
+	if (sp == NULL)
+		return;
+	/* never committed: the server still has them, nothing may refer to them */
+	pending_clear(sp, 1);
+	free(sp->pend);
+	for (int i = 0; i < SQ__COUNT; i++)
+		sqlite3_finalize(sp->sq[i]);
+	if (sp->db != NULL)
+		sqlite3_close(sp->db);
+	if (sp->msgfd >= 0)
+		close(sp->msgfd);
+	if (sp->tmpfd >= 0)
+		close(sp->tmpfd);
+	if (sp->rootfd >= 0)
+		close(sp->rootfd); /* drops the flock */
+	free(sp->dir);
+	free(sp);
+	*spp = NULL;
+}
+
+const char *spool_dir(const struct spool *sp)
+{
+	return sp->dir;
+}
+
+const struct spool_recovery *spool_last_recovery(const struct spool *sp)
+{
+	return &sp->rec;
+}
+
+/* ---- ingest ---- */
+
+enum spool_res spool_uidl_known(struct spool *sp, const char *account, const char *uidl,
+				int *known_r, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	*known_r = 0;
+	if (account == NULL || uidl == NULL)
+		return spool_fail(err_r, SPOOL_INVAL, "spool_uidl_known: account or uidl missing");
+	if ((res = spool_stmt(sp, SQ_UIDL_KNOWN, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, uidl, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		*known_r = 1;
+	else if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "uidl lookup", err_r);
+	return SPOOL_OK;
+}
+
+static enum spool_res random_id(char id[SPOOL_ID_LEN + 1], char **err_r)
+{
+	uint32_t rnd;
+	ssize_t n;
+
+	while ((n = getrandom(&rnd, sizeof rnd, 0)) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof rnd)
+		return spool_fail(err_r, SPOOL_IO, "getrandom: %s",
+				  n < 0 ? strerror(errno) : "short read");
+	snprintf(id, SPOOL_ID_LEN + 1, "%08X%08X", (unsigned int)(uint32_t)time(NULL),
+		 (unsigned int)rnd);
+	return SPOOL_OK;
+}
+
+/* id_taken - the id of a committed message (file in msg/, or a sent row
+ * whose file is gone) must never be reused: rename would replace a file */
+static enum spool_res id_taken(struct spool *sp, const char *id, int *taken_r, char **err_r)
+{
+	struct stat stbuf;
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	*taken_r = fstatat(sp->msgfd, id, &stbuf, AT_SYMLINK_NOFOLLOW) == 0;
+	if (*taken_r)
+		return SPOOL_OK;
+	if ((res = spool_stmt(sp, SQ_ID_KNOWN, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "id lookup", err_r);
+	*taken_r = rc == SQLITE_ROW;
+	return SPOOL_OK;
+}
+
+/* create_tmp - O_EXCL in tmp/ reserves the id against concurrent writers */
+static enum spool_res create_tmp(struct spool *sp, struct spool_writer *w, char **err_r)
+{
+	enum spool_res res;
+	int taken;
+
+	for (int tries = 0; tries < SPOOL_ID_TRIES; tries++) {
+		if ((res = random_id(w->id, err_r)) != SPOOL_OK)
+			return res;
+		w->fd = openat(sp->tmpfd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (w->fd < 0 && errno == EEXIST)
+			continue;
+		if (w->fd < 0)
+			return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: open: %s",
+					  sp->dir, w->id, strerror(errno));
+		res = id_taken(sp, w->id, &taken, err_r);
+		if (res == SPOOL_OK && !taken)
+			return SPOOL_OK;
+		close(w->fd);
+		w->fd = -1;
+		(void)unlinkat(sp->tmpfd, w->id, 0);
+		if (res != SPOOL_OK)
+			return res;
+	}
+	return spool_fail(err_r, SPOOL_IO, "%s/tmp: no free message id after %d tries",
+			  sp->dir, SPOOL_ID_TRIES);
+}
+
+static void writer_free(struct spool_writer **wp, int unlink_tmp)
+{
+	struct spool_writer *w = *wp;
+
+	if (w == NULL)
+		return;
+	if (w->fd >= 0)
+		close(w->fd);
+	if (unlink_tmp && w->id[0] != '\0')
+		(void)unlinkat(w->sp->tmpfd, w->id, 0);
+	EVP_MD_CTX_free(w->md);
+	free(w->account);
+	free(w->uidl);
+	free(w);
+	*wp = NULL;
+}
+
+enum spool_res spool_writer_begin(struct spool *sp, const char *account, const char *uidl,
+				  struct spool_writer **w_r, char **err_r)
+{
+	struct spool_writer *w;
+	enum spool_res res;
+
+	*w_r = NULL;
+	if (account == NULL || uidl == NULL)
+		return spool_fail(err_r, SPOOL_INVAL, "spool_writer_begin: account or uidl missing");
+	w = spool_xcalloc(1, sizeof *w);
+	w->sp = sp;
+	w->fd = -1;
+	w->account = spool_xstrdup(account);
+	w->uidl = spool_xstrdup(uidl);
+	w->md = EVP_MD_CTX_new();
+	if (w->md == NULL || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
+		res = spool_fail(err_r, SPOOL_IO, "sha256: cannot initialise digest");
+		goto fail;
+	}
+	if ((res = create_tmp(sp, w, err_r)) != SPOOL_OK)
+		goto fail;
+	*w_r = w;
+	return SPOOL_OK;
+fail:
+	w->id[0] = '\0'; /* create_tmp removed its own file */
+	writer_free(&w, 0);
+	return res;
+}
+
+const char *spool_writer_id(const struct spool_writer *w)
+{
+	return w->id;
+}
+
+static enum spool_res writer_flush(struct spool_writer *w, char **err_r)
+{
+	size_t off = 0;
+
+	while (off < w->blen) {
+		ssize_t n = write(w->fd, w->buf + off, w->blen - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+
+			return spool_fail(err_r, spool_errno_res(err), "%s/tmp/%s: write: %s",
+					  w->sp->dir, w->id, strerror(err));
+		}
+		off += (size_t)n;
+	}
+	w->blen = 0;
+	return SPOOL_OK;
+}
+
+enum spool_res spool_writer_write(struct spool_writer *w, const void *data, size_t len,
+				  char **err_r)
+{
+	const unsigned char *p = data;
+	enum spool_res res;
+
+	if (w->failed)
+		return spool_fail(err_r, SPOOL_INVAL, "%s/tmp/%s: write after a failed write",
+				  w->sp->dir, w->id);
+	if (len == 0)
+		return SPOOL_OK;
+	if (EVP_DigestUpdate(w->md, data, len) != 1) {
+		w->failed = 1;
+		return spool_fail(err_r, SPOOL_IO, "sha256: digest update failed");
+	}
+	w->size += len;
+	while (len > 0) {
+		size_t n = SPOOL_WBUF - w->blen;
+
+		if (n > len)
+			n = len;
+		memcpy(w->buf + w->blen, p, n);
+		w->blen += n;
+		p += n;
+		len -= n;
+		if (w->blen == SPOOL_WBUF && (res = writer_flush(w, err_r)) != SPOOL_OK) {
+			w->failed = 1;
+			return res;
+		}
+	}
+	return SPOOL_OK;
+}
+
+static enum spool_res env_check(const struct spool_envelope *env, char **err_r)
+{
+	if (env == NULL || env->sender == NULL)
+		return spool_fail(err_r, SPOOL_INVAL, "envelope: no sender (use \"\" for <>)");
+	if (env->nrcpts == 0 || env->rcpts == NULL)
+		return spool_fail(err_r, SPOOL_INVAL, "envelope: no recipients");
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i] == NULL || env->rcpts[i][0] == '\0')
+			return spool_fail(err_r, SPOOL_INVAL, "envelope: empty recipient %zu", i);
+	return SPOOL_OK;
+}
+
+/* writer_seal - flush, fsync and close the temp file; digest in hex */
+static enum spool_res writer_seal(struct spool_writer *w, char digest[65], char **err_r)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	enum spool_res res;
+	int fd;
+
+	if ((res = writer_flush(w, err_r)) != SPOOL_OK)
+		return res;
+	if (fsync(w->fd) < 0)
+		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: fsync: %s",
+				  w->sp->dir, w->id, strerror(errno));
+	fd = w->fd;
+	w->fd = -1;
+	/* close can report a delayed write error (NFS, quota) */
+	if (close(fd) < 0)
+		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: close: %s",
+				  w->sp->dir, w->id, strerror(errno));
+	if (EVP_DigestFinal_ex(w->md, md, &mdlen) != 1 || mdlen != 32)
+		return spool_fail(err_r, SPOOL_IO, "sha256: digest final failed");
+	for (unsigned int i = 0; i < mdlen; i++)
+		snprintf(digest + 2 * i, 3, "%02x", md[i]);
+	return SPOOL_OK;
+}
+
+/* writer_publish - tmp/<id> -> msg/<id>, never replacing an existing file */
+static enum spool_res writer_publish(struct spool_writer *w, char **err_r)
+{
+	struct spool *sp = w->sp;
+	int rc;
+
+	rc = renameat2(sp->tmpfd, w->id, sp->msgfd, w->id, RENAME_NOREPLACE);
+	if (rc < 0 && (errno == EINVAL || errno == ENOSYS))
+		rc = renameat(sp->tmpfd, w->id, sp->msgfd, w->id); /* fs without NOREPLACE */
+	if (rc < 0)
+		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: rename to msg/: %s",
+				  sp->dir, w->id, strerror(errno));
+	return SPOOL_OK;
+}
+
+static void pending_add(struct spool *sp, const struct spool_writer *w, const char *digest,
+			const struct spool_envelope *env)
+{
+	struct spool_pending *p;
+
+	if (sp->npend == sp->pendcap) {
+		sp->pendcap = sp->pendcap ? sp->pendcap * 2 : 16;
+		sp->pend = spool_xrealloc(sp->pend, sp->pendcap, sizeof *sp->pend);
+	}
+	p = &sp->pend[sp->npend++];
+	memset(p, 0, sizeof *p);
+	memcpy(p->id, w->id, sizeof p->id);
+	p->account = spool_xstrdup(w->account);
+	p->uidl = spool_xstrdup(w->uidl);
+	p->sender = spool_xstrdup(env->sender);
+	p->rcpts = spool_xcalloc(env->nrcpts, sizeof *p->rcpts);
+	for (size_t i = 0; i < env->nrcpts; i++)
+		p->rcpts[i] = spool_xstrdup(env->rcpts[i]);
+	p->nrcpts = env->nrcpts;
+	p->size = w->size;
+	memcpy(p->digest, digest, sizeof p->digest);
+}
+
+enum spool_res spool_writer_finish(struct spool_writer **wp, const struct spool_envelope *env,
+				   char **err_r)
+{
+	struct spool_writer *w = *wp;
+	char digest[65];
+	enum spool_res res;
+
+	if (w == NULL)
+		return spool_fail(err_r, SPOOL_INVAL, "spool_writer_finish: no writer");
+	if (w->failed) {
+		res = spool_fail(err_r, SPOOL_IO, "%s/tmp/%s: an earlier write failed",
+				 w->sp->dir, w->id);
+		goto fail;
+	}
+	if ((res = env_check(env, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = writer_seal(w, digest, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = writer_publish(w, err_r)) != SPOOL_OK)
+		goto fail;
+	pending_add(w->sp, w, digest, env);
+	writer_free(wp, 0);
+	return SPOOL_OK;
+fail:
+	writer_free(wp, 1);
+	return res;
+}
+
+void spool_writer_abort(struct spool_writer **wp)
+{
+	writer_free(wp, 1);
+}
+
+size_t spool_pending(const struct spool *sp)
+{
+	return sp->npend;
+}
+
+/* ---- group commit ---- */
+
+static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, time_t now,
+				     char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int known, rc;
+
+	/* checked under BEGIN IMMEDIATE, so nobody can insert in between */
+	if ((res = spool_uidl_known(sp, p->account, p->uidl, &known, err_r)) != SPOOL_OK)
+		return res;
+	p->res = known ? SPOOL_DUP : SPOOL_OK;
+	if (known)
+		return SPOOL_OK;
+	if ((res = spool_stmt(sp, SQ_INS_MSG, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, p->account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, p->uidl, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)p->size);
+	sqlite3_bind_text(st, 5, p->digest, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, p->sender, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)now);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "insert message", err_r);
+	for (size_t i = 0; i < p->nrcpts; i++) {
+		if ((res = spool_stmt(sp, SQ_INS_RCPT, &st, err_r)) != SPOOL_OK)
+			return res;
+		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, p->rcpts[i], -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return spool_dbfail(sp, rc, "insert recipient", err_r);
+	}
+	return SPOOL_OK;
+}
+
+/* commit_tx - insert every pending row in one transaction.  *uncertain_r is
+ * set when COMMIT itself failed after SQLite ended the transaction (I/O
+ * error): the rows may be durable, so their files must stay for recovery. */
+static enum spool_res commit_tx(struct spool *sp, int *uncertain_r, char **err_r)
+{
+	time_t now = time(NULL);
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	*uncertain_r = 0;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin commit", err_r)) != SPOOL_OK)
+		return res;
+	for (size_t i = 0; i < sp->npend; i++) {
+		if ((res = insert_pending(sp, &sp->pend[i], now, err_r)) != SPOOL_OK) {
+			spool_rollback(sp);
+			return res;
+		}
+	}
+	if ((res = spool_stmt(sp, SQ_COMMIT, &st, err_r)) != SPOOL_OK) {
+		spool_rollback(sp);
+		return res;
+	}
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return SPOOL_OK;
+	res = spool_dbfail(sp, rc, "commit", err_r);
+	if (sqlite3_get_autocommit(sp->db) == 0)
+		spool_rollback(sp); /* still open (busy): the rollback is certain */
+	else
+		*uncertain_r = 1;
+	return res;
+}
+
+enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, char **err_r)
+{
+	struct spool_pending *pend;
+	enum spool_res res;
+	size_t n;
+	int uncertain = 0;
+
+	if (sp->npend == 0)
+		return SPOOL_OK;
+	/* one directory fsync makes every rename of this group durable */
+	if (fsync(sp->msgfd) < 0) {
+		res = spool_fail(err_r, spool_errno_res(errno), "%s/msg: fsync: %s", sp->dir,
+				 strerror(errno));
+		pending_clear(sp, 1);
+		return res;
+	}
+	if ((res = commit_tx(sp, &uncertain, err_r)) != SPOOL_OK) {
+		pending_clear(sp, !uncertain);
+		return res;
+	}
+	/* detach first: a callback may start the next group */
+	pend = sp->pend;
+	n = sp->npend;
+	sp->pend = NULL;
+	sp->npend = sp->pendcap = 0;
+	for (size_t i = 0; i < n; i++)
+		if (pend[i].res == SPOOL_DUP)
+			(void)unlinkat(sp->msgfd, pend[i].id, 0);
+	for (size_t i = 0; i < n; i++) {
+		if (cb != NULL)
+			cb(ctx, pend[i].account, pend[i].uidl, pend[i].id, pend[i].res);
+		pending_clear_one(&pend[i]);
+	}
+	free(pend);
+	return SPOOL_OK;
+}
+
+/* ---- relay ---- */
+
+static enum spool_res claim_select(struct spool *sp, time_t now, size_t max,
+				   struct spool_msg ***msgs_r, size_t *n_r, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	size_t cap = 0;
+	int rc;
+
+	if ((res = spool_stmt(sp, SQ_CLAIM_SEL, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
+	sqlite3_bind_int64(st, 2, max > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)max);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n_r == cap) {
+			cap = cap ? cap * 2 : 16;
+			*msgs_r = spool_xrealloc(*msgs_r, cap, sizeof **msgs_r);
+		}
+		(*msgs_r)[(*n_r)++] = spool_msg_from_row(sp, st);
+	}
+	/* all rows are read before any is updated: no update under a live cursor */
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "claim select", err_r);
+	return SPOOL_OK;
+}
+
+static enum spool_res claim_one(struct spool *sp, struct spool_msg *m, time_t now,
+				char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	if ((res = spool_stmt(sp, SQ_CLAIM_UPD, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "claim update", err_r);
+	/* returned with their state before the claim (queued/deferred) */
+	if ((res = spool_stmt(sp, SQ_RCPT_TODO, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+	if ((res = rcpts_from_stmt(sp, st, m, err_r)) != SPOOL_OK)
+		return res;
+	if ((res = spool_stmt(sp, SQ_RCPT_SENDING, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "claim recipients", err_r);
+	m->state = SPOOL_SENDING;
+	m->attempts++;
+	m->updated = now;
+	return SPOOL_OK;
+}
+
+enum spool_res spool_claim_due(struct spool *sp, time_t now, size_t max,
+			       struct spool_msg ***msgs_r, size_t *n_r, char **err_r)
+{
+	struct spool_msg **msgs = NULL;
+	enum spool_res res;
+	size_t n = 0;
+
+	*msgs_r = NULL;
+	*n_r = 0;
+	if (max == 0)
+		return SPOOL_OK;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin claim", err_r)) != SPOOL_OK)
+		return res;
+	res = claim_select(sp, now, max, &msgs, &n, err_r);
+	for (size_t i = 0; res == SPOOL_OK && i < n; i++)
+		res = claim_one(sp, msgs[i], now, err_r);
+	if (res == SPOOL_OK)
+		res = spool_exec_sq(sp, SQ_COMMIT, "commit claim", err_r);
+	if (res != SPOOL_OK) {
+		spool_rollback(sp);
+		spool_msgs_free(&msgs, n);
+		return res;
+	}
+	*msgs_r = msgs;
+	*n_r = n;
+	return SPOOL_OK;
+}
+
+/* rcpt_final - what a recipient row becomes: the relay's verdict, or the
+ * message's outcome for a recipient it left undecided ('sending' is never
+ * stored) */
+static enum spool_state rcpt_final(const struct spool_rcpt *r, enum spool_state msg_state)
+{
+	if (r->state == SPOOL_SENT || r->state == SPOOL_DEFERRED || r->state == SPOOL_HELD)
+		return r->state;
+	return msg_state;
+}
+
+static enum spool_res finish_rcpts(struct spool *sp, const struct spool_outcome *o,
+				   char **err_r)
+{
+	const struct spool_msg *m = o->msg;
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		const struct spool_rcpt *r = &m->rcpts[i];
+
+		if ((res = spool_stmt(sp, SQ_RCPT_FINISH, &st, err_r)) != SPOOL_OK)
+			return res;
+		sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, r->addr, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, spool_state_name(rcpt_final(r, o->state)), -1,
+				  SQLITE_STATIC);
+		if (r->reply != NULL)
+			sqlite3_bind_text(st, 4, r->reply, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return spool_dbfail(sp, rc, "finish recipient", err_r);
+	}
+	return SPOOL_OK;
+}
+
+static enum spool_res finish_one(struct spool *sp, const struct spool_outcome *o, time_t now,
+				 char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	if ((res = spool_stmt(sp, SQ_MSG_FINISH, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, o->msg->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, spool_state_name(o->state), -1, SQLITE_STATIC);
+	if (o->reply != NULL)
+		sqlite3_bind_text(st, 3, o->reply, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)o->next_attempt);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "finish message", err_r);
+	if (sqlite3_changes(sp->db) != 1)
+		return spool_fail(err_r, SPOOL_NOTFOUND, "index.db: finish message: %s: no such "
+				  "message", o->msg->id);
+	return finish_rcpts(sp, o, err_r);
+}
+
+/* finish_apply - mirror the committed outcome in memory, drop sent files */
+static void finish_apply(struct spool *sp, struct spool_outcome *o, time_t now)
+{
+	struct spool_msg *m = o->msg;
+
+	for (size_t i = 0; i < m->nrcpts; i++)
+		m->rcpts[i].state = rcpt_final(&m->rcpts[i], o->state);
+	m->state = o->state;
+	m->updated = now;
+	if (o->state == SPOOL_DEFERRED)
+		m->next_attempt = o->next_attempt;
+	free(m->last_reply);
+	m->last_reply = o->reply ? spool_xstrdup(o->reply) : NULL;
+	/* a failed unlink leaves an orphan that recovery removes: the row says sent */
+	if (o->state == SPOOL_SENT)
+		(void)unlinkat(sp->msgfd, m->id, 0);
+}
+
+enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
+				     char **err_r)
+{
+	time_t now = time(NULL);
+	enum spool_res res;
+
+	for (size_t i = 0; i < n; i++) {
+		enum spool_state st = outs[i].state;
+
+		if (outs[i].msg == NULL ||
+		    (st != SPOOL_SENT && st != SPOOL_DEFERRED && st != SPOOL_HELD))
+			return spool_fail(err_r, SPOOL_INVAL, "outcome %zu: no message or state "
+					  "not sent/deferred/held", i);
+	}
+	if (n == 0)
+		return SPOOL_OK;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin finish", err_r)) != SPOOL_OK)
+		return res;
+	for (size_t i = 0; res == SPOOL_OK && i < n; i++)
+		res = finish_one(sp, &outs[i], now, err_r);
+	if (res == SPOOL_OK)
+		res = spool_exec_sq(sp, SQ_COMMIT, "commit finish", err_r);
+	if (res != SPOOL_OK) {
+		spool_rollback(sp);
+		return res;
+	}
+	for (size_t i = 0; i < n; i++)
+		finish_apply(sp, &outs[i], now);
+	return SPOOL_OK;
+}
+
+enum spool_res spool_next_due(struct spool *sp, time_t *when_r, char **err_r)
+{
+	static const char sql[] =
+		"SELECT COUNT(*), MIN(CASE WHEN state = 'queued' THEN 0 ELSE next_attempt END) "
+		"FROM messages WHERE state IN ('queued', 'deferred')";
+	sqlite3_stmt *st = NULL;
+	sqlite3_int64 count = 0, first = 0;
+	int rc;
+
+	*when_r = 0;
+	rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		count = sqlite3_column_int64(st, 0);
+		first = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return spool_dbfail(sp, rc, "next due", err_r);
+	/* queued means due now; 0 is reserved for "nothing to do" */
+	if (count > 0)
+		*when_r = first > 0 ? (time_t)first : time(NULL);
+	return SPOOL_OK;
+}

@@ -1,0 +1,290 @@
+#include "config.h"
+
+/*
+ * spool_recover.c - put the spool back in a consistent state after a crash.
+ *
+ * Run by spool_open() after the migrations, only while this handle holds the
+ * spool exclusively (see lock_and_recover in spool.c).  The table:
+ *
+ *   tmp/<id>, any index state          removed: never finished, so never
+ *                                      committed, so the server still has it
+ *   row `sending`                      -> `queued` (recipients in `sending`
+ *                                      -> `queued`); the relay died mid-
+ *                                      session, at-least-once says retry
+ *   msg/<id>, no row                   removed: its commit never returned,
+ *                                      so it was not deleted on the server
+ *   msg/<id>, row `sent`               removed: the unlink after the commit
+ *                                      did not happen
+ *   row queued/deferred/sending,       -> `held`, last_reply "spool file
+ *   no msg/<id>                        missing at recovery" (an operator
+ *                                      decides; never silently dropped)
+ *   row held, no file                  left alone (already for an operator)
+ *   row sent, no file; row + file      the normal states: nothing to do
+ *
+ * One guard: an index with no schema yet while msg/ holds files means the
+ * index was lost, not that a commit failed; removing those files could lose
+ * mail already deleted on the server, so spool_open() refuses instead
+ * (spool_recover_guard).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "spool.h"
+#include "spool_int.h"
+
+#define MISSING_REPLY "spool file missing at recovery"
+
+/* open_dir - a DIR stream on a copy of fd, positioned at the start */
+static enum spool_res open_dir(struct spool *sp, int fd, const char *name, DIR **d_r,
+			       char **err_r)
+{
+	int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+	*d_r = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (*d_r == NULL) {
+		int err = errno;
+
+		if (dfd >= 0)
+			close(dfd);
+		return spool_fail(err_r, SPOOL_IO, "%s/%s: opendir: %s", sp->dir, name,
+				  strerror(err));
+	}
+	rewinddir(*d_r);
+	return SPOOL_OK;
+}
+
+static int skip_entry(const struct dirent *de)
+{
+	return strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+	       de->d_type == DT_DIR;
+}
+
+static enum spool_res clean_tmp(struct spool *sp, char **err_r)
+{
+	enum spool_res res;
+	struct dirent *de;
+	DIR *d;
+
+	if ((res = open_dir(sp, sp->tmpfd, "tmp", &d, err_r)) != SPOOL_OK)
+		return res;
+	while ((de = readdir(d)) != NULL) {
+		if (skip_entry(de))
+			continue;
+		if (unlinkat(sp->tmpfd, de->d_name, 0) == 0)
+			sp->rec.tmp_removed++;
+		else if (errno != ENOENT) {
+			res = spool_fail(err_r, SPOOL_IO, "%s/tmp/%s: unlink: %s", sp->dir,
+					 de->d_name, strerror(errno));
+			break;
+		}
+	}
+	closedir(d);
+	return res;
+}
+
+/* exec_changes - run one parameterless update, return the rows it changed */
+static enum spool_res exec_changes(struct spool *sp, const char *sql, time_t now,
+				   const char *step, unsigned int *n_r, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		if (sqlite3_bind_parameter_count(st) > 0)
+			sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, step, err_r);
+	if (n_r != NULL)
+		*n_r = (unsigned int)sqlite3_changes(sp->db);
+	return SPOOL_OK;
+}
+
+static enum spool_res requeue_sending(struct spool *sp, time_t now, char **err_r)
+{
+	enum spool_res res;
+
+	res = exec_changes(sp, "UPDATE messages SET state = 'queued', updated = ?1 "
+			   "WHERE state = 'sending'", now, "recovery requeue",
+			   &sp->rec.sending_requeued, err_r);
+	if (res != SPOOL_OK)
+		return res;
+	return exec_changes(sp, "UPDATE recipients SET state = 'queued' WHERE state = 'sending'",
+			    now, "recovery requeue recipients", NULL, err_r);
+}
+
+/* row_state - *found_r = 0 if msg/<name> has no row, else its state */
+static enum spool_res row_state(struct spool *sp, sqlite3_stmt *st, const char *name,
+				int *found_r, enum spool_state *st_r, char **err_r)
+{
+	int rc;
+
+	sqlite3_reset(st);
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	*found_r = rc == SQLITE_ROW;
+	if (rc == SQLITE_ROW && spool_state_from_text(sqlite3_column_text(st, 0), st_r) < 0)
+		*st_r = SPOOL_HELD;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "recovery lookup", err_r);
+	return SPOOL_OK;
+}
+
+/* scan_msg - remove files of msg/ that have no row or a `sent` row */
+static enum spool_res scan_msg(struct spool *sp, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	enum spool_state state = SPOOL_QUEUED;
+	struct dirent *de;
+	DIR *d = NULL;
+	int rc, found;
+
+	rc = sqlite3_prepare_v2(sp->db, "SELECT state FROM messages WHERE id = ?1", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return spool_dbfail(sp, rc, "recovery prepare", err_r);
+	if ((res = open_dir(sp, sp->msgfd, "msg", &d, err_r)) != SPOOL_OK)
+		goto out;
+	while (res == SPOOL_OK && (de = readdir(d)) != NULL) {
+		if (skip_entry(de))
+			continue;
+		res = row_state(sp, st, de->d_name, &found, &state, err_r);
+		if (res != SPOOL_OK || (found && state != SPOOL_SENT))
+			continue;
+		if (unlinkat(sp->msgfd, de->d_name, 0) < 0) {
+			if (errno != ENOENT)
+				res = spool_fail(err_r, SPOOL_IO, "%s/msg/%s: unlink: %s", sp->dir,
+						 de->d_name, strerror(errno));
+			continue;
+		}
+		if (found)
+			sp->rec.orphans_removed++;
+		else
+			sp->rec.uncommitted_removed++;
+	}
+out:
+	if (d != NULL)
+		closedir(d);
+	sqlite3_finalize(st);
+	return res;
+}
+
+/* missing_ids - ids of rows that still need their file but have none */
+static enum spool_res missing_ids(struct spool *sp, char ***ids_r, size_t *n_r, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	struct stat stbuf;
+	size_t cap = 0;
+	int rc;
+
+	rc = sqlite3_prepare_v2(sp->db, "SELECT id FROM messages WHERE state IN "
+				"('queued', 'deferred', 'sending') ORDER BY id", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return spool_dbfail(sp, rc, "recovery prepare", err_r);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		if (id == NULL || fstatat(sp->msgfd, id, &stbuf, 0) == 0 || errno != ENOENT)
+			continue;
+		if (*n_r == cap) {
+			cap = cap ? cap * 2 : 16;
+			*ids_r = spool_xrealloc(*ids_r, cap, sizeof **ids_r);
+		}
+		(*ids_r)[(*n_r)++] = spool_xstrdup(id);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "recovery scan", err_r);
+	return SPOOL_OK;
+}
+
+static enum spool_res hold_missing(struct spool *sp, time_t now, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	char **ids = NULL;
+	size_t n = 0, i;
+	enum spool_res res;
+	int rc = SQLITE_DONE;
+
+	if ((res = missing_ids(sp, &ids, &n, err_r)) != SPOOL_OK || n == 0)
+		goto out;
+	rc = sqlite3_prepare_v2(sp->db, "UPDATE messages SET state = 'held', last_reply = ?2, "
+				"updated = ?3 WHERE id = ?1", -1, &st, NULL);
+	for (i = 0; rc == SQLITE_OK && i < n; i++) {
+		sqlite3_reset(st);
+		sqlite3_bind_text(st, 1, ids[i], -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, MISSING_REPLY, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)now);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_DONE) {
+			sp->rec.missing_file_held++;
+			rc = SQLITE_OK;
+		}
+	}
+	if (rc != SQLITE_OK)
+		res = spool_dbfail(sp, rc, "recovery hold", err_r);
+out:
+	sqlite3_finalize(st);
+	for (i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+	return res;
+}
+
+enum spool_res spool_recover(struct spool *sp, char **err_r)
+{
+	time_t now = time(NULL);
+	enum spool_res res;
+
+	memset(&sp->rec, 0, sizeof sp->rec);
+	if ((res = clean_tmp(sp, err_r)) != SPOOL_OK)
+		return res;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin recovery", err_r)) != SPOOL_OK)
+		return res;
+	if ((res = requeue_sending(sp, now, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = scan_msg(sp, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = hold_missing(sp, now, err_r)) != SPOOL_OK)
+		goto fail;
+	return spool_exec_sq(sp, SQ_COMMIT, "commit recovery", err_r);
+fail:
+	spool_rollback(sp);
+	return res;
+}
+
+/* spool_recover_guard - refuse a new (or empty-schema) index beside message
+ * files: that index was lost or replaced, and recovery would delete mail */
+enum spool_res spool_recover_guard(struct spool *sp, unsigned int user_version, char **err_r)
+{
+	enum spool_res res;
+	struct dirent *de;
+	unsigned int nfiles = 0;
+	DIR *d;
+
+	if (user_version != 0)
+		return SPOOL_OK;
+	if ((res = open_dir(sp, sp->msgfd, "msg", &d, err_r)) != SPOOL_OK)
+		return res;
+	while ((de = readdir(d)) != NULL)
+		if (!skip_entry(de))
+			nfiles++;
+	closedir(d);
+	if (nfiles == 0)
+		return SPOOL_OK;
+	return spool_fail(err_r, SPOOL_IO,
+			  "%s/index.db is new but %s/msg holds %u message files: the index was "
+			  "lost; restore it, or move the files away to start empty",
+			  sp->dir, sp->dir, nfiles);
+}
