@@ -1,0 +1,84 @@
+#!/bin/bash
+# t_tls.sh - certificate and host name verification: a server certificate
+# from an unknown CA or for another host name ends the session before any
+# login, leaves nothing in the spool and the mailbox untouched, and says why
+# in the log.  A failing account does not stop the others.  Implicit TLS works.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+: "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+. "$top_srcdir/test/lib/common.sh"
+require_env
+require_popgate
+
+start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
+start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
+CA=$TESTDIR/pop/ca.pem
+OTHER_CA=$TESTDIR/pop/other-ca.pem
+for u in wrongca wrongca2 wronghost good implicit; do
+	dovecot_add_user "$u" "pw-$u"
+	password_file "$TESTDIR/$u.pass" "pw-$u"
+	mail_gen --maildir "$(maildir_of "$u")" --expected "$TESTDIR/exp-$u" --count 5 \
+		--prefix "$u" --shapes simple >/dev/null || bail_out "mkmail failed"
+done
+
+# refused CASE USER SERVER PORT TLS CAFILE REGEX - one account that must fail
+refused() {
+	local case=$1 u=$2 server=$3 port=$4 tls=$5 ca=$6 re=$7
+	local spool=$TESTDIR/spool-$case conf=$TESTDIR/$case.conf log=$TESTDIR/$case.log
+	{
+		conf_base "$spool"
+		conf_account "$u" server "$server" port "$port" tls "$tls" ca_file "$ca" \
+			user "$u" password_file "$TESTDIR/$u.pass" deliver_to "$u@corp.example"
+	} >"$conf"
+	pg "$log" -c "$conf" poll --once
+	isnt "$PG_RC" 0 "$case: poll fails"
+	is "$PG_RC" 69 "$case: exit status 69 (permanent failure)"
+	like "$(cat "$log")" "$re" "$case: the log names the certificate problem" || note "$log"
+	like "$(grep -m1 'status=failed' "$log")" "account=$u" "$case: a status=failed line names the account"
+	is "$(count_files "$spool/msg")" 0 "$case: nothing in SPOOL/msg"
+	if [ -f "$spool/index.db" ]; then
+		is "$(spool_sql "$spool" "select count(*) from messages")" 0 "$case: no index rows"
+	else
+		pass "$case: no index rows (no index at all)"
+	fi
+	is "$(maildir_count "$u")" 5 "$case: the mailbox is unchanged"
+	ok "! grep -q 'user=<$u>' '$DOVECOT_LOG'" "$case: no login reached Dovecot"
+}
+
+refused wrongca wrongca localhost "$POP3_PORT" starttls "$OTHER_CA" \
+	'certificate verify failed|unable to get (local )?issuer certificate|self.signed'
+refused wrongca-implicit wrongca2 localhost "$POP3S_PORT" implicit "$OTHER_CA" \
+	'certificate verify failed|unable to get (local )?issuer certificate|self.signed'
+refused wronghost wronghost 127.0.0.1 "$POP3_PORT" starttls "$CA" \
+	'hostname mismatch|IP address mismatch|certificate'
+
+# implicit TLS success, and one bad account does not stop a good one
+SPOOL=$TESTDIR/spool-mixed
+CONF=$TESTDIR/mixed.conf
+LOG=$TESTDIR/mixed.log
+{
+	conf_base "$SPOOL"
+	conf_account wronghost server 127.0.0.1 port "$POP3S_PORT" tls implicit ca_file "$CA" \
+		user wronghost password_file "$TESTDIR/wronghost.pass" deliver_to wronghost@corp.example
+	conf_account implicit server localhost port "$POP3S_PORT" tls implicit ca_file "$CA" \
+		user implicit password_file "$TESTDIR/implicit.pass" deliver_to implicit@corp.example
+	conf_account good server localhost port "$POP3_PORT" tls starttls ca_file "$CA" \
+		user good password_file "$TESTDIR/good.pass" deliver_to good@corp.example
+} >"$CONF"
+pg "$LOG" -c "$CONF" poll --once
+isnt "$PG_RC" 0 "mixed: poll reports the failed account in its exit status"
+is "$(maildir_count implicit) $(maildir_count good)" "0 0" \
+	"mixed: the implicit-TLS and STLS accounts were drained" || note "$LOG"
+is "$(maildir_count wronghost)" 5 "mixed: the failing account's mailbox is unchanged"
+is "$(spool_sql "$SPOOL" "select account, count(*) from messages group by account order by account")" \
+	"good|5
+implicit|5" "mixed: the spool holds exactly the good accounts' messages"
+pg "$LOG" -c "$CONF" relay --once
+is "$PG_RC" 0 "mixed: relay exits 0"
+files=()
+while IFS= read -r f; do
+	grep -q '^X-Rcpt-Args: <implicit@corp.example>' "$f" && files+=("$f")
+done < <(sink_files)
+run_checks mail_check --expected "$TESTDIR/exp-implicit" --format sink \
+	--rcpt implicit@corp.example "${files[@]}"
+
+done_testing
