@@ -96,14 +96,15 @@ static enum pg_res fill(struct linereader *lr, char **err_r)
 			return PG_PROTO;
 		}
 		set_err(err_r, "connection closed by server");
-		return PG_IO;
+		return PG_TEMP;
 	}
-	enum pg_res res = r == -2 ? PG_TEMP : PG_IO;
+	/* a network failure is temporary; PG_IO is kept for local I/O */
+	enum pg_res res = PG_TEMP;
 	if (err != NULL) {
 		free(*err_r);
 		*err_r = err;
 	} else {
-		set_err(err_r, res == PG_TEMP ? "read timed out" : "read failed");
+		set_err(err_r, r == -2 ? "read timed out" : "read failed");
 	}
 	return res;
 }

@@ -13,9 +13,10 @@
  *    Callers reading protocol replies treat complete=0 as a protocol error;
  *    the message body reader streams such pieces through.
  *  - The returned pointer stays valid until the next lr_read()/lr_free().
- *  - Results are enum pg_res; end of input is PG_IO with "connection closed"
- *    in *err_r (PG_PROTO if it ends in the middle of a line), a read timeout
- *    PG_TEMP.
+ *  - Results are enum pg_res; end of input is PG_TEMP with "connection
+ *    closed" in *err_r (PG_PROTO if it ends in the middle of a line); a read
+ *    error or timeout is PG_TEMP too.  Network trouble is temporary: PG_IO
+ *    is kept for local I/O (the spool).
  */
 #ifndef POPGATE_LINEREADER_H
 #define POPGATE_LINEREADER_H

@@ -1,0 +1,88 @@
+#!/bin/bash
+# t_daemon.sh - `popgate run -f`: polls on its interval, relays what it
+# fetched, and on SIGTERM/SIGINT finishes cleanly with exit 0 and nothing
+# lost, wherever the signal lands.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+: "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+. "$top_srcdir/test/lib/common.sh"
+require_env
+require_popgate
+
+SPOOL=$TESTDIR/spool
+CONF=$TESTDIR/popgate.conf
+LOG=$TESTDIR/popgate.log
+RCPT=daemon@corp.example
+
+start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
+start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
+dovecot_add_user daemon 'd-pass'
+password_file "$TESTDIR/pass" 'd-pass'
+{
+	conf_base "$SPOOL"
+	conf_account daemon server localhost port "$POP3_PORT" tls starttls \
+		ca_file "$TESTDIR/pop/ca.pem" user daemon password_file "$TESTDIR/pass" \
+		deliver_to "$RCPT" interval 1
+} >"$CONF"
+
+# wait_for DESC CMD EXPECTED - poll CMD until it prints EXPECTED (bounded:
+# this waits for an event, it does not measure time)
+wait_for() {
+	local i
+	for i in $(seq 1 600); do
+		[ "$($2)" = "$3" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+sinkn() { sink_count; }
+BASE=0
+fetched_more() { spool_sql "$SPOOL" "select count(*) > $BASE + 15 from messages"; }
+
+mail_gen --maildir "$(maildir_of daemon)" --expected "$TESTDIR/exp" --count 10 --prefix d1 \
+	--shapes simple || bail_out "mkmail failed"
+timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
+PID=$!
+ok "wait_for sink sinkn 10" "run -f fetched and relayed the first 10 messages"
+mail_gen --maildir "$(maildir_of daemon)" --expected "$TESTDIR/exp" --count 5 --prefix d2 \
+	--shapes simple
+ok "wait_for sink sinkn 15" "new mail is picked up on the next interval and relayed"
+kill -TERM "$PID"
+wait "$PID"
+is "$?" 0 "SIGTERM: run exits 0"
+like "$(cat "$LOG")" "status=stopped" "the log says it stopped"
+is "$(maildir_count daemon)" 0 "the mailbox is empty"
+is "$(spool_sql "$SPOOL" "select state, count(*) from messages group by state")" "sent|15" \
+	"15 messages sent"
+run_checks mail_check --expected "$TESTDIR/exp" --format sink --rcpt "$RCPT" $(sink_files)
+
+# a signal in the middle of a larger drain: whatever moment it lands,
+# every message is on the server or in the spool, never both deleted and
+# missing, and a restart finishes the job.
+total=15
+for sig in INT TERM; do
+	mail_gen --maildir "$(maildir_of daemon)" --expected "$TESTDIR/exp" --count 300 \
+		--prefix "d3$sig" --shapes simple --big-mib 0
+	total=$((total + 300))
+	BASE=$(spool_sql "$SPOOL" "select count(*) from messages")
+	timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
+	PID=$!
+	wait_for "some fetched" fetched_more 1
+	kill -"$sig" "$PID"
+	wait "$PID"
+	is "$?" 0 "SIG$sig during a drain: run exits 0"
+	in_spool=$(spool_sql "$SPOOL" "select count(*) from messages")
+	on_server=$(maildir_count daemon)
+	ok "[ $((in_spool + on_server)) -eq $total ]" \
+		"SIG$sig: nothing lost or doubled (spool $in_spool + server $on_server = $total)"
+	is "$(count_files "$SPOOL/tmp")" 0 "SIG$sig: no half-written file left in tmp/"
+done
+timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
+PID=$!
+ok "wait_for sink sinkn 615" "a restart drains and relays the rest"
+kill -TERM "$PID"
+wait "$PID"
+is "$(maildir_count daemon)" 0 "the mailbox is empty at the end"
+is "$(spool_sql "$SPOOL" "select count(*), count(distinct account||uidl) from messages")" "615|615" \
+	"615 rows, no UIDL twice"
+run_checks mail_check --expected "$TESTDIR/exp" --format sink --rcpt "$RCPT" $(sink_files)
+done_testing
