@@ -20,8 +20,6 @@
 #include "relay.h"
 #include "spool.h"
 
-volatile sig_atomic_t cli_stop;
-static int wake_pipe[2] = { -1, -1 };
 
 int pg_exit_code(enum pg_res r)
 {
@@ -44,46 +42,8 @@ int pg_exit_code(enum pg_res r)
 	return EX_SOFTWARE;
 }
 
-static void on_stop(int sig)
-{
-	int saved = errno;
-	cli_stop = 1;
-	if (wake_pipe[1] >= 0) {
-		ssize_t r = write(wake_pipe[1], "x", 1);
-		(void)r;
-	}
-	errno = saved;
-	(void)sig;
-}
-
-void cli_install_signals(void)
-{
-	if (wake_pipe[0] < 0 && pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
-		wake_pipe[0] = wake_pipe[1] = -1;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
-}
-
-void cli_sleep(int seconds)
-{
-	if (cli_stop || seconds <= 0)
-		return;
-	struct pollfd pfd = { .fd = wake_pipe[0], .events = POLLIN };
-	if (wake_pipe[0] < 0) {
-		sleep((unsigned)seconds);
-		return;
-	}
-	poll(&pfd, 1, seconds * 1000);
-}
-
 /* load - read the config and set up logging; prints errors itself */
-static struct conf *load(const struct cli_opts *o, int to_stderr)
+struct conf *load(const struct cli_opts *o, int to_stderr)
 {
 	struct conf *c = NULL;
 	char *err = NULL;
@@ -98,7 +58,7 @@ static struct conf *load(const struct cli_opts *o, int to_stderr)
 	return c;
 }
 
-static struct spool *open_spool(const struct conf *c)
+struct spool *open_spool(const struct conf *c)
 {
 	struct spool *sp = NULL;
 	char *err = NULL;
@@ -140,12 +100,12 @@ static void poll_progress(void *ctx, const struct conf_account *a, const struct 
 }
 
 /* worse - keep the first failure's exit code */
-static int worse(int cur, int code)
+int worse(int cur, int code)
 {
 	return cur != EX_OK ? cur : code;
 }
 
-static int poll_one(const struct conf *c, const struct conf_account *a, struct spool *sp,
+int poll_one(const struct conf *c, const struct conf_account *a, struct spool *sp,
 		    unsigned int *fetched_r)
 {
 	struct poll_stats st;
@@ -156,7 +116,7 @@ static int poll_one(const struct conf *c, const struct conf_account *a, struct s
 	return pg_exit_code(res);
 }
 
-static int relay_once(const struct conf *c, struct spool *sp)
+int relay_once(const struct conf *c, struct spool *sp)
 {
 	struct relay_stats st;
 	char *err = NULL;
@@ -173,7 +133,7 @@ static int relay_once(const struct conf *c, struct spool *sp)
 }
 
 /* select_accounts - the accounts named on the command line, or all */
-static int select_accounts(const struct conf *c, int argc, char **argv,
+int select_accounts(const struct conf *c, int argc, char **argv,
 			   const struct conf_account ***sel_r, size_t *n_r)
 {
 	const struct conf_account **sel = xcalloc(c->naccounts + (size_t)argc, sizeof *sel);
@@ -195,43 +155,7 @@ static int select_accounts(const struct conf *c, int argc, char **argv,
 	return EX_OK;
 }
 
-/* schedule - the daemon loop: poll each selected account every interval,
- * relay after a poll brought mail and whenever a deferred message is due */
-static int schedule(const struct conf *c, struct spool *sp, const struct conf_account **sel,
-		    size_t n, int do_poll, int do_relay)
-{
-	time_t *next = xcalloc(n ? n : 1, sizeof *next);
-	int code = EX_OK;
-	while (!cli_stop) {
-		time_t now = time(NULL), wake = now + 300;
-		unsigned int fetched = 0;
-		for (size_t i = 0; do_poll && i < n && !cli_stop; i++) {
-			if (now >= next[i]) {
-				poll_one(c, sel[i], sp, &fetched);
-				next[i] = time(NULL) + sel[i]->interval;
-			}
-			if (next[i] < wake)
-				wake = next[i];
-		}
-		time_t due = 0;
-		char *err = NULL;
-		if (do_relay && !cli_stop && spool_next_due(sp, &due, &err) == SPOOL_OK && due != 0 &&
-		    due <= time(NULL))
-			relay_once(c, sp);
-		free(err);
-		err = NULL;
-		if (do_relay && spool_next_due(sp, &due, &err) == SPOOL_OK && due != 0 && due < wake)
-			wake = due;
-		free(err);
-		long left = (long)(wake - time(NULL));
-		cli_sleep(left < 1 ? 1 : (int)left);
-	}
-	LOG_INFO("status=stopped reason=\"signal\"");
-	free(next);
-	return code;
-}
-
-static int parse_once(int argc, char **argv, const char *extra, int *once_r, int *fg_r)
+int parse_once(int argc, char **argv, const char *extra, int *once_r, int *fg_r)
 {
 	static const struct option longopts[] = { { "once", no_argument, NULL, 'o' },
 						  { "foreground", no_argument, NULL, 'f' },
@@ -252,7 +176,7 @@ static int parse_once(int argc, char **argv, const char *extra, int *once_r, int
 }
 
 /* session - load config, log, spool; then run fn; free everything */
-static int with_spool(const struct cli_opts *o, int to_stderr,
+int with_spool(const struct cli_opts *o, int to_stderr,
 		      int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
 {
 	struct conf *c = load(o, to_stderr);
@@ -270,14 +194,7 @@ static int with_spool(const struct cli_opts *o, int to_stderr,
 	return code;
 }
 
-struct poll_args {
-	int once;
-	int argc;
-	char **argv;
-	int relay; /* run: relay too */
-};
-
-static int do_poll(const struct conf *c, struct spool *sp, void *arg)
+int do_poll(const struct conf *c, struct spool *sp, void *arg)
 {
 	struct poll_args *pa = arg;
 	const struct conf_account **sel = NULL;
@@ -327,136 +244,3 @@ int cmd_relay(const struct cli_opts *o, int argc, char **argv)
 	return with_spool(o, 1, do_relay, &once);
 }
 
-static int daemonize(void)
-{
-	pid_t pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid > 0)
-		_exit(0);
-	if (setsid() < 0)
-		return -1;
-	if (chdir("/") != 0)
-		return -1;
-	int fd = open("/dev/null", O_RDWR);
-	if (fd >= 0) {
-		dup2(fd, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		if (fd > 2)
-			close(fd);
-	}
-	return 0;
-}
-
-int cmd_run(const struct cli_opts *o, int argc, char **argv)
-{
-	struct poll_args pa = { .relay = 1 };
-	int fg = o->foreground;
-	int first = parse_once(argc, argv, "+f", NULL, &fg);
-	if (first < 0 || first != argc) {
-		if (first >= 0)
-			fprintf(stderr, "popgate run: unexpected argument '%s'\n", argv[first]);
-		return EX_USAGE;
-	}
-	if (!fg) {
-		/* validate before detaching so errors reach the terminal */
-		struct conf *c = NULL;
-		char *err = NULL;
-		if (conf_load(o->conf_path, &c, &err) != PG_OK) {
-			fprintf(stderr, "popgate: configuration errors:\n%s\n", err);
-			free(err);
-			return EX_CONFIG;
-		}
-		conf_free(&c);
-		if (daemonize() != 0) {
-			perror("popgate: cannot detach");
-			return EX_OSERR;
-		}
-	}
-	return with_spool(o, fg, do_poll, &pa);
-}
-
-static void fmt_age(time_t secs, char *out, size_t len)
-{
-	if (secs < 0)
-		secs = 0;
-	if (secs < 120)
-		snprintf(out, len, "%lds", (long)secs);
-	else if (secs < 7200)
-		snprintf(out, len, "%ldm", (long)(secs / 60));
-	else if (secs < 172800)
-		snprintf(out, len, "%ldh", (long)(secs / 3600));
-	else
-		snprintf(out, len, "%ldd", (long)(secs / 86400));
-}
-
-struct queue_args {
-	int state;
-	const char *account;
-	int all;
-	unsigned int count;
-	time_t now;
-};
-
-static int queue_line(void *ctx, const struct spool_msg *m)
-{
-	struct queue_args *qa = ctx;
-	char age[32];
-	fmt_age(qa->now - m->created, age, sizeof age);
-	char *reply = sanitize_for_log(m->last_reply ? m->last_reply : "-",
-				       m->last_reply ? strlen(m->last_reply) : 1, 200);
-	printf("%-16s %-12s %-8s %9llu %5s %3d %s\n", m->id, m->account, spool_state_name(m->state),
-	       (unsigned long long)m->size, age, m->attempts, reply);
-	free(reply);
-	qa->count++;
-	return 0;
-}
-
-static int do_queue(const struct conf *c, struct spool *sp, void *arg)
-{
-	struct queue_args *qa = arg;
-	struct spool_filter f = { .state = qa->state, .account = qa->account,
-				  .include_sent = qa->all || qa->state == SPOOL_SENT };
-	char *err = NULL;
-	qa->now = time(NULL);
-	printf("%-16s %-12s %-8s %9s %5s %3s %s\n", "ID", "ACCOUNT", "STATE", "SIZE", "AGE", "ATT",
-	       "LAST_REPLY");
-	if (spool_list(sp, &f, queue_line, qa, &err) != SPOOL_OK) {
-		fprintf(stderr, "popgate queue: %s\n", err);
-		free(err);
-		return EX_IOERR;
-	}
-	printf("-- %u message%s\n", qa->count, qa->count == 1 ? "" : "s");
-	return EX_OK;
-}
-
-int cmd_queue(const struct cli_opts *o, int argc, char **argv)
-{
-	static const struct option longopts[] = { { "state", required_argument, NULL, 's' },
-						  { "account", required_argument, NULL, 'a' },
-						  { "all", no_argument, NULL, 'A' },
-						  { NULL, 0, NULL, 0 } };
-	struct queue_args qa = { .state = -1 };
-	int ch;
-	optind = 0;
-	while ((ch = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
-		enum spool_state st;
-		if (ch == 's' && spool_state_parse(optarg, &st) == 0)
-			qa.state = (int)st;
-		else if (ch == 'a')
-			qa.account = optarg;
-		else if (ch == 'A')
-			qa.all = 1;
-		else {
-			fprintf(stderr, "popgate queue: bad option%s%s (states: queued, sending, sent, "
-				"deferred, held)\n", ch == 's' ? " value " : "", ch == 's' ? optarg : "");
-			return EX_USAGE;
-		}
-	}
-	if (optind != argc) {
-		fprintf(stderr, "popgate queue: unexpected argument '%s'\n", argv[optind]);
-		return EX_USAGE;
-	}
-	return with_spool(o, 1, do_queue, &qa);
-}

@@ -27,6 +27,38 @@ int cmd_poll(const struct cli_opts *o, int argc, char **argv);
 int cmd_relay(const struct cli_opts *o, int argc, char **argv);
 int cmd_run(const struct cli_opts *o, int argc, char **argv);
 int cmd_queue(const struct cli_opts *o, int argc, char **argv);
+/* Shared by the command files (cli.c, daemon.c, admin.c). */
+struct spool;
+struct conf_account;
+/* load - read the config and open the log; prints errors, NULL on failure */
+struct conf *load(const struct cli_opts *o, int to_stderr);
+/* open_spool - spool_open with the recovery summary logged */
+struct spool *open_spool(const struct conf *c);
+/* with_spool - load, install signals, open the spool, run fn, clean up */
+int with_spool(const struct cli_opts *o, int to_stderr,
+	       int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg);
+/* worse - keep the first failure's exit code */
+int worse(int cur, int code);
+int poll_one(const struct conf *c, const struct conf_account *a, struct spool *sp,
+	     unsigned int *fetched_r);
+int relay_once(const struct conf *c, struct spool *sp);
+int select_accounts(const struct conf *c, int argc, char **argv,
+		    const struct conf_account ***sel_r, size_t *n_r);
+/* parse_once - --once / -f for poll, relay and run; returns the index of the
+ * first operand or -1 */
+int parse_once(int argc, char **argv, const char *extra, int *once_r, int *fg_r);
+/* do_poll - poll (--once or on schedule); arg is a struct poll_args */
+struct poll_args {
+	int once;
+	int argc;
+	char **argv;
+	int relay; /* run: relay too */
+};
+int do_poll(const struct conf *c, struct spool *sp, void *arg);
+/* schedule - the daemon loop (daemon.c) */
+int schedule(const struct conf *c, struct spool *sp, const struct conf_account **sel,
+	     size_t n, int do_poll, int do_relay);
+
 /* cli_install_signals - SIGTERM/SIGINT set cli_stop and wake cli_sleep() */
 void cli_install_signals(void);
 /* cli_sleep - wait up to seconds, returning early on a signal */

@@ -10,13 +10,19 @@
 #include "config.h"
 
 #include <confuse.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "conf.h"
 #include "log.h"
@@ -254,6 +260,16 @@ static cfg_opt_t smtp_opts[] = {
 	CFG_INT("timeout", 300, CFGF_NONE),
 	CFG_STR("tls", "none", CFGF_NONE),
 	CFG_STR("ca_file", NULL, CFGF_NONE),
+	CFG_STR("user", NULL, CFGF_NONE),
+	CFG_STR("password_file", NULL, CFGF_NONE),
+	CFG_BOOL("allow_plaintext_auth", cfg_false, CFGF_NONE),
+	CFG_INT("max_sessions", 1, CFGF_NONE),
+	CFG_INT("max_messages_per_session", 1000, CFGF_NONE),
+	CFG_END(),
+};
+
+static cfg_opt_t map_opts[] = {
+	CFG_STR("to", NULL, CFGF_NODEFAULT),
 	CFG_END(),
 };
 
@@ -262,14 +278,32 @@ static cfg_opt_t account_opts[] = {
 	CFG_INT("port", 0, CFGF_NONE),
 	CFG_STR("tls", "implicit", CFGF_NONE),
 	CFG_STR("ca_file", NULL, CFGF_NONE),
+	CFG_STR("tls_fingerprint", NULL, CFGF_NONE),
 	CFG_STR("user", NULL, CFGF_NODEFAULT),
-	CFG_STR("password_file", NULL, CFGF_NODEFAULT),
+	CFG_STR("password_file", NULL, CFGF_NONE),
+	CFG_STR("password_command", NULL, CFGF_NONE),
+	CFG_STR("auth", "auto", CFGF_NONE),
 	CFG_BOOL("allow_plaintext", cfg_false, CFGF_NONE),
-	CFG_STR("deliver_to", NULL, CFGF_NODEFAULT),
+	CFG_BOOL("pipelining", cfg_true, CFGF_NONE),
+	CFG_STR("deliver_to", NULL, CFGF_NONE),
 	CFG_BOOL("keep", cfg_false, CFGF_NONE),
+	CFG_INT("keep_days", 0, CFGF_NONE),
+	CFG_STR("max_message_size", "0", CFGF_NONE),
+	CFG_STR("oversize", "hold", CFGF_NONE),
+	CFG_INT("max_messages_per_poll", 0, CFGF_NONE),
+	CFG_STR("max_bytes_per_poll", "0", CFGF_NONE),
 	CFG_INT("interval", 300, CFGF_NONE),
 	CFG_INT("timeout", 60, CFGF_NONE),
 	CFG_INT("connect_timeout", 30, CFGF_NONE),
+	CFG_INT("tls_timeout", 30, CFGF_NONE),
+	CFG_INT("session_timeout", 3600, CFGF_NONE),
+	CFG_STR("envelope_header", NULL, CFGF_NONE),
+	CFG_INT("envelope_skip", 0, CFGF_NONE),
+	CFG_STR_LIST("local_domains", NULL, CFGF_NONE),
+	CFG_SEC("map", map_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+	CFG_STR("fallback_to", NULL, CFGF_NONE),
+	CFG_BOOL("guess_from_headers", cfg_false, CFGF_NONE),
+	CFG_STR("envelope_from", NULL, CFGF_NONE),
 	CFG_END(),
 };
 
@@ -277,10 +311,249 @@ static cfg_opt_t top_opts[] = {
 	CFG_STR("spool_dir", "/var/spool/popgate", CFGF_NONE),
 	CFG_STR("hostname", NULL, CFGF_NONE),
 	CFG_STR("log_level", "info", CFGF_NONE),
+	CFG_STR("user", NULL, CFGF_NONE),
+	CFG_STR("pid_file", NULL, CFGF_NONE),
+	CFG_INT("max_parallel_polls", 4, CFGF_NONE),
+	CFG_STR("metrics_file", NULL, CFGF_NONE),
+	CFG_INT("keep_sent_days", 0, CFGF_NONE),
+	CFG_STR("postmaster", NULL, CFGF_NONE),
+	CFG_STR("bounce", NULL, CFGF_NONE),
+	CFG_STR("max_queue_time", "5d", CFGF_NONE),
+	CFG_STR_LIST("retry_intervals", "{1m, 5m, 15m, 30m, 1h}", CFGF_NONE),
 	CFG_SEC("smtp", smtp_opts, CFGF_NONE),
 	CFG_SEC("account", account_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
 	CFG_END(),
 };
+
+
+static const char *const auth_names[] = { "auto", "user", "apop", "plain", "login",
+					  "cram-md5", "scram-sha-1", "scram-sha-256",
+					  "xoauth2", "oauthbearer", NULL };
+static const char *const oversize_names[] = { "skip", "hold", "fetch", NULL };
+static const char *const bounce_names[] = { "none", "postmaster", "sender", NULL };
+static const char *const envhdr_names[] = { "Delivered-To", "X-Original-To", "Envelope-To",
+					    "X-Envelope-To", "Received", NULL };
+
+const char *conf_auth_name(enum conf_auth a)
+{
+	if ((unsigned)a < sizeof auth_names / sizeof auth_names[0] - 1)
+		return auth_names[a];
+	return "?";
+}
+
+static int name_index(const char *const *names, const char *v)
+{
+	for (int i = 0; names[i] != NULL; i++)
+		if (strcasecmp(names[i], v) == 0)
+			return i;
+	return -1;
+}
+
+static char *names_joined(const char *const *names)
+{
+	struct buf b;
+	buf_init(&b, 1024);
+	for (int i = 0; names[i] != NULL; i++)
+		buf_printf(&b, "%s%s", i ? ", " : "", names[i]);
+	return b.data ? b.data : xstrdup("");
+}
+
+/* validate_names - a string option whose value must be one of a list */
+static int validate_names(cfg_t *cfg, cfg_opt_t *opt, const char *const *names)
+{
+	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+	if (v != NULL && name_index(names, v) >= 0)
+		return 0;
+	char *all = names_joined(names);
+	cfg_error(cfg, "option '%s': '%s' is not one of %s", opt->name, v ? v : "", all);
+	free(all);
+	return -1;
+}
+
+static int validate_auth(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, auth_names);
+}
+
+static int validate_oversize(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, oversize_names);
+}
+
+static int validate_bounce(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, bounce_names);
+}
+
+static int validate_envhdr(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, envhdr_names);
+}
+
+int conf_parse_size(const char *s, uint64_t *v_r)
+{
+	char *end = NULL;
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	unsigned int shift = 0;
+	switch (*end) {
+	case '\0': break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	default: return -1;
+	}
+	if ((*end == 'b' || *end == 'B') && shift)
+		end++;
+	if (*end != '\0' || v > (UINT64_MAX >> shift))
+		return -1;
+	*v_r = (uint64_t)v << shift;
+	return 0;
+}
+
+int conf_parse_duration(const char *s, long *v_r)
+{
+	char *end = NULL;
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	long mul = 1;
+	if (errno != 0)
+		return -1;
+	switch (*end) {
+	case '\0': break;
+	case 's': mul = 1; end++; break;
+	case 'm': mul = 60; end++; break;
+	case 'h': mul = 3600; end++; break;
+	case 'd': mul = 86400; end++; break;
+	case 'w': mul = 7 * 86400; end++; break;
+	default: return -1;
+	}
+	if (*end != '\0' || v > 10L * 365 * 86400 / mul)
+		return -1;
+	*v_r = v * mul;
+	return 0;
+}
+
+static int validate_size(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+	uint64_t n;
+	if (conf_parse_size(v, &n) != 0) {
+		cfg_error(cfg, "option '%s': '%s' is not a size (e.g. 25M, 512K, 1048576)",
+			  opt->name, v ? v : "");
+		return -1;
+	}
+	return 0;
+}
+
+static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
+{
+	for (unsigned int i = 0; i < cfg_opt_size(opt); i++) {
+		const char *v = cfg_opt_getnstr(opt, i);
+		long n;
+		if (conf_parse_duration(v, &n) != 0 || n <= 0) {
+			cfg_error(cfg, "option '%s': '%s' is not a duration (e.g. 300, 90s, 15m, 2h, 5d)",
+				  opt->name, v ? v : "");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Integer options and their ranges. */
+static const struct {
+	const char *name;
+	long min, max;
+} int_ranges[] = {
+	{ "account|keep_days", 0, 36500 },
+	{ "account|max_messages_per_poll", 0, 10000000 },
+	{ "account|tls_timeout", 1, 3600 },
+	{ "account|session_timeout", 0, 7 * 86400 },
+	{ "account|envelope_skip", 0, 100 },
+	{ "max_parallel_polls", 1, 256 },
+	{ "keep_sent_days", 0, 36500 },
+	{ "smtp|max_sessions", 1, 64 },
+	{ "smtp|max_messages_per_session", 1, 1000000 },
+};
+
+static int validate_range(cfg_t *cfg, cfg_opt_t *opt)
+{
+	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
+	for (size_t i = 0; i < sizeof int_ranges / sizeof int_ranges[0]; i++) {
+		const char *bar = strchr(int_ranges[i].name, '|');
+		const char *n = bar ? bar + 1 : int_ranges[i].name;
+		if (strcmp(n, opt->name) != 0)
+			continue;
+		if (v < int_ranges[i].min || v > int_ranges[i].max) {
+			cfg_error(cfg, "option '%s': %ld is out of range (%ld-%ld)", opt->name, v,
+				  int_ranges[i].min, int_ranges[i].max);
+			return -1;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+/* validate_fingerprint - "sha256:" and 32 bytes in hex, colons allowed */
+static int validate_fingerprint(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+	size_t hex = 0;
+	int ok = v != NULL && strncasecmp(v, "sha256:", 7) == 0;
+	for (const char *p = ok ? v + 7 : ""; ok && *p; p++) {
+		if (isxdigit((unsigned char)*p))
+			hex++;
+		else if (*p != ':')
+			ok = 0;
+	}
+	if (!ok || hex != 64) {
+		cfg_error(cfg, "option '%s': '%s' is not \"sha256:\" followed by 64 hex digits "
+			  "(openssl x509 -noout -fingerprint -sha256)", opt->name, v ? v : "");
+		return -1;
+	}
+	return 0;
+}
+
+static int validate_addr_or_null(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+	if (v != NULL && (*v == '\0' || strcmp(v, "<>") == 0))
+		return 0;
+	return validate_addr(cfg, opt);
+}
+
+static int validate_domain(cfg_t *cfg, cfg_opt_t *opt)
+{
+	for (unsigned int i = 0; i < cfg_opt_size(opt); i++) {
+		const char *v = cfg_opt_getnstr(opt, i);
+		int ok = v != NULL && *v != '\0' && strlen(v) <= 253;
+		for (const char *p = v; ok && *p; p++)
+			ok = isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == '_';
+		if (!ok) {
+			cfg_error(cfg, "option '%s': '%s' is not a domain name", opt->name, v ? v : "");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* validate_map - a map section's title and target are addresses */
+static int validate_map(cfg_t *cfg, cfg_opt_t *opt)
+{
+	cfg_t *sec = cfg_opt_getnsec(opt, cfg_opt_size(opt) - 1);
+	const char *from = cfg_title(sec);
+	if (from == NULL || (!addr_ok(from) && !(from[0] == '@' && from[1] != '\0'))) {
+		cfg_error(cfg, "map '%s': the title must be an address or @domain", from ? from : "");
+		return -1;
+	}
+	return 0;
+}
 
 static void set_validators(cfg_t *cfg)
 {
@@ -297,9 +570,26 @@ static void set_validators(cfg_t *cfg)
 		{ "account|timeout", validate_positive }, { "account|connect_timeout", validate_positive },
 		{ "hostname", validate_hostname }, { "smtp|tls", validate_smtp_tls },
 		{ "smtp|ca_file", validate_nonempty }, { "smtp|helo_name", validate_hostname },
+		{ "smtp|user", validate_nonempty }, { "smtp|password_file", validate_nonempty },
+		{ "account|auth", validate_auth }, { "account|oversize", validate_oversize },
+		{ "account|max_message_size", validate_size },
+		{ "account|max_bytes_per_poll", validate_size },
+		{ "account|tls_fingerprint", validate_fingerprint },
+		{ "account|password_command", validate_nonempty },
+		{ "account|envelope_header", validate_envhdr },
+		{ "account|local_domains", validate_domain },
+		{ "account|fallback_to", validate_addr },
+		{ "account|envelope_from", validate_addr_or_null },
+		{ "account|map", validate_map }, { "account|map|to", validate_addr },
+		{ "bounce", validate_bounce }, { "postmaster", validate_addr },
+		{ "max_queue_time", validate_duration }, { "retry_intervals", validate_duration },
+		{ "user", validate_nonempty }, { "pid_file", validate_nonempty },
+		{ "metrics_file", validate_nonempty },
 	};
 	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
 		cfg_set_validate_func(cfg, v[i].name, v[i].fn);
+	for (size_t i = 0; i < sizeof int_ranges / sizeof int_ranges[0]; i++)
+		cfg_set_validate_func(cfg, int_ranges[i].name, validate_range);
 }
 
 /* check_secret_file - the password file exists, is a regular file and is
@@ -339,12 +629,90 @@ static char *opt_strdup(cfg_t *sec, const char *name)
 	return v != NULL ? xstrdup(v) : NULL;
 }
 
+static char *lower_dup(const char *v)
+{
+	char *r = xstrdup(v);
+	for (char *p = r; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	return r;
+}
+
+/* account_routing - single-drop or multidrop options */
+static void account_routing(struct conf_ctx *cx, cfg_t *sec, struct conf_account *a)
+{
+	a->deliver_to = opt_strdup(sec, "deliver_to");
+	const char *eh = cfg_getstr(sec, "envelope_header");
+	if (eh != NULL)
+		a->envelope_header = xstrdup(envhdr_names[name_index(envhdr_names, eh)]);
+	a->envelope_skip = (int)cfg_getint(sec, "envelope_skip");
+	a->nlocal_domains = cfg_size(sec, "local_domains");
+	a->local_domains = xcalloc(a->nlocal_domains, sizeof *a->local_domains);
+	for (size_t i = 0; i < a->nlocal_domains; i++)
+		a->local_domains[i] = lower_dup(cfg_getnstr(sec, "local_domains", (unsigned)i));
+	a->nmaps = cfg_size(sec, "map");
+	a->maps = xcalloc(a->nmaps, sizeof *a->maps);
+	for (size_t i = 0; i < a->nmaps; i++) {
+		cfg_t *m = cfg_getnsec(sec, "map", (unsigned)i);
+		a->maps[i].from = lower_dup(cfg_title(m));
+		a->maps[i].to = opt_strdup(m, "to");
+		if (a->maps[i].to == NULL)
+			conf_add_error(cx, a->line, "account '%s': map '%s' needs a 'to' address",
+				       a->name, a->maps[i].from);
+	}
+	a->fallback_to = opt_strdup(sec, "fallback_to");
+	a->guess_from_headers = cfg_getbool(sec, "guess_from_headers");
+	a->envelope_from = opt_strdup(sec, "envelope_from");
+	if (a->envelope_from != NULL && strcmp(a->envelope_from, "<>") == 0)
+		a->envelope_from[0] = '\0';
+	if ((a->deliver_to == NULL) == (a->envelope_header == NULL))
+		conf_add_error(cx, a->line, "account '%s': give exactly one of 'deliver_to' "
+			       "(single-drop) or 'envelope_header' (multidrop)", a->name);
+	if (a->envelope_header == NULL && (a->nlocal_domains || a->nmaps || a->fallback_to))
+		conf_add_error(cx, a->line, "account '%s': local_domains, map and fallback_to need "
+			       "envelope_header (multidrop)", a->name);
+}
+
+/* account_limits - leave-on-server, size limits, timeouts */
+static void account_limits(struct conf_ctx *cx, cfg_t *sec, struct conf_account *a)
+{
+	a->keep = cfg_getbool(sec, "keep");
+	a->keep_days = (int)cfg_getint(sec, "keep_days");
+	if (a->keep_days > 0 && !a->keep)
+		conf_add_error(cx, a->line, "account '%s': keep_days needs keep = true", a->name);
+	conf_parse_size(cfg_getstr(sec, "max_message_size"), &a->max_message_size);
+	a->oversize = (enum conf_oversize)name_index(oversize_names, cfg_getstr(sec, "oversize"));
+	a->max_messages_per_poll = (unsigned)cfg_getint(sec, "max_messages_per_poll");
+	conf_parse_size(cfg_getstr(sec, "max_bytes_per_poll"), &a->max_bytes_per_poll);
+	a->interval = (int)cfg_getint(sec, "interval");
+	a->timeout = (int)cfg_getint(sec, "timeout");
+	a->connect_timeout = (int)cfg_getint(sec, "connect_timeout");
+	a->tls_timeout = (int)cfg_getint(sec, "tls_timeout");
+	a->session_timeout = (int)cfg_getint(sec, "session_timeout");
+}
+
+/* account_secret - exactly one source of the password, and a safe file */
+static void account_secret(struct conf_ctx *cx, cfg_t *sec, struct conf_account *a)
+{
+	a->password_file = opt_strdup(sec, "password_file");
+	a->password_command = opt_strdup(sec, "password_command");
+	if ((a->password_file == NULL) == (a->password_command == NULL))
+		conf_add_error(cx, a->line, "account '%s': give exactly one of 'password_file' or "
+			       "'password_command'", a->name);
+	char *why = NULL;
+	if (a->password_file != NULL && check_secret_file(a->password_file, &why) != 0)
+		conf_add_error(cx, a->line, "account '%s': option 'password_file': %s", a->name, why);
+	free(why);
+	if ((a->auth == AUTH_XOAUTH2 || a->auth == AUTH_OAUTHBEARER) && a->password_command == NULL)
+		conf_add_error(cx, a->line, "account '%s': auth = %s reads the access token from "
+			       "'password_command'", a->name, conf_auth_name(a->auth));
+}
+
 /* account_extract - copy one account section, reporting missing options
  * and cross-option problems at the section's line */
 static void account_extract(struct conf_ctx *cx, struct conf *c, cfg_t *sec,
 			    struct conf_account *a)
 {
-	static const char *const required[] = { "server", "user", "password_file", "deliver_to" };
+	static const char *const required[] = { "server", "user" };
 	a->name = xstrdup(cfg_title(sec));
 	a->file = c->path;
 	a->line = section_line(cx->text, a->name);
@@ -358,24 +726,76 @@ static void account_extract(struct conf_ctx *cx, struct conf *c, cfg_t *sec,
 	if (a->port == 0)
 		a->port = a->tls == TLS_IMPLICIT ? 995 : 110;
 	a->ca_file = opt_strdup(sec, "ca_file");
+	a->tls_fingerprint = opt_strdup(sec, "tls_fingerprint");
 	a->user = opt_strdup(sec, "user");
-	a->password_file = opt_strdup(sec, "password_file");
+	a->auth = (enum conf_auth)name_index(auth_names, cfg_getstr(sec, "auth"));
 	a->allow_plaintext = cfg_getbool(sec, "allow_plaintext");
-	a->deliver_to = opt_strdup(sec, "deliver_to");
-	a->keep = cfg_getbool(sec, "keep");
-	a->interval = (int)cfg_getint(sec, "interval");
-	a->timeout = (int)cfg_getint(sec, "timeout");
-	a->connect_timeout = (int)cfg_getint(sec, "connect_timeout");
-	char *why = NULL;
-	if (a->password_file != NULL && check_secret_file(a->password_file, &why) != 0)
-		conf_add_error(cx, a->line, "account '%s': option 'password_file': %s", a->name, why);
-	free(why);
+	a->pipelining = cfg_getbool(sec, "pipelining");
+	account_secret(cx, sec, a);
+	account_routing(cx, sec, a);
+	account_limits(cx, sec, a);
 	if (a->ca_file != NULL && access(a->ca_file, R_OK) != 0)
 		conf_add_error(cx, a->line, "account '%s': option 'ca_file': cannot read '%s': %s",
 			       a->name, a->ca_file, strerror(errno));
+	if (a->tls_fingerprint != NULL && a->tls == TLS_NONE)
+		conf_add_error(cx, a->line, "account '%s': tls_fingerprint needs tls = implicit or "
+			       "starttls", a->name);
 	if (a->name[0] == '\0' || strpbrk(a->name, " \t\"=") != NULL)
 		conf_add_error(cx, a->line, "account '%s': the name must be non-empty and contain "
 			       "no blanks, quotes or '='", a->name);
+}
+
+/* conf_smtp_extract - the smtp block */
+static void conf_smtp_extract(struct conf_ctx *cx, cfg_t *smtp, struct conf_smtp *s)
+{
+	s->host = opt_strdup(smtp, "host");
+	s->port = (int)cfg_getint(smtp, "port");
+	s->helo_name = opt_strdup(smtp, "helo_name");
+	s->timeout = (int)cfg_getint(smtp, "timeout");
+	const char *stls = cfg_getstr(smtp, "tls");
+	s->tls = strcmp(stls, "required") == 0 ? TLS_IMPLICIT
+		 : strcmp(stls, "starttls") == 0 ? TLS_STARTTLS : TLS_NONE;
+	s->ca_file = opt_strdup(smtp, "ca_file");
+	if (s->ca_file != NULL && access(s->ca_file, R_OK) != 0)
+		conf_add_error(cx, 0, "smtp: option 'ca_file': cannot read '%s': %s", s->ca_file,
+			       strerror(errno));
+	s->user = opt_strdup(smtp, "user");
+	s->password_file = opt_strdup(smtp, "password_file");
+	s->allow_plaintext_auth = cfg_getbool(smtp, "allow_plaintext_auth");
+	s->max_sessions = (int)cfg_getint(smtp, "max_sessions");
+	s->max_messages_per_session = (int)cfg_getint(smtp, "max_messages_per_session");
+	char *why = NULL;
+	if ((s->user == NULL) != (s->password_file == NULL))
+		conf_add_error(cx, 0, "smtp: 'user' and 'password_file' go together (SMTP AUTH)");
+	else if (s->password_file != NULL && check_secret_file(s->password_file, &why) != 0)
+		conf_add_error(cx, 0, "smtp: option 'password_file': %s", why);
+	free(why);
+}
+
+/* conf_policy_extract - daemon and queue policy at the top level */
+static void conf_policy_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
+{
+	c->user = opt_strdup(cfg, "user");
+	c->pid_file = opt_strdup(cfg, "pid_file");
+	c->max_parallel_polls = (int)cfg_getint(cfg, "max_parallel_polls");
+	c->metrics_file = opt_strdup(cfg, "metrics_file");
+	c->keep_sent_days = (int)cfg_getint(cfg, "keep_sent_days");
+	c->postmaster = opt_strdup(cfg, "postmaster");
+	const char *b = cfg_getstr(cfg, "bounce");
+	c->bounce = b ? (enum conf_bounce)name_index(bounce_names, b)
+		      : c->postmaster ? BOUNCE_POSTMASTER : BOUNCE_NONE;
+	if (c->bounce == BOUNCE_POSTMASTER && c->postmaster == NULL)
+		conf_add_error(cx, 0, "bounce = postmaster needs a 'postmaster' address");
+	conf_parse_duration(cfg_getstr(cfg, "max_queue_time"), &c->max_queue_time);
+	c->nretry = cfg_size(cfg, "retry_intervals");
+	c->retry_intervals = xcalloc(c->nretry ? c->nretry : 1, sizeof *c->retry_intervals);
+	for (size_t i = 0; i < c->nretry; i++)
+		conf_parse_duration(cfg_getnstr(cfg, "retry_intervals", (unsigned)i),
+				    &c->retry_intervals[i]);
+	if (c->nretry == 0) {
+		c->retry_intervals[0] = 3600;
+		c->nretry = 1;
+	}
 }
 
 static void conf_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
@@ -390,18 +810,8 @@ static void conf_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 		host[HOST_NAME_MAX] = '\0';
 		c->hostname = xstrdup(host);
 	}
-	cfg_t *smtp = cfg_getsec(cfg, "smtp");
-	c->smtp.host = opt_strdup(smtp, "host");
-	c->smtp.port = (int)cfg_getint(smtp, "port");
-	c->smtp.helo_name = opt_strdup(smtp, "helo_name");
-	c->smtp.timeout = (int)cfg_getint(smtp, "timeout");
-	const char *stls = cfg_getstr(smtp, "tls");
-	c->smtp.tls = strcmp(stls, "required") == 0 ? TLS_IMPLICIT
-		      : strcmp(stls, "starttls") == 0 ? TLS_STARTTLS : TLS_NONE;
-	c->smtp.ca_file = opt_strdup(smtp, "ca_file");
-	if (c->smtp.ca_file != NULL && access(c->smtp.ca_file, R_OK) != 0)
-		conf_add_error(cx, 0, "smtp: option 'ca_file': cannot read '%s': %s",
-			       c->smtp.ca_file, strerror(errno));
+	conf_smtp_extract(cx, cfg_getsec(cfg, "smtp"), &c->smtp);
+	conf_policy_extract(cx, cfg, c);
 	c->naccounts = cfg_size(cfg, "account");
 	c->accounts = xcalloc(c->naccounts, sizeof *c->accounts);
 	for (size_t i = 0; i < c->naccounts; i++)
@@ -480,9 +890,22 @@ static void account_free(struct conf_account *a)
 	free(a->name);
 	free(a->server);
 	free(a->ca_file);
+	free(a->tls_fingerprint);
 	free(a->user);
 	free(a->password_file);
+	free(a->password_command);
 	free(a->deliver_to);
+	free(a->envelope_header);
+	for (size_t i = 0; i < a->nlocal_domains; i++)
+		free(a->local_domains[i]);
+	free(a->local_domains);
+	for (size_t i = 0; i < a->nmaps; i++) {
+		free(a->maps[i].from);
+		free(a->maps[i].to);
+	}
+	free(a->maps);
+	free(a->fallback_to);
+	free(a->envelope_from);
 }
 
 void conf_free(struct conf **cp)
@@ -497,9 +920,16 @@ void conf_free(struct conf **cp)
 	free(c->spool_dir);
 	free(c->hostname);
 	free(c->log_level);
+	free(c->user);
+	free(c->pid_file);
+	free(c->metrics_file);
+	free(c->postmaster);
+	free(c->retry_intervals);
 	free(c->smtp.host);
 	free(c->smtp.helo_name);
 	free(c->smtp.ca_file);
+	free(c->smtp.user);
+	free(c->smtp.password_file);
 	free(c);
 	*cp = NULL;
 }
@@ -512,29 +942,13 @@ const struct conf_account *conf_find_account(const struct conf *c, const char *n
 	return NULL;
 }
 
-enum pg_res conf_read_secret(const struct conf_account *a, char **secret_r, char **err_r)
+/* one_line - accept n bytes as a secret: one non-empty line, no NUL */
+static enum pg_res one_line(char *s, size_t n, const char *what, char **secret_r, char **err_r)
 {
-	char *why = NULL;
-	*secret_r = NULL;
-	if (check_secret_file(a->password_file, &why) != 0) {
-		set_err(err_r, "account '%s': password_file: %s", a->name, why);
-		free(why);
-		return PG_CONFIG;
-	}
-	FILE *f = fopen(a->password_file, "r");
-	if (f == NULL) {
-		set_err(err_r, "account '%s': cannot open password_file '%s': %s", a->name,
-			a->password_file, strerror(errno));
-		return PG_CONFIG;
-	}
-	char *s = xmalloc(SECRET_MAX + 1);
-	size_t n = fread(s, 1, SECRET_MAX + 1, f);
-	fclose(f);
 	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
 		n--;
 	if (n == 0 || n > SECRET_MAX || memchr(s, '\0', n) != NULL || memchr(s, '\n', n) != NULL) {
-		set_err(err_r, "account '%s': password_file '%s' must hold one non-empty line",
-			a->name, a->password_file);
+		set_err(err_r, "%s must give one non-empty line", what);
 		explicit_bzero(s, SECRET_MAX + 1);
 		free(s);
 		return PG_CONFIG;
@@ -542,4 +956,142 @@ enum pg_res conf_read_secret(const struct conf_account *a, char **secret_r, char
 	s[n] = '\0';
 	*secret_r = s;
 	return PG_OK;
+}
+
+enum pg_res conf_read_file_secret(const char *path, const char *what, char **secret_r,
+				  char **err_r)
+{
+	char *why = NULL;
+	*secret_r = NULL;
+	if (check_secret_file(path, &why) != 0) {
+		set_err(err_r, "%s: %s", what, why);
+		free(why);
+		return PG_CONFIG;
+	}
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		set_err(err_r, "%s: cannot open '%s': %s", what, path, strerror(errno));
+		return PG_CONFIG;
+	}
+	char *s = xmalloc(SECRET_MAX + 2);
+	size_t n = fread(s, 1, SECRET_MAX + 1, f);
+	fclose(f);
+	char *label = xasprintf("%s '%s'", what, path);
+	enum pg_res r = one_line(s, n, label, secret_r, err_r);
+	free(label);
+	return r;
+}
+
+/* split_argv - blank-separated words; no shell, no quoting */
+static char **split_argv(const char *cmd)
+{
+	size_t n = 0, cap = 8;
+	char **argv = xcalloc(cap, sizeof *argv);
+	const char *p = cmd;
+	while (*p) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0')
+			break;
+		size_t len = strcspn(p, " \t");
+		if (n + 2 > cap)
+			argv = xrealloc(argv, (cap *= 2) * sizeof *argv);
+		argv[n++] = xstrndup(p, len);
+		p += len;
+	}
+	argv[n] = NULL;
+	return argv;
+}
+
+static void free_argv(char **argv)
+{
+	for (size_t i = 0; argv[i] != NULL; i++)
+		free(argv[i]);
+	free(argv);
+}
+
+/* read_child - collect at most SECRET_MAX+1 bytes of the child's stdout
+ * within the deadline; returns bytes read or -1 on timeout */
+static ssize_t read_child(int fd, char *s, int64_t deadline)
+{
+	size_t n = 0;
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		if (left <= 0)
+			return -1;
+		int pr = poll(&pfd, 1, (int)left);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0)
+			return -1;
+		ssize_t r = read(fd, s + n, SECRET_MAX + 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return (ssize_t)n;
+		n += (size_t)r;
+		if (n > SECRET_MAX)
+			return (ssize_t)n; /* too long: refused by one_line */
+	}
+}
+
+/* run_secret_command - run password_command without a shell (stdin
+ * /dev/null, a 30 s limit) and take its first line of output */
+static enum pg_res run_secret_command(const struct conf_account *a, char **secret_r,
+				      char **err_r)
+{
+	int pfd[2];
+	char **argv = split_argv(a->password_command);
+	if (argv[0] == NULL || pipe2(pfd, O_CLOEXEC) != 0) {
+		free_argv(argv);
+		set_err(err_r, "account '%s': cannot run password_command", a->name);
+		return PG_CONFIG;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+		if (null >= 0)
+			dup2(null, 0);
+		dup2(pfd[1], 1);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	char *s = xmalloc(SECRET_MAX + 2);
+	ssize_t n = pid > 0 ? read_child(pfd[0], s, now_ms() + 30000) : -1;
+	close(pfd[0]);
+	int status = 0;
+	if (pid > 0) {
+		if (n < 0)
+			kill(pid, SIGKILL);
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	}
+	enum pg_res r = PG_TEMP;
+	if (pid < 0 || n < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		set_err(err_r, "account '%s': password_command '%s' %s", a->name, argv[0],
+			pid < 0 ? "could not be started" : n < 0 ? "timed out after 30 s" :
+			!WIFEXITED(status) ? "was killed by a signal" :
+			WEXITSTATUS(status) == 127 ? "was not found" : "exited with an error");
+		explicit_bzero(s, SECRET_MAX + 2);
+		free(s);
+	} else {
+		char *label = xasprintf("account '%s': password_command", a->name);
+		r = one_line(s, (size_t)n, label, secret_r, err_r);
+		free(label);
+	}
+	free_argv(argv);
+	return r;
+}
+
+enum pg_res conf_read_secret(const struct conf_account *a, char **secret_r, char **err_r)
+{
+	*secret_r = NULL;
+	if (a->password_command != NULL)
+		return run_secret_command(a, secret_r, err_r);
+	char *what = xasprintf("account '%s': password_file", a->name);
+	enum pg_res r = conf_read_file_secret(a->password_file, what, secret_r, err_r);
+	free(what);
+	return r;
 }

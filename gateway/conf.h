@@ -18,6 +18,7 @@
 #define POPGATE_CONF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util.h"
 
@@ -31,6 +32,38 @@ struct conf_smtp {
 	int timeout;      /* seconds, each SMTP step */
 	enum tls_mode tls; /* TLS_NONE, TLS_STARTTLS (opportunistic), TLS_IMPLICIT = required */
 	char *ca_file;    /* optional */
+	char *user;       /* SMTP AUTH user, optional */
+	char *password_file; /* SMTP AUTH password, required with user */
+	int allow_plaintext_auth; /* AUTH without TLS */
+	int max_sessions;          /* parallel SMTP sessions (default 1) */
+	int max_messages_per_session; /* default 1000 */
+};
+
+/* POP3 authentication mechanisms (`auth =`). */
+enum conf_auth {
+	AUTH_AUTO = 0,
+	AUTH_USER,
+	AUTH_APOP,
+	AUTH_PLAIN,
+	AUTH_LOGIN,
+	AUTH_CRAM_MD5,
+	AUTH_SCRAM_SHA1,
+	AUTH_SCRAM_SHA256,
+	AUTH_XOAUTH2,
+	AUTH_OAUTHBEARER,
+};
+const char *conf_auth_name(enum conf_auth a);
+
+/* What to do with a message over max_message_size. */
+enum conf_oversize { OVERSIZE_SKIP = 0, OVERSIZE_HOLD, OVERSIZE_FETCH };
+
+/* Who gets a notice when a message is held or expires. */
+enum conf_bounce { BOUNCE_NONE = 0, BOUNCE_POSTMASTER, BOUNCE_SENDER };
+
+/* One entry of an account's address map (multidrop). */
+struct conf_map {
+	char *from; /* address as found in the envelope header (lower case) */
+	char *to;   /* local delivery address */
 };
 
 struct conf_account {
@@ -39,14 +72,36 @@ struct conf_account {
 	int port;
 	enum tls_mode tls;
 	char *ca_file;        /* optional */
+	char *tls_fingerprint; /* optional "sha256:<64 hex>" (lower case, no colons) */
 	char *user;
-	char *password_file;  /* optional if password_command is given (later) */
-	int allow_plaintext;
-	char *deliver_to;
+	char *password_file;  /* exactly one of password_file, password_command */
+	char *password_command; /* argv split on blanks; run without a shell */
+	enum conf_auth auth;
+	int allow_plaintext;  /* USER/PASS, APOP, PLAIN, LOGIN without TLS */
+	int pipelining;       /* 1: use PIPELINING when offered (default) */
 	int keep;
+	int keep_days;        /* with keep: delete after N days in the spool; 0 never */
+	uint64_t max_message_size; /* octets, 0: no limit */
+	enum conf_oversize oversize;
+	unsigned int max_messages_per_poll; /* 0: no limit */
+	uint64_t max_bytes_per_poll;        /* 0: no limit */
 	int interval;         /* seconds */
 	int timeout;          /* seconds, each POP3 reply */
 	int connect_timeout;  /* seconds */
+	int tls_timeout;      /* seconds, the TLS handshake */
+	int session_timeout;  /* seconds, the whole POP3 session; 0 none */
+	/* routing: single-drop (deliver_to) or multidrop (envelope_header) */
+	char *deliver_to;     /* NULL for multidrop */
+	char *envelope_header; /* "Delivered-To", "X-Original-To", "Envelope-To",
+				 "X-Envelope-To" or "Received"; NULL: single-drop */
+	int envelope_skip;
+	char **local_domains; /* lower case */
+	size_t nlocal_domains;
+	struct conf_map *maps;
+	size_t nmaps;
+	char *fallback_to;    /* optional */
+	int guess_from_headers;
+	char *envelope_from;  /* optional fixed envelope sender ("" = <>) */
 	const char *file;     /* config file, for messages */
 	int line;             /* line of the account block */
 };
@@ -56,15 +111,35 @@ struct conf {
 	char *spool_dir;
 	char *hostname;       /* for Received: and HELO; default gethostname() */
 	char *log_level;
+	char *user;           /* run: drop privileges to this user; NULL: stay */
+	char *pid_file;       /* run: default /run/popgate.pid (NULL with -f unless set) */
+	int max_parallel_polls; /* default 4 */
+	char *metrics_file;   /* optional Prometheus textfile */
+	int keep_sent_days;   /* 0: remove a message file as soon as it is sent */
+	char *postmaster;     /* optional address for notices */
+	enum conf_bounce bounce;
+	long max_queue_time;  /* seconds a message may stay deferred (default 5 days) */
+	long *retry_intervals; /* backoff schedule in seconds; the last repeats */
+	size_t nretry;
 	struct conf_smtp smtp;
 	struct conf_account *accounts;
 	size_t naccounts;
 };
 
+/* conf_parse_size - "123", "10K", "25M", "1G" (powers of 1024) */
+int conf_parse_size(const char *s, uint64_t *v_r);
+/* conf_parse_duration - "300", "90s", "10m", "2h", "5d", "1w" to seconds */
+int conf_parse_duration(const char *s, long *v_r);
+
 enum pg_res conf_load(const char *path, struct conf **c_r, char **err_r);
 void conf_free(struct conf **c);
 const struct conf_account *conf_find_account(const struct conf *c, const char *name);
-/* conf_read_secret - the account's password, trailing newline trimmed */
+/* conf_read_secret - the account's password from password_file, or the
+ * output of password_command (run without a shell, 30 s timeout, stdout's
+ * trailing newline trimmed), read anew on every call (OAuth2 tokens expire) */
 enum pg_res conf_read_secret(const struct conf_account *a, char **secret_r, char **err_r);
+/* conf_read_file_secret - one line from a protected file (SMTP AUTH) */
+enum pg_res conf_read_file_secret(const char *path, const char *what, char **secret_r,
+				  char **err_r);
 
 #endif
