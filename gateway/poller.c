@@ -19,6 +19,7 @@
 #include "msgfilter.h"
 #include "poller.h"
 #include "pop3.h"
+#include "route.h"
 
 #define GROUP_MAX_MSGS 100
 #define GROUP_MAX_BYTES (16u * 1024 * 1024)
@@ -54,34 +55,18 @@ static enum pg_res spool_to_pg(enum spool_res r)
 	}
 }
 
+/* The message's way to disk: the spool writer, and the routing header
+ * collector on the side. */
+struct ingest {
+	struct spool_writer *w;
+	struct route_hdrs *rh;
+};
+
 static enum pg_res writer_sink(void *ctx, const void *data, size_t len, char **err_r)
 {
-	return spool_to_pg(spool_writer_write(ctx, data, len, err_r));
-}
-
-/* envelope_sender - the address inside a Return-Path value; "" for <> or
- * for anything that is not a usable address (logged) */
-static char *envelope_sender(const char *rp, const char *account, const char *uidl)
-{
-	if (rp == NULL)
-		return xstrdup("");
-	const char *lt = strchr(rp, '<');
-	const char *start = lt ? lt + 1 : rp;
-	size_t n = lt ? strcspn(start, ">") : strcspn(start, " \t");
-	int ok = n <= 254 && (lt == NULL || start[n] == '>');
-	for (size_t i = 0; ok && i < n; i++) {
-		unsigned char ch = (unsigned char)start[i];
-		if (ch <= 0x20 || ch == 0x7f || ch == '<' || ch == '>')
-			ok = 0;
-	}
-	if (!ok) {
-		char *shown = sanitize_for_log(rp, strlen(rp), 200);
-		LOG_WARN("account=%s uidl=%s status=bad-return-path value=\"%s\" "
-			 "action=\"using the null sender <>\"", account, uidl, shown);
-		free(shown);
-		return xstrdup("");
-	}
-	return xstrndup(start, n);
+	struct ingest *in = ctx;
+	route_hdrs_feed(in->rh, data, len);
+	return spool_to_pg(spool_writer_write(in->w, data, len, err_r));
 }
 
 static void received_header(const struct poll *p, const char *id, char *out, size_t outlen)
@@ -99,45 +84,51 @@ static void received_header(const struct poll *p, const char *id, char *out, siz
 		 p->a->deliver_to, date);
 }
 
-/* fetch_one - RETR one message into a finished (pending) spool file */
+/* fetch_one - RETR one message into a finished (pending) spool file; its
+ * envelope is decided here, once */
 static enum pg_res fetch_one(struct poll *p, struct pop3_msginfo *mi, char **err_r)
 {
-	struct spool_writer *w = NULL;
+	struct ingest in = { .rh = route_hdrs_new(p->a) };
 	struct msgfilter *mf = NULL;
+	struct route_result rr = { 0 };
 	char hdr[2048];
-	char *sender = NULL;
-	enum pg_res res = spool_to_pg(spool_writer_begin(p->sp, p->a->name, mi->uidl, &w, err_r));
+	enum pg_res res = spool_to_pg(spool_writer_begin(p->sp, p->a->name, mi->uidl, &in.w, err_r));
 	if (res != PG_OK)
-		return res;
+		goto out;
 	char id[SPOOL_ID_LEN + 1];
-	snprintf(id, sizeof id, "%s", spool_writer_id(w));
+	snprintf(id, sizeof id, "%s", spool_writer_id(in.w));
 	received_header(p, id, hdr, sizeof hdr);
-	res = spool_to_pg(spool_writer_write(w, hdr, strlen(hdr), err_r));
+	res = spool_to_pg(spool_writer_write(in.w, hdr, strlen(hdr), err_r));
 	if (res != PG_OK)
 		goto fail;
-	mf = mf_new(writer_sink, w);
+	mf = mf_new(writer_sink, &in);
 	res = pop3_retr(p->s, mi->num, mf, err_r);
 	if (res != PG_OK) {
 		p->broken = 1;
 		goto fail;
 	}
-	sender = envelope_sender(mf_return_path(mf), p->a->name, mi->uidl);
-	const char *rcpts[] = { p->a->deliver_to };
-	struct spool_envelope env = { .sender = sender, .rcpts = rcpts, .nrcpts = 1 };
+	res = route_decide(p->a, in.rh, &rr, err_r);
+	if (res != PG_OK)
+		goto fail;
+	struct spool_envelope env = { .sender = rr.sender, .rcpts = (const char *const *)rr.rcpts,
+				      .nrcpts = rr.nrcpts, .hold_reason = rr.hold_reason };
 	uint64_t size = mf_bytes(mf) + strlen(hdr);
-	res = spool_to_pg(spool_writer_finish(&w, &env, err_r));
+	res = spool_to_pg(spool_writer_finish(&in.w, &env, err_r));
 	if (res != PG_OK)
 		goto out;
-	LOG_INFO("id=%s account=%s uidl=%s status=fetched size=%llu from=<%s>", id, p->a->name,
-		 mi->uidl, (unsigned long long)size, sender);
+	LOG_INFO("id=%s account=%s uidl=%s status=%s size=%llu from=<%s>%s%s%s", id, p->a->name,
+		 mi->uidl, rr.hold_reason ? "fetched-held" : "fetched", (unsigned long long)size,
+		 rr.sender, rr.hold_reason ? " reason=\"" : "", rr.hold_reason ? rr.hold_reason : "",
+		 rr.hold_reason ? "\"" : "");
 	p->group[p->ngroup++] = mi;
 	p->group_bytes += size;
 	goto out;
 fail:
-	spool_writer_abort(&w);
+	spool_writer_abort(&in.w);
 out:
 	mf_free(&mf);
-	free(sender);
+	route_hdrs_free(&in.rh);
+	route_result_free(&rr);
 	return res;
 }
 

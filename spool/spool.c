@@ -48,11 +48,11 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_UIDL_KNOWN] = "SELECT 1 FROM messages WHERE account = ?1 AND uidl = ?2",
 	[SQ_ID_KNOWN] = "SELECT 1 FROM messages WHERE id = ?1",
 	[SQ_INS_MSG] = "INSERT INTO messages (id, account, uidl, size, digest, sender, "
-		       "state, attempts, next_attempt, created, updated) "
-		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, 0, ?7, ?7)",
+		       "state, attempts, next_attempt, created, updated, last_reply) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, 0, ?7, ?7, ?9)",
 	/* OR IGNORE: the same address twice in one envelope is one delivery */
-	[SQ_INS_RCPT] = "INSERT OR IGNORE INTO recipients (msg_id, addr, state) "
-			"VALUES (?1, ?2, 'queued')",
+	[SQ_INS_RCPT] = "INSERT OR IGNORE INTO recipients (msg_id, addr, state, last_reply) "
+			"VALUES (?1, ?2, ?3, ?4)",
 	/* created has one-second resolution; rowid keeps commit order within it */
 	[SQ_CLAIM_SEL] = "SELECT " SPOOL_MSG_COLS " FROM messages "
 			 "WHERE state = 'queued' OR (state = 'deferred' AND next_attempt <= ?1) "
@@ -529,6 +529,7 @@ static void pending_clear_one(struct spool_pending *p)
 	free(p->account);
 	free(p->uidl);
 	free(p->sender);
+	free(p->hold_reason);
 	for (size_t i = 0; i < p->nrcpts; i++)
 		free(p->rcpts[i]);
 	free(p->rcpts);
@@ -780,7 +781,7 @@ static enum spool_res env_check(const struct spool_envelope *env, char **err_r)
 {
 	if (env == NULL || env->sender == NULL)
 		return spool_fail(err_r, SPOOL_INVAL, "envelope: no sender (use \"\" for <>)");
-	if (env->nrcpts == 0 || env->rcpts == NULL)
+	if ((env->nrcpts == 0 || env->rcpts == NULL) && env->hold_reason == NULL)
 		return spool_fail(err_r, SPOOL_INVAL, "envelope: no recipients");
 	for (size_t i = 0; i < env->nrcpts; i++)
 		if (env->rcpts[i] == NULL || env->rcpts[i][0] == '\0')
@@ -848,6 +849,7 @@ static void pending_add(struct spool *sp, const struct spool_writer *w, const ch
 	for (size_t i = 0; i < env->nrcpts; i++)
 		p->rcpts[i] = spool_xstrdup(env->rcpts[i]);
 	p->nrcpts = env->nrcpts;
+	p->hold_reason = env->hold_reason ? spool_xstrdup(env->hold_reason) : NULL;
 	p->size = w->size;
 	memcpy(p->digest, digest, sizeof p->digest);
 }
@@ -914,6 +916,11 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 	sqlite3_bind_text(st, 5, p->digest, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 6, p->sender, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)now);
+	sqlite3_bind_text(st, 8, p->hold_reason ? "held" : "queued", -1, SQLITE_STATIC);
+	if (p->hold_reason != NULL)
+		sqlite3_bind_text(st, 9, p->hold_reason, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 9);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
@@ -923,6 +930,11 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 			return res;
 		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, p->rcpts[i], -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, p->hold_reason ? "held" : "queued", -1, SQLITE_STATIC);
+		if (p->hold_reason != NULL)
+			sqlite3_bind_text(st, 4, p->hold_reason, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(st, 4);
 		rc = sqlite3_step(st);
 		sqlite3_reset(st);
 		if (rc != SQLITE_DONE)

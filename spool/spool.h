@@ -85,8 +85,11 @@ struct spool_rcpt {
 /* Envelope handed over at ingest. */
 struct spool_envelope {
 	const char *sender;        /* "" for the null sender <> */
-	const char *const *rcpts;  /* at least one */
+	const char *const *rcpts;  /* at least one, unless hold_reason is set */
 	size_t nrcpts;
+	const char *hold_reason;   /* non-NULL: commit the message `held` with this
+				    * as its last reply (routing found no safe
+				    * recipient, oversize policy, ...) */
 };
 
 /* A message as the relay and the queue listing see it. */

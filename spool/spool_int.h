@@ -50,6 +50,7 @@ struct spool_pending {
 	size_t nrcpts;
 	uint64_t size;
 	char digest[65];
+	char *hold_reason;  /* NULL, or commit as held with this reply */
 	enum spool_res res; /* SPOOL_OK or SPOOL_DUP, decided inside the commit */
 };
 

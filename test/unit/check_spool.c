@@ -194,7 +194,7 @@ static void commit_cb(void *ctx, const char *account, const char *uidl, const ch
 static void ingest(struct spool *sp, const char *account, const char *uidl, const char *content,
 		   const char *sender, const char *const *rcpts, size_t nrcpts, char *id_r)
 {
-	struct spool_envelope env = { sender, rcpts, nrcpts };
+	struct spool_envelope env = { sender, rcpts, nrcpts, NULL };
 	struct spool_writer *w = NULL;
 	char *err = NULL;
 
@@ -406,7 +406,7 @@ END_TEST
 
 START_TEST(test_abort_and_bad_envelope)
 {
-	struct spool_envelope noenv = { "s@x", NULL, 0 };
+	struct spool_envelope noenv = { "s@x", NULL, 0, NULL };
 	struct spool *sp = open_ok();
 	struct spool_writer *w = NULL;
 	char *err = NULL;
@@ -434,7 +434,7 @@ END_TEST
 START_TEST(test_large_write)
 {
 	const char *rcpts[] = { "a@local.example" };
-	struct spool_envelope env = { "s@x", rcpts, 1 };
+	struct spool_envelope env = { "s@x", rcpts, 1, NULL };
 	struct spool *sp = open_ok();
 	struct spool_writer *w = NULL;
 	struct commits c = { 0 };
@@ -596,6 +596,33 @@ START_TEST(test_deferred_and_held)
 	spool_msgs_free(&msgs, n);
 	row_str_eq("state", id2, "held");
 	claim(sp, now + 1000000, 10, &msgs, &n);
+	ck_assert_uint_eq(n, 0);
+	spool_close(&sp);
+}
+END_TEST
+
+/* a message routing could not place is committed held with the reason,
+ * even with no recipient, and the relay never claims it */
+START_TEST(test_hold_at_ingest)
+{
+	struct spool *sp = open_ok();
+	struct spool_envelope env = { "s@x", NULL, 0, "no recipient found in Delivered-To" };
+	struct spool_writer *w = NULL;
+	struct spool_msg **msgs = NULL;
+	struct commits c = { 0 };
+	char id[SPOOL_ID_LEN + 1], *err = NULL;
+	size_t n = 0;
+
+	ck_assert_int_eq(spool_writer_begin(sp, "acct", "H1", &w, &err), SPOOL_OK);
+	snprintf(id, sizeof id, "%s", spool_writer_id(w));
+	ck_assert_int_eq(spool_writer_write(w, MSG1, strlen(MSG1), &err), SPOOL_OK);
+	ck_assert_msg(spool_writer_finish(&w, &env, &err) == SPOOL_OK, "finish: %s", err);
+	commit_ok(sp, &c);
+	ck_assert_int_eq(c.res[0], SPOOL_OK);
+	row_str_eq("state", id, "held");
+	row_str_eq("last_reply", id, "no recipient found in Delivered-To");
+	ck_assert(exists(tpath("msg/%s", id)));
+	claim(sp, time(NULL) + 1000000, 10, &msgs, &n);
 	ck_assert_uint_eq(n, 0);
 	spool_close(&sp);
 }
@@ -769,7 +796,7 @@ END_TEST
 START_TEST(test_recovery_skipped_while_open)
 {
 	const char *rcpts[] = { "a@local.example" };
-	struct spool_envelope env = { "s@x", rcpts, 1 };
+	struct spool_envelope env = { "s@x", rcpts, 1, NULL };
 	struct spool *sp1 = open_ok(), *sp2;
 	struct spool_writer *w = NULL;
 	struct commits c = { 0 };
@@ -842,7 +869,8 @@ static Suite *spool_suite(void)
 		{ "ingest", { test_roundtrip, test_group_commit_and_duplicate,
 			      test_abort_and_bad_envelope, test_large_write,
 			      test_close_drops_uncommitted, test_commit_busy } },
-		{ "relay", { test_claim_and_sent, test_deferred_and_held, test_mixed_recipients } },
+		{ "relay", { test_claim_and_sent, test_deferred_and_held, test_mixed_recipients,
+			     test_hold_at_ingest } },
 		{ "admin", { test_admin } },
 		{ "recovery", { test_recovery_table, test_recovery_skipped_while_open,
 				test_lost_index_refused } },
