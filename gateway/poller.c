@@ -325,3 +325,22 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	free(p.group);
 	return res;
 }
+
+int poller_account_ready(const struct conf_account *a, struct spool *sp, time_t now,
+			 time_t *not_before_r, char **why_r)
+{
+	struct spool_account_state st;
+	char *err = NULL;
+	*not_before_r = 0;
+	if (spool_account_get(sp, a->name, &st, &err) != SPOOL_OK) {
+		free(err);
+		return 1; /* the poll itself will report the spool problem */
+	}
+	int ready = st.not_before <= now;
+	if (!ready) {
+		*not_before_r = st.not_before;
+		set_err(why_r, "%s", st.last_error ? st.last_error : "waiting after the last poll");
+	}
+	spool_account_state_free(&st);
+	return ready;
+}

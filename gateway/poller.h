@@ -41,4 +41,13 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 				poll_progress_fn progress, void *progress_ctx,
 				struct poll_stats *st_r, char **err_r);
 
+/* poller_account_ready - may a scheduled (not manual) poll of the account
+ * run at `now`?  Returns 1 if yes.  Returns 0 if not, with *not_before_r
+ * set to the earliest time it may (0: not until the configuration changes
+ * or an operator polls it by hand, after an [AUTH] refusal) and *why_r to a
+ * malloc'd reason ("LOGIN-DELAY 900 s", "backoff after 3 failures",
+ * "authentication refused").  Reads the spool's account state. */
+int poller_account_ready(const struct conf_account *a, struct spool *sp, time_t now,
+			 time_t *not_before_r, char **why_r);
+
 #endif

@@ -204,6 +204,35 @@ enum spool_res spool_count_by_state(struct spool *sp, uint64_t counts[5], char *
 enum spool_res spool_account_update(struct spool *sp, const char *account, time_t last_poll,
 				    const char *result, unsigned int fetched, char **err_r);
 
+/* ---- per-account state (scheduling, status) ---- */
+
+struct spool_account_state {
+	char *name;
+	time_t last_poll;      /* 0: never */
+	char *last_result;     /* "ok", or the failure class; NULL: never */
+	unsigned int last_fetched;
+	uint64_t last_bytes;
+	time_t not_before;     /* no scheduled poll before this; 0: any time */
+	unsigned int failures; /* consecutive failed polls */
+	char *auth_failed;     /* config fingerprint at an [AUTH] refusal, or NULL */
+	char *last_error;      /* text of the last failure, or NULL */
+	int login_delay;       /* seconds from CAPA LOGIN-DELAY, -1 unknown */
+	int expire;            /* days from CAPA EXPIRE, -2 NEVER, -1 unknown */
+};
+
+/* spool_account_get - the stored state; an account never polled gives a
+ * zeroed state with its name set (and SPOOL_OK) */
+enum spool_res spool_account_get(struct spool *sp, const char *name,
+				 struct spool_account_state *st_r, char **err_r);
+/* spool_account_put - store every field of st (upsert) */
+enum spool_res spool_account_put(struct spool *sp, const struct spool_account_state *st,
+				 char **err_r);
+typedef int (*spool_account_cb)(void *ctx, const struct spool_account_state *st);
+/* spool_account_list - every stored account, by name */
+enum spool_res spool_account_list(struct spool *sp, spool_account_cb cb, void *ctx,
+				  char **err_r);
+void spool_account_state_free(struct spool_account_state *st);
+
 void spool_msg_free(struct spool_msg **m);
 void spool_msgs_free(struct spool_msg ***msgs, size_t n);
 
