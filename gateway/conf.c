@@ -96,25 +96,26 @@ static void strip_comments(char *s, size_t n)
 	}
 }
 
-static int validate_port(cfg_t *cfg, cfg_opt_t *opt)
+/* port_in_range - min 0 lets 0 mean "the default for the TLS mode" */
+static int port_in_range(cfg_t *cfg, cfg_opt_t *opt, long min)
 {
 	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
-	if (v < 0 || v > 65535) {
-		cfg_error(cfg, "option '%s': %ld is not a port number (1-65535, or 0 for the "
-			  "default)", opt->name, v);
+	if (v < min || v > 65535) {
+		cfg_error(cfg, "option '%s': %ld is not a port number (1-65535%s)", opt->name, v,
+			  min == 0 ? ", or 0 for the default" : "");
 		return -1;
 	}
 	return 0;
 }
 
+static int validate_port(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return port_in_range(cfg, opt, 0);
+}
+
 static int validate_port_required(cfg_t *cfg, cfg_opt_t *opt)
 {
-	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
-	if (v < 1 || v > 65535) {
-		cfg_error(cfg, "option '%s': %ld is not a port number (1-65535)", opt->name, v);
-		return -1;
-	}
-	return 0;
+	return port_in_range(cfg, opt, 1);
 }
 
 static int validate_positive(cfg_t *cfg, cfg_opt_t *opt)
@@ -122,42 +123,6 @@ static int validate_positive(cfg_t *cfg, cfg_opt_t *opt)
 	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
 	if (v < 1 || v > 7 * 24 * 3600) {
 		cfg_error(cfg, "option '%s': %ld is out of range (1-604800 seconds)", opt->name, v);
-		return -1;
-	}
-	return 0;
-}
-
-static int validate_tls(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	if (v == NULL || (strcmp(v, "implicit") != 0 && strcmp(v, "starttls") != 0 &&
-			  strcmp(v, "none") != 0)) {
-		cfg_error(cfg, "option '%s': '%s' is not one of implicit, starttls, none",
-			  opt->name, v ? v : "");
-		return -1;
-	}
-	return 0;
-}
-
-static int validate_smtp_tls(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	if (v == NULL || (strcmp(v, "none") != 0 && strcmp(v, "starttls") != 0 &&
-			  strcmp(v, "required") != 0)) {
-		cfg_error(cfg, "option '%s': '%s' is not one of none, starttls, required",
-			  opt->name, v ? v : "");
-		return -1;
-	}
-	return 0;
-}
-
-static int validate_loglevel(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	enum log_level l;
-	if (v == NULL || log_level_parse(v, &l) != 0) {
-		cfg_error(cfg, "option '%s': '%s' is not one of error, warning, info, debug",
-			  opt->name, v ? v : "");
 		return -1;
 	}
 	return 0;
@@ -333,6 +298,9 @@ static const char *const oversize_names[] = { "skip", "hold", "fetch", NULL };
 static const char *const bounce_names[] = { "none", "postmaster", "sender", NULL };
 static const char *const envhdr_names[] = { "Delivered-To", "X-Original-To", "Envelope-To",
 					    "X-Envelope-To", "Received", NULL };
+static const char *const tls_names[] = { "implicit", "starttls", "none", NULL };
+static const char *const smtp_tls_names[] = { "none", "starttls", "required", NULL };
+static const char *const loglevel_names[] = { "error", "warning", "info", "debug", NULL };
 
 const char *conf_auth_name(enum conf_auth a)
 {
@@ -388,6 +356,21 @@ static int validate_bounce(cfg_t *cfg, cfg_opt_t *opt)
 static int validate_envhdr(cfg_t *cfg, cfg_opt_t *opt)
 {
 	return validate_names(cfg, opt, envhdr_names);
+}
+
+static int validate_tls(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, tls_names);
+}
+
+static int validate_smtp_tls(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, smtp_tls_names);
+}
+
+static int validate_loglevel(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, loglevel_names);
 }
 
 int conf_parse_size(const char *s, uint64_t *v_r)
@@ -614,13 +597,11 @@ static int check_secret_file(const char *path, char **why_r)
 	return 0;
 }
 
-static enum tls_mode tls_parse(const char *s)
+static enum tls_mode tls_parse(const char *v)
 {
-	if (strcmp(s, "none") == 0)
-		return TLS_NONE;
-	if (strcmp(s, "starttls") == 0)
-		return TLS_STARTTLS;
-	return TLS_IMPLICIT;
+	static const enum tls_mode modes[] = { TLS_IMPLICIT, TLS_STARTTLS, TLS_NONE };
+	int i = name_index(tls_names, v);
+	return i >= 0 ? modes[i] : TLS_IMPLICIT;
 }
 
 static char *opt_strdup(cfg_t *sec, const char *name)
@@ -752,9 +733,9 @@ static void conf_smtp_extract(struct conf_ctx *cx, cfg_t *smtp, struct conf_smtp
 	s->port = (int)cfg_getint(smtp, "port");
 	s->helo_name = opt_strdup(smtp, "helo_name");
 	s->timeout = (int)cfg_getint(smtp, "timeout");
-	const char *stls = cfg_getstr(smtp, "tls");
-	s->tls = strcmp(stls, "required") == 0 ? TLS_IMPLICIT
-		 : strcmp(stls, "starttls") == 0 ? TLS_STARTTLS : TLS_NONE;
+	static const enum tls_mode smodes[] = { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
+	int ti = name_index(smtp_tls_names, cfg_getstr(smtp, "tls"));
+	s->tls = ti >= 0 ? smodes[ti] : TLS_NONE;
 	s->ca_file = opt_strdup(smtp, "ca_file");
 	if (s->ca_file != NULL && access(s->ca_file, R_OK) != 0)
 		conf_add_error(cx, 0, "smtp: option 'ca_file': cannot read '%s': %s", s->ca_file,

@@ -224,6 +224,110 @@ START_TEST(test_smtp_values)
 }
 END_TEST
 
+/* every option of the later work parses into its field */
+START_TEST(test_extended_options)
+{
+	char text[8192];
+	snprintf(text, sizeof text,
+		 "user = \"popgate\"\npid_file = \"/run/popgate.pid\"\nmax_parallel_polls = 8\n"
+		 "metrics_file = \"/var/lib/node/popgate.prom\"\nkeep_sent_days = 7\n"
+		 "postmaster = \"postmaster@corp.example\"\nmax_queue_time = 3d\n"
+		 "retry_intervals = {30s, 2m, 1h}\n"
+		 "smtp {\n  tls = \"STARTTLS\"\n  max_sessions = 3\n  max_messages_per_session = 50\n}\n"
+		 "account \"m\" {\n  server = \"s\"\n  user = \"u\"\n  password_command = \"/bin/echo tok\"\n"
+		 "  auth = \"XOAUTH2\"\n  tls = \"StartTLS\"\n"
+		 "  tls_fingerprint = \"sha256:%s\"\n"
+		 "  keep = true\n  keep_days = 14\n  max_message_size = 25M\n  oversize = skip\n"
+		 "  max_messages_per_poll = 500\n  max_bytes_per_poll = 1G\n  session_timeout = 600\n"
+		 "  envelope_header = \"delivered-to\"\n  envelope_skip = 1\n"
+		 "  local_domains = {\"Example.COM\", \"corp.example\"}\n"
+		 "  map \"Sales@example.com\" { to = \"anna@corp.example\" }\n"
+		 "  fallback_to = \"catchall@corp.example\"\n  envelope_from = \"<>\"\n}\n",
+		 "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89");
+	write_conf(text);
+	struct conf *c = NULL;
+	char *err = NULL;
+	ck_assert_msg(conf_load(conf_path, &c, &err) == PG_OK, "%s", err);
+	ck_assert_str_eq(c->user, "popgate");
+	ck_assert_int_eq(c->max_parallel_polls, 8);
+	ck_assert_int_eq(c->keep_sent_days, 7);
+	ck_assert_int_eq(c->bounce, BOUNCE_POSTMASTER);
+	ck_assert_int_eq(c->max_queue_time, 3 * 86400);
+	ck_assert_uint_eq(c->nretry, 3);
+	ck_assert_int_eq(c->retry_intervals[0], 30);
+	ck_assert_int_eq(c->retry_intervals[2], 3600);
+	ck_assert_int_eq(c->smtp.tls, TLS_STARTTLS);
+	ck_assert_int_eq(c->smtp.max_sessions, 3);
+	const struct conf_account *a = &c->accounts[0];
+	ck_assert_int_eq(a->auth, AUTH_XOAUTH2);
+	ck_assert_int_eq(a->tls, TLS_STARTTLS);
+	ck_assert_int_eq(a->port, 110);
+	ck_assert_uint_eq(a->max_message_size, 25u << 20);
+	ck_assert_uint_eq(a->max_bytes_per_poll, 1u << 30);
+	ck_assert_int_eq(a->oversize, OVERSIZE_SKIP);
+	ck_assert_int_eq(a->keep_days, 14);
+	ck_assert_ptr_null(a->deliver_to);
+	ck_assert_str_eq(a->envelope_header, "Delivered-To");
+	ck_assert_uint_eq(a->nlocal_domains, 2);
+	ck_assert_str_eq(a->local_domains[0], "example.com");
+	ck_assert_uint_eq(a->nmaps, 1);
+	ck_assert_str_eq(a->maps[0].from, "sales@example.com");
+	ck_assert_str_eq(a->maps[0].to, "anna@corp.example");
+	ck_assert_str_eq(a->envelope_from, "");
+	char *tok = NULL;
+	ck_assert_msg(conf_read_secret(a, &tok, &err) == PG_OK, "%s", err);
+	ck_assert_str_eq(tok, "tok");
+	free(tok);
+	conf_free(&c);
+}
+END_TEST
+
+/* options that only make sense together, and values of the new kinds */
+START_TEST(test_extended_errors)
+{
+	char text[8192];
+	snprintf(text, sizeof text, "%s", account_block("o", "  max_message_size = 12Q\n"));
+	expect_error(text, 6, "max_message_size", "12Q");
+	snprintf(text, sizeof text, "max_queue_time = soon\n%s", account_block("o", ""));
+	expect_error(text, 1, "max_queue_time", "soon");
+	snprintf(text, sizeof text, "%s", account_block("o", "  auth = \"kerberos\"\n"));
+	expect_error(text, 6, "auth", "scram-sha-256");
+	snprintf(text, sizeof text, "%s", account_block("o", "  tls_fingerprint = \"md5:00\"\n"));
+	expect_error(text, 6, "tls_fingerprint", NULL);
+	snprintf(text, sizeof text, "%s", account_block("o", "  keep_days = 3\n"));
+	expect_error(text, 1, "keep_days needs keep", NULL);
+	snprintf(text, sizeof text, "%s", account_block("o", "  envelope_header = \"X-Original-To\"\n"));
+	expect_error(text, 1, "exactly one of 'deliver_to'", NULL);
+	snprintf(text, sizeof text, "%s", account_block("o", "  password_command = \"/bin/true\"\n"));
+	expect_error(text, 1, "exactly one of 'password_file'", NULL);
+	snprintf(text, sizeof text, "bounce = postmaster\n%s", account_block("o", ""));
+	char *err = load_err(text);
+	ck_assert_msg(strstr(err, "needs a 'postmaster'") != NULL, "%s", err);
+	free(err);
+}
+END_TEST
+
+/* password_command: run without a shell, failure explained, never hangs */
+START_TEST(test_password_command_failures)
+{
+	struct conf_account a = { .name = "o", .password_command = "/bin/false" };
+	char *secret = NULL, *err = NULL;
+	ck_assert_int_eq(conf_read_secret(&a, &secret, &err), PG_TEMP);
+	ck_assert_msg(strstr(err, "exited with an error") != NULL, "%s", err);
+	free(err);
+	err = NULL;
+	a.password_command = "/nonexistent/tokenhelper --account o";
+	ck_assert_int_eq(conf_read_secret(&a, &secret, &err), PG_TEMP);
+	ck_assert_msg(strstr(err, "not found") != NULL, "%s", err);
+	free(err);
+	err = NULL;
+	a.password_command = "/bin/echo $HOME;rm";
+	ck_assert_int_eq(conf_read_secret(&a, &secret, &err), PG_OK);
+	ck_assert_str_eq(secret, "$HOME;rm"); /* no shell expanded anything */
+	free(secret);
+}
+END_TEST
+
 START_TEST(test_bad_address)
 {
 	char text[8192];
@@ -302,6 +406,9 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_bad_address);
 	tcase_add_test(tc, test_account_line_whole_name);
 	tcase_add_test(tc, test_smtp_values);
+	tcase_add_test(tc, test_extended_options);
+	tcase_add_test(tc, test_extended_errors);
+	tcase_add_test(tc, test_password_command_failures);
 	tcase_add_test(tc, test_missing_required);
 	tcase_add_test(tc, test_no_account);
 	tcase_add_test(tc, test_duplicate_account);
