@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "log.h"
+#include "metrics.h"
 #include "poller.h"
 #include "relay.h"
 #include "spool.h"
@@ -62,18 +63,25 @@ struct spool *open_spool(const struct conf *c)
 {
 	struct spool *sp = NULL;
 	char *err = NULL;
-	if (spool_open(c->spool_dir, &sp, &err) != SPOOL_OK) {
+	struct spool_params prm = { .keep_sent_days = c->keep_sent_days };
+	if (spool_open_ex(c->spool_dir, &prm, &sp, &err) != SPOOL_OK) {
 		LOG_ERR("spool=%s status=failed reason=\"%s\"", c->spool_dir, err);
 		free(err);
 		return NULL;
 	}
 	const struct spool_recovery *r = spool_last_recovery(sp);
 	if (r->tmp_removed || r->sending_requeued || r->uncommitted_removed ||
-	    r->missing_file_held || r->orphans_removed)
+	    r->missing_file_held || r->orphans_removed || r->inline_restored || r->sent_purged)
 		LOG_WARN("spool=%s status=recovered tmp_removed=%u requeued=%u "
-			 "uncommitted_removed=%u missing_file_held=%u sent_files_removed=%u",
+			 "uncommitted_removed=%u missing_file_held=%u sent_files_removed=%u "
+			 "inline_restored=%u sent_purged=%u",
 			 c->spool_dir, r->tmp_removed, r->sending_requeued, r->uncommitted_removed,
-			 r->missing_file_held, r->orphans_removed);
+			 r->missing_file_held, r->orphans_removed, r->inline_restored, r->sent_purged);
+	/* the one window for a duplicate at the SMTP host: name each message */
+	for (size_t i = 0; r->requeued_ids != NULL && r->requeued_ids[i] != NULL; i++)
+		LOG_WARN("id=%s status=requeued-after-crash note=\"the relay stopped while sending "
+			 "it; sent again, a duplicate if the host had accepted it\"",
+			 r->requeued_ids[i]);
 	return sp;
 }
 
@@ -92,11 +100,38 @@ int cmd_check_config(const struct cli_opts *o, int argc, char **argv)
 	return EX_OK;
 }
 
+/* The progress bar of `poll --once` on a terminal: redrawn after every
+ * committed group, wiped before each log line (log_set_tty_hook) so the
+ * two never mix.  Never drawn on a pipe, a file or the journal. */
+static int bar_on;
+static int bar_drawn;
+
+static void bar_clear(void)
+{
+	if (bar_drawn)
+		fputs("\r\033[K", stderr);
+	bar_drawn = 0;
+}
+
 static void poll_progress(void *ctx, const struct conf_account *a, const struct poll_stats *st,
 			  unsigned int total_new)
 {
-	LOG_INFO("account=%s progress=%u/%u bytes=%llu", a->name, st->fetched, total_new,
-		 (unsigned long long)st->bytes);
+	if (!bar_on) {
+		LOG_DEBUG("account=%s progress=%u/%u bytes=%llu", a->name, st->fetched, total_new,
+			  (unsigned long long)st->bytes);
+		return;
+	}
+	char bar[31];
+	unsigned int done = total_new ? (st->fetched > total_new ? total_new : st->fetched) : 0;
+	size_t fill = total_new ? (size_t)done * 30 / total_new : 30;
+	memset(bar, '#', fill);
+	memset(bar + fill, '.', 30 - fill);
+	bar[30] = '\0';
+	bar_clear();
+	fprintf(stderr, "%s [%s] %u/%u messages %.1f MiB", a->name, bar, st->fetched, total_new,
+		(double)st->bytes / (1024.0 * 1024.0));
+	fflush(stderr);
+	bar_drawn = 1;
 }
 
 /* worse - keep the first failure's exit code */
@@ -112,24 +147,37 @@ int poll_one(const struct conf *c, const struct conf_account *a, struct spool *s
 	char *err = NULL;
 	enum pg_res res = poller_poll_account(c, a, sp, &cli_stop, poll_progress, NULL, &st, &err);
 	free(err); /* the poller has logged it */
+	bar_clear();
 	*fetched_r += st.fetched;
+	metrics_count_poll(sp, a->name, res, st.fetched, st.bytes);
+	metrics_after_round(c, sp);
+	return pg_exit_code(res);
+}
+
+int relay_once_stats(const struct conf *c, struct spool *sp, struct relay_stats *st)
+{
+	char *err = NULL;
+	enum pg_res res = relay_run_once(c, sp, &cli_stop, st, &err);
+	if (res != PG_OK)
+		LOG_ERR("relay status=failed class=%s attempted=%u sent=%u deferred=%u held=%u "
+			"reason=\"%s\"", pg_res_name(res), st->attempted, st->sent, st->deferred,
+			st->held, err ? err : "");
+	else if (st->attempted > 0)
+		LOG_INFO("relay status=ok attempted=%u sent=%u deferred=%u held=%u bytes=%llu",
+			 st->attempted, st->sent, st->deferred, st->held,
+			 (unsigned long long)st->bytes);
+	free(err);
+	metrics_count_relay(sp, st->sent, st->deferred, st->held, st->bytes);
 	return pg_exit_code(res);
 }
 
 int relay_once(const struct conf *c, struct spool *sp)
 {
 	struct relay_stats st;
-	char *err = NULL;
-	enum pg_res res = relay_run_once(c, sp, &cli_stop, &st, &err);
-	if (res != PG_OK)
-		LOG_ERR("relay status=failed class=%s attempted=%u sent=%u deferred=%u held=%u "
-			"reason=\"%s\"", pg_res_name(res), st.attempted, st.sent, st.deferred, st.held,
-			err ? err : "");
-	else if (st.attempted > 0)
-		LOG_INFO("relay status=ok attempted=%u sent=%u deferred=%u held=%u bytes=%llu",
-			 st.attempted, st.sent, st.deferred, st.held, (unsigned long long)st.bytes);
-	free(err);
-	return pg_exit_code(res);
+	memset(&st, 0, sizeof st);
+	int code = relay_once_stats(c, sp, &st);
+	metrics_after_round(c, sp);
+	return code;
 }
 
 /* select_accounts - the accounts named on the command line, or all */
@@ -204,8 +252,26 @@ int do_poll(const struct conf *c, struct spool *sp, void *arg)
 		return code;
 	if (pa->once) {
 		unsigned int fetched = 0;
-		for (size_t i = 0; i < n && !cli_stop; i++)
+		bar_on = isatty(STDERR_FILENO);
+		if (bar_on)
+			log_set_tty_hook(bar_clear);
+		for (size_t i = 0; i < n && !cli_stop; i++) {
+			/* from a timer (no account named): respect LOGIN-DELAY, the
+			 * backoff and an [AUTH] hold; a named account is polled */
+			time_t nb = 0;
+			char *why = NULL;
+			if (pa->argc == 0 && !poller_account_ready(sel[i], sp, time(NULL), &nb, &why)) {
+				char *w = sanitize_for_log(why ? why : "", why ? strlen(why) : 0, 300);
+				LOG_INFO("account=%s status=skipped reason=\"%s\" not_before=%lld",
+					 sel[i]->name, w, (long long)nb);
+				free(w);
+				free(why);
+				continue;
+			}
 			code = worse(code, poll_one(c, sel[i], sp, &fetched));
+		}
+		log_set_tty_hook(NULL);
+		bar_on = 0;
 	} else {
 		code = schedule(c, sp, sel, n, 1, pa->relay);
 	}

@@ -27,6 +27,14 @@ int cmd_poll(const struct cli_opts *o, int argc, char **argv);
 int cmd_relay(const struct cli_opts *o, int argc, char **argv);
 int cmd_run(const struct cli_opts *o, int argc, char **argv);
 int cmd_queue(const struct cli_opts *o, int argc, char **argv);
+int cmd_show(const struct cli_opts *o, int argc, char **argv);
+int cmd_requeue(const struct cli_opts *o, int argc, char **argv);
+int cmd_hold(const struct cli_opts *o, int argc, char **argv);
+int cmd_delete(const struct cli_opts *o, int argc, char **argv);
+int cmd_flush(const struct cli_opts *o, int argc, char **argv);
+int cmd_status(const struct cli_opts *o, int argc, char **argv);
+int cmd_test_account(const struct cli_opts *o, int argc, char **argv);
+int cmd_route(const struct cli_opts *o, int argc, char **argv);
 /* Shared by the command files (cli.c, daemon.c, admin.c). */
 struct spool;
 struct conf_account;
@@ -42,6 +50,9 @@ int worse(int cur, int code);
 int poll_one(const struct conf *c, const struct conf_account *a, struct spool *sp,
 	     unsigned int *fetched_r);
 int relay_once(const struct conf *c, struct spool *sp);
+/* relay_once_stats - one relay round, logged and counted; no metrics file */
+struct relay_stats;
+int relay_once_stats(const struct conf *c, struct spool *sp, struct relay_stats *st);
 int select_accounts(const struct conf *c, int argc, char **argv,
 		    const struct conf_account ***sel_r, size_t *n_r);
 /* parse_once - --once / -f for poll, relay and run; returns the index of the

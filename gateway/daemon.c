@@ -1,50 +1,91 @@
 /*
- * daemon.c - the long-running modes: signals, the schedule loop, detaching,
- * and the run command.
+ * daemon.c - the long-running modes: signals and the scheduler.
+ *
+ * The parent process never talks POP3 or SMTP.  It keeps one slot per
+ * account (when its next poll is due) and a small table of children: each
+ * poll runs in its own child (its own spool handle, poller_poll_account(),
+ * exit status = enum pg_res), at most max_parallel_polls at once; the relay
+ * runs in one child of its own, one round at a time.  The parent wakes on a
+ * self-pipe written by the signal handlers (TERM/INT stop, HUP reload, USR1
+ * poll now, CHLD a child ended) and by poll children after every commit, so
+ * the relay starts as soon as mail is in the spool.  Handlers only set flags
+ * and write one byte.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "log.h"
+#include "metrics.h"
+#include "poller.h"
+#include "relay.h"
 #include "spool.h"
 
-volatile sig_atomic_t cli_stop;
-static int wake_pipe[2] = { -1, -1 };
+/* how long running polls may take to finish their message after SIGTERM
+ * before they are killed (nothing is lost: a DELE counts only at QUIT) */
+#define STOP_GRACE_SECS 30
+/* pause after a relay round that failed or found nothing it could send */
+#define RELAY_RETRY_SECS 10
+/* relay child exit status when the round had nothing to send */
+#define RELAY_EXIT_IDLE 100
 
-static void on_stop(int sig)
+volatile sig_atomic_t cli_stop;
+static volatile sig_atomic_t got_hup, got_usr1;
+static int wake_pipe[2] = { -1, -1 };
+static int in_child;
+
+static void on_signal(int sig)
 {
 	int saved = errno;
-	cli_stop = 1;
-	if (wake_pipe[1] >= 0) {
+	if (sig == SIGTERM || sig == SIGINT)
+		cli_stop = 1;
+	else if (sig == SIGHUP)
+		got_hup = 1;
+	else if (sig == SIGUSR1)
+		got_usr1 = 1;
+	if (!in_child && wake_pipe[1] >= 0) {
 		ssize_t r = write(wake_pipe[1], "x", 1);
 		(void)r;
 	}
 	errno = saved;
-	(void)sig;
+}
+
+static void set_handler(int sig, void (*fn)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = fn;
+	sigemptyset(&sa.sa_mask);
+	sigaction(sig, &sa, NULL);
 }
 
 void cli_install_signals(void)
 {
 	if (wake_pipe[0] < 0 && pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
 		wake_pipe[0] = wake_pipe[1] = -1;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
+	set_handler(SIGTERM, on_signal);
+	set_handler(SIGINT, on_signal);
+	set_handler(SIGPIPE, SIG_IGN);
+}
+
+/* daemon_signals - the scheduler's extra signals */
+static void daemon_signals(void)
+{
+	cli_install_signals();
+	set_handler(SIGHUP, on_signal);
+	set_handler(SIGUSR1, on_signal);
+	set_handler(SIGCHLD, on_signal);
 }
 
 void cli_sleep(int seconds)
@@ -59,89 +100,390 @@ void cli_sleep(int seconds)
 	poll(&pfd, 1, seconds * 1000);
 }
 
-/* schedule - the daemon loop: poll each selected account every interval,
- * relay after a poll brought mail and whenever a deferred message is due */
-int schedule(const struct conf *c, struct spool *sp, const struct conf_account **sel,
-		    size_t n, int do_poll, int do_relay)
+/* wait_wake - sleep until a signal, a child's note or the timeout; drain */
+static void wait_wake(long ms)
 {
-	time_t *next = xcalloc(n ? n : 1, sizeof *next);
-	int code = EX_OK;
-	while (!cli_stop) {
-		time_t now = time(NULL), wake = now + 300;
-		unsigned int fetched = 0;
-		for (size_t i = 0; do_poll && i < n && !cli_stop; i++) {
-			if (now >= next[i]) {
-				poll_one(c, sel[i], sp, &fetched);
-				next[i] = time(NULL) + sel[i]->interval;
-			}
-			if (next[i] < wake)
-				wake = next[i];
-		}
-		time_t due = 0;
-		char *err = NULL;
-		if (do_relay && !cli_stop && spool_next_due(sp, &due, &err) == SPOOL_OK && due != 0 &&
-		    due <= time(NULL))
-			relay_once(c, sp);
-		free(err);
-		err = NULL;
-		if (do_relay && spool_next_due(sp, &due, &err) == SPOOL_OK && due != 0 && due < wake)
-			wake = due;
-		free(err);
-		long left = (long)(wake - time(NULL));
-		cli_sleep(left < 1 ? 1 : (int)left);
-	}
-	LOG_INFO("status=stopped reason=\"signal\"");
-	free(next);
-	return code;
+	struct pollfd pfd = { .fd = wake_pipe[0], .events = POLLIN };
+	char buf[256];
+	if (ms > 0 && !got_hup && !got_usr1)
+		poll(&pfd, 1, ms > 600000 ? 600000 : (int)ms);
+	while (read(wake_pipe[0], buf, sizeof buf) > 0)
+		;
 }
 
-static int daemonize(void)
+/* ---- the schedule ---- */
+
+struct slot {
+	char *name;
+	time_t next;  /* next poll due; 0: now */
+	int force;    /* SIGUSR1 or a new account: skip the readiness check */
+	pid_t pid;    /* running poll, or 0 */
+};
+
+struct sched {
+	const struct conf *c;      /* current configuration */
+	struct conf *owned;        /* set once a reload replaced the caller's */
+	struct spool *sp;
+	char **only;               /* accounts named on the command line, or NULL */
+	size_t nonly;
+	struct slot *slots;
+	size_t nslots;
+	size_t running;            /* poll children */
+	pid_t relay_pid;
+	time_t relay_not_before;
+	int do_poll, do_relay;
+	int verbose;
+};
+
+static int selected(const struct sched *s, const char *name)
 {
-	pid_t pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid > 0)
-		_exit(0);
-	if (setsid() < 0)
-		return -1;
-	if (chdir("/") != 0)
-		return -1;
-	int fd = open("/dev/null", O_RDWR);
-	if (fd >= 0) {
-		dup2(fd, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		if (fd > 2)
-			close(fd);
-	}
+	if (s->only == NULL)
+		return 1;
+	for (size_t i = 0; i < s->nonly; i++)
+		if (strcmp(s->only[i], name) == 0)
+			return 1;
 	return 0;
 }
 
-int cmd_run(const struct cli_opts *o, int argc, char **argv)
+static struct slot *slot_by_name(struct slot *slots, size_t n, const char *name)
 {
-	struct poll_args pa = { .relay = 1 };
-	int fg = o->foreground;
-	int first = parse_once(argc, argv, "+f", NULL, &fg);
-	if (first < 0 || first != argc) {
-		if (first >= 0)
-			fprintf(stderr, "popgate run: unexpected argument '%s'\n", argv[first]);
-		return EX_USAGE;
-	}
-	if (!fg) {
-		/* validate before detaching so errors reach the terminal */
-		struct conf *c = NULL;
-		char *err = NULL;
-		if (conf_load(o->conf_path, &c, &err) != PG_OK) {
-			fprintf(stderr, "popgate: configuration errors:\n%s\n", err);
-			free(err);
-			return EX_CONFIG;
-		}
-		conf_free(&c);
-		if (daemonize() != 0) {
-			perror("popgate: cannot detach");
-			return EX_OSERR;
-		}
-	}
-	return with_spool(o, fg, do_poll, &pa);
+	for (size_t i = 0; i < n; i++) /* a name moved by build_slots is NULL */
+		if (slots[i].name != NULL && strcmp(slots[i].name, name) == 0)
+			return &slots[i];
+	return NULL;
 }
 
+/* first_due - an account's first poll: where its stored state says */
+static time_t first_due(struct sched *s, const struct conf_account *a)
+{
+	struct spool_account_state st;
+	char *err = NULL;
+	time_t due = 0;
+	if (spool_account_get(s->sp, a->name, &st, &err) == SPOOL_OK)
+		due = sched_next_poll(a, &st);
+	free(err);
+	spool_account_state_free(&st);
+	return due;
+}
+
+/* build_slots - one slot per selected account of s->c, keeping the timing
+ * and running child of accounts that were there before (reload) */
+static void build_slots(struct sched *s, unsigned *added_r, unsigned *removed_r)
+{
+	struct slot *old = s->slots;
+	size_t nold = s->nslots, kept = 0;
+	s->slots = xcalloc(s->c->naccounts ? s->c->naccounts : 1, sizeof *s->slots);
+	s->nslots = 0;
+	for (size_t i = 0; s->do_poll && i < s->c->naccounts; i++) {
+		const struct conf_account *a = &s->c->accounts[i];
+		if (!selected(s, a->name))
+			continue;
+		struct slot *ns = &s->slots[s->nslots++], *os = slot_by_name(old, nold, a->name);
+		if (os != NULL) {
+			*ns = *os;
+			os->name = NULL;
+			kept++;
+		} else {
+			ns->name = xstrdup(a->name);
+			ns->next = old != NULL ? 0 : first_due(s, a);
+			ns->force = old != NULL;
+		}
+	}
+	for (size_t i = 0; i < nold; i++)
+		free(old[i].name);
+	free(old);
+	*added_r = (unsigned)(s->nslots - kept);
+	*removed_r = (unsigned)(nold - kept);
+}
+
+/* reload - SIGHUP: a new configuration, or the old one kept */
+static void reload(struct sched *s)
+{
+	struct conf *nc = NULL;
+	char *err = NULL;
+	if (conf_load(s->c->path, &nc, &err) != PG_OK) {
+		char *save = NULL;
+		for (char *l = strtok_r(err, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+			LOG_ERR("reload status=rejected error=\"%s\"", l);
+		LOG_ERR("reload status=rejected action=\"keeping the running configuration\"");
+		free(err);
+		return;
+	}
+	const char *why = NULL;
+	if (strcmp(nc->spool_dir, s->c->spool_dir) != 0)
+		why = "spool_dir changed";
+	else if ((nc->user == NULL) != (s->c->user == NULL) ||
+		 (nc->user && strcmp(nc->user, s->c->user) != 0))
+		why = "user changed";
+	if (why != NULL) {
+		LOG_ERR("reload status=rejected reason=\"%s: restart popgate for that\" "
+			"action=\"keeping the running configuration\"", why);
+		conf_free(&nc);
+		return;
+	}
+	conf_free(&s->owned);
+	s->owned = nc;
+	s->c = nc;
+	enum log_level lvl = LOGL_INFO;
+	if (!s->verbose && log_level_parse(nc->log_level, &lvl) == 0)
+		log_set_level(lvl);
+	unsigned added = 0, removed = 0;
+	build_slots(s, &added, &removed);
+	LOG_INFO("reload status=ok accounts=%zu added=%u removed=%u", s->nslots, added, removed);
+}
+
+/* child_setup - in a fresh child: default signal plumbing, own spool */
+static struct spool *child_setup(const struct conf *c)
+{
+	in_child = 1;
+	close(wake_pipe[0]);
+	set_handler(SIGHUP, SIG_IGN);
+	set_handler(SIGUSR1, SIG_IGN);
+	set_handler(SIGCHLD, SIG_DFL);
+	struct spool *sp = NULL;
+	char *err = NULL;
+	if (spool_open(c->spool_dir, &sp, &err) != SPOOL_OK) {
+		LOG_ERR("spool=%s status=failed reason=\"%s\"", c->spool_dir, err);
+		_exit(PG_IO);
+	}
+	return sp;
+}
+
+/* note_commit - a poll child's progress callback: wake the parent so the
+ * relay starts while the drain goes on */
+static void note_commit(void *ctx, const struct conf_account *a, const struct poll_stats *st,
+			unsigned int total_new)
+{
+	ssize_t r = write(wake_pipe[1], "m", 1);
+	(void)r;
+	LOG_DEBUG("account=%s progress=%u/%u bytes=%llu", a->name, st->fetched, total_new,
+		  (unsigned long long)st->bytes);
+}
+
+static void poll_child(const struct conf *c, const struct conf_account *a)
+{
+	struct spool *sp = child_setup(c);
+	struct poll_stats st;
+	char *err = NULL;
+	enum pg_res res = poller_poll_account(c, a, sp, &cli_stop, note_commit, NULL, &st, &err);
+	free(err); /* logged by the poller */
+	metrics_count_poll(sp, a->name, res, st.fetched, st.bytes);
+	spool_close(&sp);
+	_exit((int)res);
+}
+
+static void relay_child(const struct conf *c)
+{
+	struct spool *sp = child_setup(c);
+	struct relay_stats st;
+	memset(&st, 0, sizeof st);
+	int code = relay_once_stats(c, sp, &st);
+	spool_close(&sp);
+	_exit(code == EX_OK && st.attempted == 0 ? RELAY_EXIT_IDLE : code);
+}
+
+static void start_poll(struct sched *s, struct slot *sl, const struct conf_account *a)
+{
+	pid_t pid = fork();
+	if (pid < 0) {
+		LOG_ERR("account=%s status=deferred reason=\"fork: %s\"", a->name, strerror(errno));
+		sl->next = time(NULL) + 10;
+		return;
+	}
+	if (pid == 0)
+		poll_child(s->c, a);
+	LOG_DEBUG("account=%s status=polling pid=%ld forced=%d", a->name, (long)pid, sl->force);
+	sl->pid = pid;
+	sl->force = 0;
+	s->running++;
+}
+
+/* start_due_polls - every due, ready account, up to max_parallel_polls */
+static void start_due_polls(struct sched *s, time_t now)
+{
+	for (size_t i = 0; i < s->nslots && !cli_stop; i++) {
+		struct slot *sl = &s->slots[i];
+		if (s->running >= (size_t)s->c->max_parallel_polls)
+			return;
+		if (sl->pid != 0 || sl->next > now)
+			continue;
+		const struct conf_account *a = conf_find_account(s->c, sl->name);
+		time_t nb = 0;
+		char *why = NULL;
+		if (!sl->force && !poller_account_ready(a, s->sp, now, &nb, &why)) {
+			char *w = sanitize_for_log(why ? why : "", why ? strlen(why) : 0, 300);
+			sl->next = nb > now ? nb : now + a->interval;
+			LOG_INFO("account=%s status=skipped reason=\"%s\" next=%lds", a->name, w,
+				 (long)(sl->next - now));
+			free(w);
+			free(why);
+			continue;
+		}
+		start_poll(s, sl, a);
+	}
+}
+
+static void maybe_relay(struct sched *s, time_t now)
+{
+	time_t due = 0;
+	char *err = NULL;
+	if (!s->do_relay || s->relay_pid != 0 || cli_stop || now < s->relay_not_before)
+		return;
+	if (spool_next_due(s->sp, &due, &err) != SPOOL_OK) {
+		LOG_WARN("relay status=spool-error reason=\"%s\"", err);
+		free(err);
+		s->relay_not_before = now + RELAY_RETRY_SECS;
+		return;
+	}
+	if (due == 0 || due > now)
+		return;
+	pid_t pid = fork();
+	if (pid < 0) {
+		LOG_ERR("relay status=deferred reason=\"fork: %s\"", strerror(errno));
+		s->relay_not_before = now + RELAY_RETRY_SECS;
+		return;
+	}
+	if (pid == 0)
+		relay_child(s->c);
+	s->relay_pid = pid;
+}
+
+static void child_done(struct sched *s, pid_t pid, int status)
+{
+	time_t now = time(NULL);
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	if (pid == s->relay_pid) {
+		s->relay_pid = 0;
+		s->relay_not_before = code == EX_OK ? 0 : now + RELAY_RETRY_SECS;
+		if (code < 0)
+			LOG_ERR("relay status=killed signal=%d", WTERMSIG(status));
+		metrics_after_round(s->c, s->sp);
+		return;
+	}
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+		if (sl->pid != pid)
+			continue;
+		const struct conf_account *a = conf_find_account(s->c, sl->name);
+		sl->pid = 0;
+		sl->next = now + a->interval + sched_jitter(a->name, a->interval);
+		break;
+	}
+	if (code < 0)
+		LOG_ERR("pid=%ld status=killed signal=%d", (long)pid, WTERMSIG(status));
+	s->running--; /* a poll of an account removed by a reload counts too */
+	metrics_after_round(s->c, s->sp);
+}
+
+static void reap(struct sched *s)
+{
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		child_done(s, pid, status);
+}
+
+/* next_wake - milliseconds until the earliest due poll or relay */
+static long next_wake(struct sched *s, time_t now)
+{
+	time_t wake = now + 300, due = 0;
+	char *err = NULL;
+	int full = s->running >= (size_t)s->c->max_parallel_polls;
+	for (size_t i = 0; !full && i < s->nslots; i++)
+		if (s->slots[i].pid == 0 && s->slots[i].next < wake)
+			wake = s->slots[i].next;
+	if (s->do_relay && s->relay_pid == 0 && spool_next_due(s->sp, &due, &err) == SPOOL_OK &&
+	    due != 0) {
+		if (due < s->relay_not_before)
+			due = s->relay_not_before;
+		if (due < wake)
+			wake = due;
+	}
+	free(err);
+	return wake <= now ? 0 : (long)(wake - now) * 1000;
+}
+
+/* shutdown - stop the children: they finish the message in flight, commit,
+ * QUIT; after STOP_GRACE_SECS the stragglers are killed */
+static void shutdown_children(struct sched *s)
+{
+	time_t deadline = time(NULL) + STOP_GRACE_SECS;
+	int killed = 0;
+	for (size_t i = 0; i < s->nslots; i++)
+		if (s->slots[i].pid != 0)
+			kill(s->slots[i].pid, SIGTERM);
+	if (s->relay_pid != 0)
+		kill(s->relay_pid, SIGTERM);
+	while (s->running > 0 || s->relay_pid != 0) {
+		reap(s);
+		if (s->running == 0 && s->relay_pid == 0)
+			break;
+		if (!killed && time(NULL) >= deadline) {
+			LOG_WARN("status=stopping action=\"killing %zu poll(s) still running after "
+				 "%d s\"", s->running, STOP_GRACE_SECS);
+			for (size_t i = 0; i < s->nslots; i++)
+				if (s->slots[i].pid != 0)
+					kill(s->slots[i].pid, SIGKILL);
+			if (s->relay_pid != 0)
+				kill(s->relay_pid, SIGKILL);
+			killed = 1;
+		}
+		wait_wake(1000);
+	}
+}
+
+static void sched_loop(struct sched *s)
+{
+	while (!cli_stop) {
+		if (got_hup) {
+			got_hup = 0;
+			reload(s);
+		}
+		if (got_usr1) {
+			got_usr1 = 0;
+			LOG_INFO("status=poll-all reason=\"SIGUSR1\" accounts=%zu", s->nslots);
+			for (size_t i = 0; i < s->nslots; i++) {
+				s->slots[i].next = 0;
+				s->slots[i].force = 1;
+			}
+		}
+		reap(s);
+		time_t now = time(NULL);
+		start_due_polls(s, now);
+		maybe_relay(s, now);
+		wait_wake(next_wake(s, time(NULL)));
+	}
+}
+
+/* schedule - the daemon loop: poll each selected account on its interval,
+ * relay whenever mail is due */
+int schedule(const struct conf *c, struct spool *sp, const struct conf_account **sel,
+	     size_t n, int do_poll, int do_relay)
+{
+	struct sched s = { .c = c, .sp = sp, .do_poll = do_poll, .do_relay = do_relay,
+			   .verbose = log_get_level() == LOGL_DEBUG };
+	unsigned added, removed;
+	daemon_signals();
+	if (sel != NULL && n < c->naccounts) {
+		s.only = xcalloc(n ? n : 1, sizeof *s.only);
+		for (size_t i = 0; i < n; i++)
+			s.only[s.nonly++] = xstrdup(sel[i]->name);
+	}
+	build_slots(&s, &added, &removed);
+	LOG_INFO("status=started accounts=%zu max_parallel_polls=%d relay=%s", s.nslots,
+		 c->max_parallel_polls, do_relay ? "yes" : "no");
+	sched_loop(&s);
+	LOG_INFO("status=stopping reason=\"signal\" polls_running=%zu relay_running=%s",
+		 s.running, s.relay_pid ? "yes" : "no");
+	shutdown_children(&s);
+	metrics_after_round(s.c, s.sp);
+	LOG_INFO("status=stopped reason=\"signal\"");
+	for (size_t i = 0; i < s.nslots; i++)
+		free(s.slots[i].name);
+	free(s.slots);
+	for (size_t i = 0; s.only != NULL && i < s.nonly; i++)
+		free(s.only[i]);
+	free(s.only);
+	conf_free(&s.owned);
+	return EX_OK;
+}

@@ -21,6 +21,12 @@
 static int log_stderr = 1;
 static enum log_level log_lvl = LOGL_INFO;
 static const char *log_ident = "popgate";
+static void (*log_tty_hook)(void);
+
+void log_set_tty_hook(void (*fn)(void))
+{
+	log_tty_hook = fn;
+}
 
 void log_open(const char *ident, int to_stderr, enum log_level level)
 {
@@ -73,6 +79,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		/* one write per line so concurrent writers do not interleave */
 		char *out = xasprintf("%s.%03ld %s[%ld]: %s: %s\n", stamp, ts.tv_nsec / 1000000L,
 				      log_ident, (long)getpid(), tag[level], line);
+		if (log_tty_hook != NULL)
+			log_tty_hook();
 		fputs(out, stderr);
 		fflush(stderr);
 		free(out);

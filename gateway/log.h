@@ -22,6 +22,9 @@ enum log_level log_get_level(void);
 int log_level_parse(const char *s, enum log_level *level_r);
 void log_msg(enum log_level level, const char *fmt, ...) PG_PRINTF(2, 3);
 void log_close(void);
+/* log_set_tty_hook - fn (or NULL) runs before each line written to stderr
+ * (the progress bar of poll --once wipes itself there) */
+void log_set_tty_hook(void (*fn)(void));
 
 #define LOG_ERR(...) log_msg(LOGL_ERR, __VA_ARGS__)
 #define LOG_WARN(...) log_msg(LOGL_WARN, __VA_ARGS__)

@@ -25,9 +25,20 @@ static void usage(FILE *f)
 		"  relay [--once]               send spooled mail to the SMTP host\n"
 		"  run [-f]                     daemon: poll every account on its interval,\n"
 		"                               relay after each poll (-f: foreground)\n"
-		"  queue [--state S] [--account A] [--all]\n"
+		"  queue [--state S] [--account A] [--all] [--json]\n"
 		"                               list spooled messages (--all: include sent)\n"
+		"  show ID                      envelope, history, headers of one message\n"
+		"  requeue ID...|--held|--all   held/deferred messages back to the queue, due now\n"
+		"  hold ID...                   keep messages from being relayed\n"
+		"  delete ID... --yes           remove messages from the spool for good\n"
+		"  flush                        make deferred mail due and relay now\n"
 		"  check-config                 validate the configuration file\n"
+		"  status [--json]              accounts, queue and totals; exit 1 when an\n"
+		"                               account fails or mail is held\n"
+		"  test-account NAME            connect and log in, show capabilities and\n"
+		"                               mailbox size; fetch nothing\n"
+		"  route [--account NAME] ID|FILE\n"
+		"                               show the envelope a message gets (dry run)\n"
 		"\n"
 		"Options:\n"
 		"  -c, --config FILE   configuration file (default %s)\n"
@@ -49,6 +60,10 @@ struct command {
 static const struct command commands[] = {
 	{ "poll", cmd_poll },   { "relay", cmd_relay }, { "run", cmd_run },
 	{ "queue", cmd_queue }, { "check-config", cmd_check_config },
+	{ "show", cmd_show },   { "requeue", cmd_requeue }, { "hold", cmd_hold },
+	{ "delete", cmd_delete }, { "flush", cmd_flush },
+	{ "route", cmd_route },
+	{ "status", cmd_status }, { "test-account", cmd_test_account },
 };
 
 int main(int argc, char **argv)

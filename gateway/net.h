@@ -12,6 +12,11 @@
  *    no other code reads the socket.
  *  - net_write() writes everything or fails; callers batch their output.
  *  - TCP_NODELAY is set: callers flush whole batches with one write.
+ *  - Pinning: with a fingerprint ("sha256:<hex>", colons and case
+ *    ignored), the leaf certificate's SHA-256 (over its DER form) must
+ *    match; when it does, a chain or host-name verification failure is
+ *    accepted (the pin is a stronger statement than the CA's), and when it
+ *    does not, the handshake fails with PG_PERM whatever the CA says.
  */
 #ifndef POPGATE_NET_H
 #define POPGATE_NET_H
@@ -27,6 +32,8 @@ struct net_tls_params {
 	const char *servername; /* for SNI and host-name verification */
 	const char *ca_file;    /* NULL: system trust store */
 	int verify;             /* 1 (default); 0 only for explicit test setups */
+	const char *fingerprint; /* optional "sha256:<64 hex>" leaf pin */
+	int timeout_ms;         /* handshake timeout; 0: the connection's timeout */
 };
 
 enum pg_res net_connect(const char *host, int port, int timeout_ms, struct net **n_r,

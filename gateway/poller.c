@@ -7,13 +7,26 @@
  * messages DELE'd.  POP3 deletes take effect at QUIT, so a crash anywhere
  * before QUIT deletes nothing, and a message committed but not yet deleted
  * is recognised by its UIDL next time and only deleted.
+ *
+ * Pipelining: RETRs are queued up to the session's window and written in
+ * one batch; replies are read in order.  When a group is committed, its
+ * DELEs join the next batch, in front of the next RETRs, so the link never
+ * waits for a round trip and a DELE never precedes its commit.  Without
+ * PIPELINING the window is 1: the same loop, one command at a time.
+ *
+ * Account state: every poll ends by storing the account's state (failures,
+ * backoff, [AUTH] hold, LOGIN-DELAY, EXPIRE) for poller_account_ready().
  */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
 
 #include "log.h"
 #include "msgfilter.h"
@@ -21,8 +34,16 @@
 #include "pop3.h"
 #include "route.h"
 
-#define GROUP_MAX_MSGS 100
-#define GROUP_MAX_BYTES (16u * 1024 * 1024)
+#define BACKOFF_BASE 60          /* first retry after a temporary failure */
+#define BACKOFF_MAX 3600         /* longest ordinary backoff */
+#define BACKOFF_SYS_PERM (6 * 3600) /* [SYS/PERM]: the admin must act */
+#define PRUNE_AFTER 86400        /* a sent row stays a day for `queue`/`show` */
+
+/* a message the plan decided to fetch */
+struct pick {
+	struct pop3_msginfo *mi;
+	int hold; /* over max_message_size with oversize = hold */
+};
 
 /* One poll in progress. */
 struct poll {
@@ -33,14 +54,19 @@ struct poll {
 	struct poll_stats *st;
 	unsigned int *dele;  /* message numbers committed (or known) to delete */
 	size_t ndele;
-	size_t dele_sent;    /* dele[0..dele_sent) already sent */
+	size_t dele_sent;    /* dele[0..dele_sent) already queued */
 	int broken;          /* the connection is unusable (failed mid-RETR) */
-	struct pop3_msginfo **group; /* finished, not yet committed */
+	struct pick *sel;    /* what to fetch, in message order */
+	size_t nsel;
+	size_t next_send;    /* sel[0..next_send) RETR queued */
+	size_t next_read;    /* sel[0..next_read) RETR answered */
+	struct pick **group; /* finished, not yet committed */
 	size_t ngroup;
 	uint64_t group_bytes;
 	unsigned int total_new;
 	poll_progress_fn progress;
 	void *progress_ctx;
+	struct pop3_status status; /* the server's last -ERR */
 };
 
 static enum pg_res spool_to_pg(enum spool_res r)
@@ -79,19 +105,24 @@ static void received_header(const struct poll *p, const char *id, char *out, siz
 	const char *tls = pop3_tls_info(p->s);
 	snprintf(out, outlen,
 		 "Received: from %s (account %s%s%s)\r\n\tby %s (popgate) with POP3 id %s\r\n"
-		 "\tfor <%s>; %s\r\n",
+		 "\t%s%s%s%s; %s\r\n",
 		 p->a->server, p->a->name, tls ? "; " : "", tls ? tls : "", p->c->hostname, id,
-		 p->a->deliver_to, date);
+		 /* multidrop: the recipients are not known yet, no `for` clause */
+		 p->a->deliver_to ? "for <" : "", p->a->deliver_to ? p->a->deliver_to : "",
+		 p->a->deliver_to ? ">" : "", p->a->deliver_to ? "" : "(multidrop)", date);
 }
 
-/* fetch_one - RETR one message into a finished (pending) spool file; its
- * envelope is decided here, once */
-static enum pg_res fetch_one(struct poll *p, struct pop3_msginfo *mi, char **err_r)
+/* fetch_one - read the reply to RETR into a finished (pending) spool file;
+ * its envelope is decided here, once.  A -ERR leaves the message on the
+ * server (logged) and the session usable. */
+static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 {
+	struct pop3_msginfo *mi = pk->mi;
 	struct ingest in = { .rh = route_hdrs_new(p->a) };
 	struct msgfilter *mf = NULL;
 	struct route_result rr = { 0 };
-	char hdr[2048];
+	char hdr[2048], reason[160];
+	int refused = 0;
 	enum pg_res res = spool_to_pg(spool_writer_begin(p->sp, p->a->name, mi->uidl, &in.w, err_r));
 	if (res != PG_OK)
 		goto out;
@@ -102,25 +133,37 @@ static enum pg_res fetch_one(struct poll *p, struct pop3_msginfo *mi, char **err
 	if (res != PG_OK)
 		goto fail;
 	mf = mf_new(writer_sink, &in);
-	res = pop3_retr(p->s, mi->num, mf, err_r);
-	if (res != PG_OK) {
-		p->broken = 1;
-		goto fail;
+	res = pop3_read_retr(p->s, mf, mi->size, &refused, err_r);
+	if (refused) {
+		char *why = sanitize_for_log(*err_r, strlen(*err_r), 300);
+		LOG_WARN("account=%s uidl=%s status=retr-refused action=\"left on the server\" "
+			 "reason=\"%s\"", p->a->name, mi->uidl, why);
+		free(why);
+		free(*err_r);
+		*err_r = NULL;
+		res = PG_OK;
+		spool_writer_abort(&in.w);
+		goto out;
 	}
+	if (res != PG_OK)
+		goto fail;
 	res = route_decide(p->a, in.rh, &rr, err_r);
 	if (res != PG_OK)
 		goto fail;
+	snprintf(reason, sizeof reason, "oversize: %llu octets (max_message_size %llu)",
+		 (unsigned long long)mi->size, (unsigned long long)p->a->max_message_size);
 	struct spool_envelope env = { .sender = rr.sender, .rcpts = (const char *const *)rr.rcpts,
-				      .nrcpts = rr.nrcpts, .hold_reason = rr.hold_reason };
+				      .nrcpts = rr.nrcpts,
+				      .hold_reason = pk->hold ? reason : rr.hold_reason };
 	uint64_t size = mf_bytes(mf) + strlen(hdr);
 	res = spool_to_pg(spool_writer_finish(&in.w, &env, err_r));
 	if (res != PG_OK)
 		goto out;
 	LOG_INFO("id=%s account=%s uidl=%s status=%s size=%llu from=<%s>%s%s%s", id, p->a->name,
-		 mi->uidl, rr.hold_reason ? "fetched-held" : "fetched", (unsigned long long)size,
-		 rr.sender, rr.hold_reason ? " reason=\"" : "", rr.hold_reason ? rr.hold_reason : "",
-		 rr.hold_reason ? "\"" : "");
-	p->group[p->ngroup++] = mi;
+		 mi->uidl, env.hold_reason ? "fetched-held" : "fetched", (unsigned long long)size,
+		 rr.sender, env.hold_reason ? " reason=\"" : "",
+		 env.hold_reason ? env.hold_reason : "", env.hold_reason ? "\"" : "");
+	p->group[p->ngroup++] = pk;
 	p->group_bytes += size;
 	goto out;
 fail:
@@ -143,7 +186,7 @@ static void commit_cb(void *ctx, const char *account, const char *uidl, const ch
 	struct commit_ctx *cc = ctx;
 	struct poll *p = cc->p;
 	for (size_t i = 0; i < p->ngroup; i++) {
-		struct pop3_msginfo *mi = p->group[i];
+		struct pop3_msginfo *mi = p->group[i]->mi;
 		if (strcmp(mi->uidl, uidl) != 0)
 			continue;
 		if (r == SPOOL_DUP)
@@ -176,76 +219,199 @@ static enum pg_res commit_group(struct poll *p, char **err_r)
 	return PG_OK;
 }
 
-/* send_deletes - DELE every queued number; deletions count only after QUIT */
-static enum pg_res send_deletes(struct poll *p, char **err_r)
+/* fill_window - queue DELEs of committed messages, then RETRs, up to the
+ * session's window, and write them in one batch.  Refilled only once half
+ * the window has drained, so a batch is many commands, not one per reply. */
+static enum pg_res fill_window(struct poll *p, int stopping, char **err_r)
 {
-	for (; p->dele_sent < p->ndele; p->dele_sent++) {
-		enum pg_res res = pop3_dele(p->s, p->dele[p->dele_sent], err_r);
-		if (res != PG_OK) {
-			p->broken = 1;
-			return res;
-		}
-	}
-	return PG_OK;
+	size_t win = pop3_window(p->s);
+	enum pg_res res = PG_OK;
+	if (pop3_outstanding(p->s) > win / 2)
+		return PG_OK;
+	while (res == PG_OK && pop3_outstanding(p->s) < win && p->dele_sent < p->ndele)
+		res = pop3_queue(p->s, P3C_DELE, p->dele[p->dele_sent++], err_r);
+	while (res == PG_OK && !stopping && pop3_outstanding(p->s) < win && p->next_send < p->nsel)
+		res = pop3_queue(p->s, P3C_RETR, p->sel[p->next_send++].mi->num, err_r);
+	if (res == PG_OK)
+		res = pop3_flush(p->s, err_r);
+	return res;
 }
 
-/* plan - mark what is already in the spool; queue DELEs for those (they
- * were committed before a crash or an earlier failed QUIT) */
-static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n, char *known,
-			char **err_r)
+/* read_one - the next reply in order: a DELE, or a RETR into the spool */
+static enum pg_res read_one(struct poll *p, char **err_r)
 {
-	for (size_t i = 0; i < n; i++) {
-		int k = 0;
-		if (list[i].uidl == NULL) {
-			set_err(err_r, "server %s:%d does not support UIDL; popgate needs it to "
-				"recognise messages it already has", p->a->server, p->a->port);
-			return PG_PERM;
-		}
-		enum spool_res r = spool_uidl_known(p->sp, p->a->name, list[i].uidl, &k, err_r);
-		if (r != SPOOL_OK)
-			return spool_to_pg(r);
-		known[i] = (char)k;
-		if (!k)
-			p->total_new++;
-		else if (p->a->keep)
-			p->st->skipped++;
-		else
-			p->dele[p->ndele++] = list[i].num;
-	}
-	return PG_OK;
+	if (pop3_next(p->s, NULL) == P3C_DELE)
+		return pop3_read_dele(p->s, err_r);
+	enum pg_res res = fetch_one(p, &p->sel[p->next_read++], err_r);
+	if (res == PG_OK && (spool_group_full(p->sp) || p->ngroup >= p->nsel))
+		res = commit_group(p, err_r);
+	return res;
 }
 
-/* drain - fetch every new message, committing and deleting in groups */
-static enum pg_res drain(struct poll *p, struct pop3_msginfo *list, size_t n, const char *known,
-			 const volatile sig_atomic_t *stop_flag, char **err_r)
+static int stop_requested(const struct poll *p, const volatile sig_atomic_t *stop_flag)
 {
-	enum pg_res res = send_deletes(p, err_r);
-	for (size_t i = 0; res == PG_OK && i < n; i++) {
-		if (known[i])
-			continue;
-		if (stop_flag != NULL && *stop_flag) {
-			LOG_INFO("account=%s status=stopping reason=\"signal\"", p->a->name);
+	if (stop_flag == NULL || !*stop_flag)
+		return 0;
+	if (p->next_send < p->nsel)
+		LOG_INFO("account=%s status=stopping reason=\"signal\"", p->a->name);
+	return 1;
+}
+
+/* drain - fetch every selected message, committing and deleting in groups */
+static enum pg_res drain(struct poll *p, const volatile sig_atomic_t *stop_flag, char **err_r)
+{
+	enum pg_res res = PG_OK;
+	for (;;) {
+		int stopping = stop_requested(p, stop_flag);
+		res = fill_window(p, stopping, err_r);
+		if (res != PG_OK)
 			break;
+		if (pop3_outstanding(p->s) > 0) {
+			res = read_one(p, err_r);
+			if (res != PG_OK)
+				break;
+			continue;
 		}
-		res = fetch_one(p, &list[i], err_r);
-		if (res == PG_OK && (p->ngroup >= GROUP_MAX_MSGS || p->group_bytes >= GROUP_MAX_BYTES)) {
-			res = commit_group(p, err_r);
-			if (res == PG_OK)
-				res = send_deletes(p, err_r);
-		}
+		/* nothing in flight: commit the last group; its DELEs go next */
+		if (p->ngroup == 0)
+			break;
+		if ((res = commit_group(p, err_r)) != PG_OK)
+			break;
 	}
+	if (res != PG_OK && (pop3_failed(p->s) || pop3_outstanding(p->s) > 0))
+		p->broken = 1; /* replies are out of step: no QUIT, no deletion */
 	/* what was finished before an error is complete and durable on disk:
-	 * commit it too (it will be deleted on the next poll if not now) */
+	 * commit it too (it will be deleted on the next poll) */
 	char *cerr = NULL;
 	enum pg_res cres = commit_group(p, res == PG_OK ? err_r : &cerr);
 	if (cres != PG_OK && res != PG_OK)
 		LOG_ERR("account=%s status=commit-failed reason=\"%s\"", p->a->name, cerr);
 	free(cerr);
-	if (res == PG_OK)
-		res = cres;
-	if (res == PG_OK)
-		res = send_deletes(p, err_r);
-	return res;
+	return res != PG_OK ? res : cres;
+}
+
+/* ---- plan: what to fetch, what to delete, what the limits leave ----- */
+
+static int cmp_row(const void *k, const void *e)
+{
+	return strcmp(k, ((const struct spool_uidl_row *)e)->uidl);
+}
+
+/* select_new - apply max_message_size/oversize and the per-poll limits to
+ * a message not in the spool; returns 0 when the limits are reached */
+static int select_new(struct poll *p, struct pop3_msginfo *mi, uint64_t *bytes)
+{
+	const struct conf_account *a = p->a;
+	int over = a->max_message_size > 0 && mi->size > a->max_message_size;
+	if (over && a->oversize == OVERSIZE_SKIP) {
+		p->st->oversize_skipped++;
+		LOG_INFO("account=%s uidl=%s status=skipped-oversize size=%llu max_message_size=%llu "
+			 "action=\"left on the server\"", a->name, mi->uidl,
+			 (unsigned long long)mi->size, (unsigned long long)a->max_message_size);
+		return 1;
+	}
+	if ((a->max_messages_per_poll > 0 && p->nsel >= a->max_messages_per_poll) ||
+	    (a->max_bytes_per_poll > 0 && p->nsel > 0 && *bytes + mi->size > a->max_bytes_per_poll)) {
+		p->st->deferred++;
+		return 0;
+	}
+	p->sel[p->nsel].mi = mi;
+	p->sel[p->nsel++].hold = over && a->oversize == OVERSIZE_HOLD;
+	*bytes += mi->size;
+	p->total_new++;
+	return 1;
+}
+
+/* known_action - a message the spool already has: delete it (keep off, or
+ * keep_days over) or leave it */
+static void known_action(struct poll *p, struct pop3_msginfo *mi,
+			 const struct spool_uidl_row *row, time_t now)
+{
+	const struct conf_account *a = p->a;
+	if (!a->keep) {
+		p->dele[p->ndele++] = mi->num;
+		return;
+	}
+	if (a->keep_days > 0 && row != NULL && row->created > 0 &&
+	    now - row->created >= (time_t)a->keep_days * 86400) {
+		LOG_INFO("account=%s uidl=%s status=expired-kept keep_days=%d action=\"delete\"",
+			 a->name, mi->uidl, a->keep_days);
+		p->st->expired++;
+		p->dele[p->ndele++] = mi->num;
+		return;
+	}
+	p->st->skipped++;
+}
+
+/* plan - mark what is already in the spool; queue DELEs for those (they
+ * were committed before a crash or an earlier failed QUIT) */
+static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
+			const struct spool_uidl_row *rows, size_t nrows, char **err_r)
+{
+	uint64_t bytes = 0;
+	int limited = 0;
+	time_t now = time(NULL);
+	for (size_t i = 0; i < n; i++) {
+		if (list[i].uidl == NULL) {
+			set_err(err_r, "server %s:%d does not support UIDL; popgate needs it to "
+				"recognise messages it already has%s", p->a->server, p->a->port,
+				p->a->keep ? " (keep = true cannot work without UIDL)" : "");
+			return PG_PERM;
+		}
+		const struct spool_uidl_row *row = nrows == 0 ? NULL :
+			bsearch(list[i].uidl, rows, nrows, sizeof *rows, cmp_row);
+		int k = row != NULL;
+		if (!k) { /* tombstones (deleted by an operator) count as known */
+			enum spool_res r = spool_uidl_known(p->sp, p->a->name, list[i].uidl, &k, err_r);
+			if (r != SPOOL_OK)
+				return spool_to_pg(r);
+		}
+		if (k)
+			known_action(p, &list[i], row, now);
+		else if (!limited)
+			limited = !select_new(p, &list[i], &bytes);
+		else
+			p->st->deferred++;
+	}
+	if (limited)
+		LOG_INFO("account=%s status=limited selected=%zu deferred=%u "
+			 "reason=\"max_messages_per_poll or max_bytes_per_poll reached\"",
+			 p->a->name, p->nsel, p->st->deferred);
+	return PG_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* prune - forget rows sent over a day ago whose message is gone from the
+ * server (after a complete UIDL listing and a clean QUIT only) */
+static void prune(struct poll *p, const struct pop3_msginfo *list, size_t n,
+		  const struct spool_uidl_row *rows, size_t nrows)
+{
+	const char **on = xcalloc(n + 1, sizeof *on), **gone = xcalloc(nrows + 1, sizeof *gone);
+	size_t ngone = 0;
+	for (size_t i = 0; i < n; i++)
+		on[i] = list[i].uidl;
+	qsort(on, n, sizeof *on, cmp_str);
+	for (size_t i = 0; i < nrows; i++)
+		if (rows[i].state == SPOOL_SENT &&
+		    bsearch(&rows[i].uidl, on, n, sizeof *on, cmp_str) == NULL)
+			gone[ngone++] = rows[i].uidl;
+	unsigned int pruned = 0;
+	char *err = NULL;
+	if (spool_uidl_prune(p->sp, p->a->name, gone, ngone, time(NULL) - PRUNE_AFTER, &pruned,
+			     &err) != SPOOL_OK) {
+		LOG_WARN("account=%s status=prune-failed reason=\"%s\"", p->a->name, err);
+		free(err);
+	} else if (pruned > 0) {
+		LOG_INFO("account=%s status=pruned uidls=%u reason=\"sent and gone from the server\"",
+			 p->a->name, pruned);
+	}
+	p->st->pruned = pruned;
+	free(on);
+	free(gone);
 }
 
 static void log_result(const struct poll *p, enum pg_res res, const char *err)
@@ -253,14 +419,176 @@ static void log_result(const struct poll *p, enum pg_res res, const char *err)
 	const struct poll_stats *st = p->st;
 	if (res == PG_OK) {
 		LOG_INFO("account=%s status=ok on_server=%u fetched=%u bytes=%llu deleted=%u "
-			 "kept=%u", p->a->name, st->on_server, st->fetched,
-			 (unsigned long long)st->bytes, st->deleted, st->skipped);
+			 "kept=%u deferred=%u oversize_skipped=%u", p->a->name, st->on_server,
+			 st->fetched, (unsigned long long)st->bytes, st->deleted, st->skipped,
+			 st->deferred, st->oversize_skipped);
 	} else {
 		char *why = sanitize_for_log(err ? err : "", err ? strlen(err) : 0, 600);
-		LOG_ERR("account=%s status=failed class=%s fetched=%u reason=\"%s\"", p->a->name,
-			pg_res_name(res), st->fetched, why);
+		LOG_ERR("account=%s status=failed class=%s%s%s fetched=%u reason=\"%s\"", p->a->name,
+			pg_res_name(res), p->status.code[0] ? " code=" : "", p->status.code,
+			st->fetched, why);
 		free(why);
 	}
+}
+
+/* ---- account state ------------------------------------------------------ */
+
+/* config_fingerprint - what an [AUTH] refusal is tied to: server, port,
+ * user, mechanism, and where the secret comes from (for a password_file,
+ * its mtime too, so writing a new password counts as a change) */
+static char *config_fingerprint(const struct conf_account *a)
+{
+	struct stat sb;
+	long long mtime = 0;
+	if (a->password_file != NULL && stat(a->password_file, &sb) == 0)
+		mtime = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+	char *in = xasprintf("%s\n%d\n%s\n%s\n%s\n%lld\n%s", a->server, a->port, a->user,
+			     conf_auth_name(a->auth), a->password_file ? a->password_file : "",
+			     mtime, a->password_command ? a->password_command : "");
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	EVP_Digest(in, strlen(in), md, &len, EVP_sha256(), NULL);
+	free(in);
+	char *hx = xmalloc(2 * len + 1);
+	for (unsigned int i = 0; i < len; i++)
+		snprintf(hx + 2 * i, 3, "%02x", md[i]);
+	return hx;
+}
+
+/* backoff - seconds to wait after `failures` consecutive failures */
+static time_t backoff(unsigned int failures)
+{
+	time_t b = BACKOFF_BASE;
+	for (unsigned int i = 1; i < failures && b < BACKOFF_MAX; i++)
+		b *= 2;
+	return b < BACKOFF_MAX ? b : BACKOFF_MAX;
+}
+
+static int code_is(const char *code, const char *name)
+{
+	size_t k = strlen(name);
+	return strncasecmp(code, name, k) == 0 && (code[k] == '\0' || code[k] == '/');
+}
+
+/* failure_state - not_before and auth_failed after a failed poll */
+static void failure_state(const struct poll *p, enum pg_res res, struct spool_account_state *st,
+			  time_t now)
+{
+	const char *code = p->status.code;
+	st->failures++;
+	if (res == PG_AUTH) {
+		free(st->auth_failed);
+		st->auth_failed = config_fingerprint(p->a);
+		st->not_before = 0;
+		LOG_WARN("account=%s status=auth-failed action=\"not polled on schedule until the "
+			 "configuration or password changes, or an operator polls it by hand\"",
+			 p->a->name);
+		return;
+	}
+	time_t wait = backoff(st->failures);
+	if (code_is(code, "SYS/PERM"))
+		wait = BACKOFF_SYS_PERM;
+	else if (code_is(code, "LOGIN-DELAY") && st->login_delay > wait)
+		wait = st->login_delay;
+	st->not_before = now + wait;
+}
+
+/* store_state - the account's state after this poll (poller_account_ready
+ * reads it) */
+static void store_state(const struct poll *p, enum pg_res res, const char *err,
+			const struct pop3_capa *capa)
+{
+	struct spool_account_state st;
+	char *serr = NULL;
+	time_t now = time(NULL);
+	if (spool_account_get(p->sp, p->a->name, &st, &serr) != SPOOL_OK)
+		goto fail;
+	if (capa != NULL && capa->have_capa) {
+		st.login_delay = capa->login_delay;
+		st.expire = capa->expire;
+	}
+	free(st.last_error);
+	st.last_error = NULL;
+	if (res == PG_OK) {
+		st.failures = 0;
+		free(st.auth_failed);
+		st.auth_failed = NULL;
+		st.not_before = st.login_delay > 0 ? now + st.login_delay : 0;
+	} else {
+		st.last_error = sanitize_for_log(err ? err : "", err ? strlen(err) : 0, 400);
+		failure_state(p, res, &st, now);
+	}
+	if (spool_account_put(p->sp, &st, &serr) != SPOOL_OK)
+		goto fail;
+	spool_account_state_free(&st);
+	return;
+fail:
+	LOG_WARN("account=%s status=spool-warning reason=\"%s\"", p->a->name, serr);
+	free(serr);
+	spool_account_state_free(&st);
+}
+
+/* ---- one poll ------------------------------------------------------------- */
+
+/* session - open, log in, scan, plan, drain */
+static enum pg_res session(struct poll *p, const volatile sig_atomic_t *stop_flag,
+			   struct pop3_msginfo **list, size_t *n, struct spool_uidl_row **rows,
+			   size_t *nrows, char **err_r)
+{
+	const struct conf_account *a = p->a;
+	char *pass = NULL;
+	struct pop3_params pp = {
+		.host = a->server, .port = a->port, .tls = a->tls, .ca_file = a->ca_file,
+		.tls_fingerprint = a->tls_fingerprint, .allow_plaintext = a->allow_plaintext,
+		.pipelining = a->pipelining, .connect_timeout_ms = a->connect_timeout * 1000,
+		.timeout_ms = a->timeout * 1000, .tls_timeout_ms = a->tls_timeout * 1000,
+		.session_timeout_ms = a->session_timeout * 1000, .account = a->name,
+		.status = &p->status,
+	};
+	const char *mech = NULL;
+	/* read anew on every login: OAuth2 access tokens expire */
+	enum pg_res res = conf_read_secret(a, &pass, err_r);
+	if (res == PG_OK)
+		res = pop3_open(&pp, &p->s, err_r);
+	if (res == PG_OK)
+		res = pop3_auth(p->s, a->auth, a->user, pass, &mech, err_r);
+	if (pass != NULL)
+		explicit_bzero(pass, strlen(pass));
+	free(pass);
+	if (res != PG_OK)
+		return res;
+	LOG_DEBUG("account=%s auth=%s pipelining=%s", a->name, mech,
+		  pop3_pipelining(p->s) ? "yes" : "no");
+	if ((res = pop3_scan(p->s, list, n, err_r)) != PG_OK)
+		return res;
+	p->st->on_server = (unsigned)*n;
+	p->dele = xcalloc(*n + 1, sizeof *p->dele);
+	p->sel = xcalloc(*n + 1, sizeof *p->sel);
+	p->group = xcalloc(*n + 1, sizeof *p->group);
+	res = spool_to_pg(spool_account_uidls(p->sp, a->name, rows, nrows, err_r));
+	if (res == PG_OK)
+		res = plan(p, *list, *n, *rows, *nrows, err_r);
+	if (res == PG_OK)
+		res = drain(p, stop_flag, err_r);
+	return res;
+}
+
+/* quit - QUIT when the connection is still in step (a spool failure, a
+ * refused login), so the DELEs of what was committed take effect */
+static enum pg_res quit(struct poll *p, enum pg_res res, char **err_r)
+{
+	char *qerr = NULL;
+	if (p->s == NULL || p->broken || res == PG_TEMP || res == PG_PROTO || pop3_failed(p->s))
+		return res;
+	enum pg_res qres = pop3_quit(p->s, &qerr);
+	if (qres == PG_OK)
+		p->st->deleted = (unsigned)p->dele_sent;
+	else if (res == PG_OK) {
+		res = qres;
+		set_err(err_r, "%s", qerr);
+	}
+	free(qerr);
+	return res;
 }
 
 enum pg_res poller_poll_account(const struct conf *c, const struct conf_account *a,
@@ -271,45 +599,13 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	struct poll p = { .c = c, .a = a, .sp = sp, .st = st_r, .progress = progress,
 			  .progress_ctx = progress_ctx };
 	struct pop3_msginfo *list = NULL;
-	char *pass = NULL, *known = NULL;
-	size_t n = 0;
+	struct spool_uidl_row *rows = NULL;
+	size_t n = 0, nrows = 0;
 	memset(st_r, 0, sizeof *st_r);
-	struct pop3_params pp = {
-		.host = a->server, .port = a->port, .tls = a->tls, .ca_file = a->ca_file,
-		.allow_plaintext = a->allow_plaintext, .connect_timeout_ms = a->connect_timeout * 1000,
-		.timeout_ms = a->timeout * 1000, .account = a->name,
-	};
-	enum pg_res res = conf_read_secret(a, &pass, err_r);
+	enum pg_res res = session(&p, stop_flag, &list, &n, &rows, &nrows, err_r);
+	res = quit(&p, res, err_r);
 	if (res == PG_OK)
-		res = pop3_open(&pp, &p.s, err_r);
-	if (res == PG_OK)
-		res = pop3_login(p.s, a->user, pass, err_r);
-	if (pass != NULL)
-		explicit_bzero(pass, strlen(pass));
-	if (res == PG_OK)
-		res = pop3_scan(p.s, &list, &n, err_r);
-	if (res == PG_OK) {
-		st_r->on_server = (unsigned)n;
-		p.dele = xcalloc(n, sizeof *p.dele);
-		p.group = xcalloc(GROUP_MAX_MSGS, sizeof *p.group);
-		known = xcalloc(n, 1);
-		res = plan(&p, list, n, known, err_r);
-	}
-	if (res == PG_OK)
-		res = drain(&p, list, n, known, stop_flag, err_r);
-	if (p.s != NULL && !p.broken && res != PG_TEMP && res != PG_PROTO) {
-		/* the connection is still in step (a spool failure, a refused
-		 * login): QUIT, so the DELEs of what was committed take effect */
-		char *qerr = NULL;
-		enum pg_res qres = pop3_quit(p.s, &qerr);
-		if (qres == PG_OK)
-			st_r->deleted = (unsigned)p.dele_sent;
-		else if (res == PG_OK) {
-			res = qres;
-			set_err(err_r, "%s", qerr);
-		}
-		free(qerr);
-	}
+		prune(&p, list, n, rows, nrows);
 	log_result(&p, res, err_r ? *err_r : NULL);
 	char *uerr = NULL;
 	if (spool_account_update(sp, a->name, time(NULL), res == PG_OK ? "ok" : pg_res_name(res),
@@ -317,11 +613,12 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 		LOG_WARN("account=%s status=spool-warning reason=\"%s\"", a->name, uerr);
 		free(uerr);
 	}
+	store_state(&p, res, err_r ? *err_r : NULL, p.s != NULL ? pop3_capa(p.s) : NULL);
 	pop3_close(&p.s);
 	pop3_msginfo_free(&list, n);
-	free(pass);
-	free(known);
+	spool_uidl_rows_free(&rows, nrows);
 	free(p.dele);
+	free(p.sel);
 	free(p.group);
 	return res;
 }
@@ -331,15 +628,34 @@ int poller_account_ready(const struct conf_account *a, struct spool *sp, time_t 
 {
 	struct spool_account_state st;
 	char *err = NULL;
+	int ready = 1;
 	*not_before_r = 0;
 	if (spool_account_get(sp, a->name, &st, &err) != SPOOL_OK) {
 		free(err);
 		return 1; /* the poll itself will report the spool problem */
 	}
-	int ready = st.not_before <= now;
-	if (!ready) {
+	if (st.auth_failed != NULL) {
+		char *fp = config_fingerprint(a);
+		if (strcmp(fp, st.auth_failed) == 0) {
+			ready = 0;
+			set_err(why_r, "authentication refused (%s); not polled until the "
+				"configuration changes or an operator polls it by hand",
+				st.last_error ? st.last_error : "no details");
+		}
+		free(fp);
+		if (!ready || st.failures <= 1) {
+			spool_account_state_free(&st);
+			return ready; /* config changed after one refusal: try now */
+		}
+	}
+	if (st.not_before > now) {
+		ready = 0;
 		*not_before_r = st.not_before;
-		set_err(why_r, "%s", st.last_error ? st.last_error : "waiting after the last poll");
+		if (st.failures > 0)
+			set_err(why_r, "backoff after %u failure%s: %s", st.failures,
+				st.failures == 1 ? "" : "s", st.last_error ? st.last_error : "");
+		else
+			set_err(why_r, "LOGIN-DELAY %d s", st.login_delay);
 	}
 	spool_account_state_free(&st);
 	return ready;

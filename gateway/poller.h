@@ -30,6 +30,10 @@ struct poll_stats {
 	uint64_t bytes;           /* octets committed */
 	unsigned int deleted;     /* DELE sent and QUIT succeeded */
 	unsigned int skipped;     /* already in the spool (kept on server) */
+	unsigned int deferred;    /* new, left for a later poll by the per-poll limits */
+	unsigned int oversize_skipped; /* over max_message_size, oversize = skip */
+	unsigned int expired;     /* kept messages deleted after keep_days */
+	unsigned int pruned;      /* sent index rows forgotten (gone from the server) */
 };
 
 /* progress callback, called after every committed group (may be NULL) */

@@ -24,13 +24,15 @@
 #include "log.h"
 #include "net.h"
 #include "pop3.h"
+#include "sasl.h"
 
 enum pop3_state {
 	P3_INIT,
 	P3_CONNECTED,     /* TCP (and implicit TLS) up, no greeting yet */
 	P3_GREETED,       /* +OK greeting read */
 	P3_STLS,          /* STLS sent, switching to TLS */
-	P3_AUTHORIZATION, /* ready for USER/PASS */
+	P3_AUTHORIZATION, /* ready for USER/PASS, APOP or AUTH */
+	P3_AUTH,          /* a login exchange is in progress */
 	P3_TRANSACTION,   /* logged in */
 	P3_QUIT,          /* QUIT sent */
 	P3_CLOSED,        /* QUIT acknowledged: deletions committed */
@@ -43,6 +45,7 @@ static const char *const state_names[] = {
 	[P3_GREETED] = "GREETED",
 	[P3_STLS] = "STLS",
 	[P3_AUTHORIZATION] = "AUTHORIZATION",
+	[P3_AUTH] = "AUTH",
 	[P3_TRANSACTION] = "TRANSACTION",
 	[P3_QUIT] = "QUIT",
 	[P3_CLOSED] = "CLOSED",
@@ -56,12 +59,24 @@ struct pop3 {
 	enum tls_mode tls;
 	char *ca_file;
 	int allow_plaintext;
+	int want_pipelining;
 	int timeout_ms;
+	int tls_timeout_ms;
+	char *fingerprint;
+	int64_t deadline;      /* session_timeout, monotonic ms; 0: none */
 	char *account;
+	struct pop3_status *status;
 	struct net *net;
+	lr_read_fn io_read;    /* net_read, or the caller's */
+	pop3_write_fn io_write;
+	void *io_ctx;
 	struct linereader *lr;
 	struct pop3_capa capa;
+	char *apop_ts;         /* the greeting's <timestamp>, if valid */
 	unsigned int ndeleted; /* DELEs this session: message numbers stay valid */
+	struct buf out;        /* queued commands, written by flush */
+	struct { enum pop3_cmd cmd; unsigned int num; } fifo[POP3_PIPELINE_MAX];
+	size_t fifo_head, fifo_len;
 };
 
 /* one status line, already checked and stripped of its line end */
@@ -96,12 +111,48 @@ static void capa_reset(struct pop3_capa *c)
 	c->expire = -1;
 }
 
+/* io_write - everything, through the socket or the caller's callback */
+static enum pg_res io_write(struct pop3 *s, const void *p, size_t len, char **err_r)
+{
+	if (s->net != NULL)
+		return net_write(s->net, p, len, err_r);
+	const char *c = p;
+	while (len > 0) {
+		ssize_t w = s->io_write(s->io_ctx, c, len, err_r);
+		if (w <= 0) {
+			if (w == 0 || err_r == NULL || *err_r == NULL)
+				set_err(err_r, "write to %s:%d failed", s->host, s->port);
+			return PG_TEMP;
+		}
+		c += w;
+		len -= (size_t)w;
+	}
+	return PG_OK;
+}
+
+/* session_read - the line reader's source: checks the session deadline and
+ * gives each read at most the time left of it */
+static ssize_t session_read(void *ctx, void *buf, size_t len, char **err_r)
+{
+	struct pop3 *s = ctx;
+	if (s->deadline != 0) {
+		int64_t left = s->deadline - now_ms();
+		if (left <= 0) {
+			set_err(err_r, "session_timeout exceeded (the whole session took too long)");
+			return -2;
+		}
+		if (s->net != NULL)
+			net_set_timeout(s->net, left < s->timeout_ms ? (int)left : s->timeout_ms);
+	}
+	return s->io_read(s->io_ctx, buf, len, err_r);
+}
+
 /* send_cmd - one command, one write; `shown` is what the trace prints */
 static enum pg_res send_cmd(struct pop3 *s, const char *cmd, const char *shown, char **err_r)
 {
 	LOG_DEBUG("pop3 account=%s > %s", s->account, shown != NULL ? shown : cmd);
 	char *line = xasprintf("%s\r\n", cmd);
-	enum pg_res r = net_write(s->net, line, strlen(line), err_r);
+	enum pg_res r = io_write(s, line, strlen(line), err_r);
 	/* the line may hold the password */
 	explicit_bzero(line, strlen(line));
 	free(line);
@@ -136,15 +187,10 @@ static enum pg_res read_line(struct pop3 *s, const char **line_r, size_t *len_r,
 	return PG_OK;
 }
 
-/* read_status - a +OK/-ERR status line; anything else is PG_PROTO */
-static enum pg_res read_status(struct pop3 *s, struct reply *rep, const char *what,
-			       char **err_r)
+/* parse_status - a +OK/-ERR status line; anything else is PG_PROTO */
+static enum pg_res parse_status(struct pop3 *s, const char *p, size_t n, struct reply *rep,
+				const char *what, char **err_r)
 {
-	const char *p;
-	size_t n;
-	enum pg_res r = read_line(s, &p, &n, what, err_r);
-	if (r != PG_OK)
-		return r;
 	size_t skip;
 	if (n >= 3 && memcmp(p, "+OK", 3) == 0 && (n == 3 || p[3] == ' ')) {
 		rep->ok = 1;
@@ -168,6 +214,18 @@ static enum pg_res read_status(struct pop3 *s, struct reply *rep, const char *wh
 		free(t);
 	}
 	return PG_OK;
+}
+
+/* read_status - read one status line */
+static enum pg_res read_status(struct pop3 *s, struct reply *rep, const char *what,
+			       char **err_r)
+{
+	const char *p;
+	size_t n;
+	enum pg_res r = read_line(s, &p, &n, what, err_r);
+	if (r != PG_OK)
+		return r;
+	return parse_status(s, p, n, rep, what, err_r);
 }
 
 /* code_is - does the RFC 2449 code equal name or lie below it ("SYS/TEMP/x")? */
@@ -197,12 +255,30 @@ static enum pg_res reply_class(const struct reply *rep, enum pg_res dflt)
 	return dflt;
 }
 
+/* record_status - keep the -ERR's response code and text for the caller */
+static void record_status(struct pop3 *s, const struct reply *rep, const char *text)
+{
+	if (s->status == NULL)
+		return;
+	s->status->code[0] = '\0';
+	snprintf(s->status->text, sizeof s->status->text, "%s", text);
+	const char *end = rep->len > 1 && rep->text[0] == '[' ?
+			  memchr(rep->text, ']', rep->len) : NULL;
+	if (end != NULL && (size_t)(end - rep->text) < sizeof s->status->code) {
+		char *c = sanitize_for_log(rep->text + 1, (size_t)(end - rep->text) - 1,
+					   sizeof s->status->code - 1);
+		snprintf(s->status->code, sizeof s->status->code, "%s", c);
+		free(c);
+	}
+}
+
 /* reply_error - set *err_r from a -ERR reply and return its class */
 static enum pg_res reply_error(struct pop3 *s, const struct reply *rep, const char *what,
 			       enum pg_res dflt, char **err_r)
 {
 	char *t = sanitize_for_log(rep->text, rep->len, 400);
 	set_err(err_r, "%s:%d: %s refused: -ERR %s", s->host, s->port, what, t);
+	record_status(s, rep, t);
 	free(t);
 	return reply_class(rep, dflt);
 }
@@ -245,7 +321,8 @@ static int parse_uint(const char *p, size_t n, uint64_t max, uint64_t *v_r)
 		if (p[i] < '0' || p[i] > '9')
 			return -1;
 		unsigned d = (unsigned)(p[i] - '0');
-		if (v > (max - d) / 10)
+		/* d > max first: (max - d) would wrap (found by fuzz_reply) */
+		if (d > max || v > (max - d) / 10)
 			return -1;
 		v = v * 10 + d;
 	}
@@ -368,7 +445,9 @@ static enum pg_res do_capa(struct pop3 *s, char **err_r)
 
 static enum pg_res start_tls(struct pop3 *s, char **err_r)
 {
-	struct net_tls_params tp = { .servername = s->host, .ca_file = s->ca_file, .verify = 1 };
+	struct net_tls_params tp = { .servername = s->host, .ca_file = s->ca_file, .verify = 1,
+				     .fingerprint = s->fingerprint,
+				     .timeout_ms = s->tls_timeout_ms };
 	enum pg_res r = net_start_tls(s->net, &tp, err_r);
 	if (r == PG_OK)
 		LOG_DEBUG("pop3 account=%s tls=%s", s->account, net_tls_info(s->net));
@@ -408,17 +487,39 @@ static enum pg_res greeting(struct pop3 *s, char **err_r)
 		return r;
 	if (!rep.ok)
 		return fail(s, reply_error(s, &rep, "connection", PG_PERM, err_r));
+	s->apop_ts = sasl_apop_timestamp(rep.text, rep.len);
 	pop3_set_state(s, P3_GREETED);
+	return PG_OK;
+}
+
+/* connect - a socket, or the caller's transport */
+static enum pg_res connect_io(struct pop3 *s, const struct pop3_params *p, char **err_r)
+{
+	if (p->io_read != NULL) {
+		if (s->tls != TLS_NONE || p->io_write == NULL) {
+			set_err(err_r, "custom transport: no TLS, and both callbacks are needed");
+			return PG_CONFIG;
+		}
+		s->io_read = p->io_read;
+		s->io_write = p->io_write;
+		s->io_ctx = p->io_ctx;
+		return PG_OK;
+	}
+	enum pg_res r = net_connect(p->host, p->port, p->connect_timeout_ms, &s->net, err_r);
+	if (r != PG_OK)
+		return r;
+	net_set_timeout(s->net, p->timeout_ms);
+	s->io_read = net_read;
+	s->io_ctx = s->net;
 	return PG_OK;
 }
 
 static enum pg_res open_session(struct pop3 *s, const struct pop3_params *p, char **err_r)
 {
-	enum pg_res r = net_connect(p->host, p->port, p->connect_timeout_ms, &s->net, err_r);
+	enum pg_res r = connect_io(s, p, err_r);
 	if (r != PG_OK)
 		return fail(s, r);
-	net_set_timeout(s->net, p->timeout_ms);
-	s->lr = lr_new(LR_DEFAULT_MAX, net_read, s->net);
+	s->lr = lr_new(LR_DEFAULT_MAX, session_read, s);
 	pop3_set_state(s, P3_CONNECTED);
 	if (s->tls == TLS_IMPLICIT && (r = start_tls(s, err_r)) != PG_OK)
 		return r;
@@ -441,8 +542,16 @@ enum pg_res pop3_open(const struct pop3_params *p, struct pop3 **s_r, char **err
 	s->tls = p->tls;
 	s->ca_file = p->ca_file != NULL ? xstrdup(p->ca_file) : NULL;
 	s->allow_plaintext = p->allow_plaintext;
+	s->want_pipelining = p->pipelining;
 	s->timeout_ms = p->timeout_ms;
+	s->tls_timeout_ms = p->tls_timeout_ms;
+	s->fingerprint = p->tls_fingerprint != NULL ? xstrdup(p->tls_fingerprint) : NULL;
+	s->deadline = p->session_timeout_ms > 0 ? now_ms() + p->session_timeout_ms : 0;
+	s->status = p->status;
+	if (s->status != NULL)
+		memset(s->status, 0, sizeof *s->status);
 	s->account = xstrdup(p->account != NULL ? p->account : "-");
+	buf_init(&s->out, 64 * 1024);
 	capa_reset(&s->capa);
 	enum pg_res r = open_session(s, p, err_r);
 	if (r != PG_OK) {
@@ -465,6 +574,11 @@ const char *pop3_tls_info(const struct pop3 *s)
 
 /* ---- login ------------------------------------------------------------ */
 
+static int is_tls(const struct pop3 *s)
+{
+	return s->net != NULL && net_is_tls(s->net);
+}
+
 /* bad_arg - a command argument must not break the line (injection) */
 static int bad_arg(const char *a)
 {
@@ -474,24 +588,24 @@ static int bad_arg(const char *a)
 	return 0;
 }
 
-enum pg_res pop3_login(struct pop3 *s, const char *user, const char *pass, char **err_r)
+/* login_failed - prefix a refused login's error with the user name */
+static enum pg_res login_failed(struct pop3 *s, const char *user, enum pg_res r, char **err_r)
+{
+	if (s->state != P3_FAILED) {
+		char *e = *err_r;
+		*err_r = NULL;
+		set_err(err_r, "login as %s failed: %s", user, e);
+		free(e);
+		pop3_set_state(s, P3_AUTHORIZATION);
+	}
+	return r;
+}
+
+static enum pg_res user_pass(struct pop3 *s, const char *user, const char *pass, char **err_r)
 {
 	struct reply rep;
-	enum pg_res r = require(s, P3_AUTHORIZATION, "login", err_r);
-	if (r != PG_OK)
-		return r;
-	if (!net_is_tls(s->net) && !s->allow_plaintext) {
-		set_err(err_r, "refusing to send USER/PASS over an unencrypted connection to "
-			       "%s:%d (set allow_plaintext = true to allow it)", s->host, s->port);
-		return PG_CONFIG;
-	}
-	if (bad_arg(user) || bad_arg(pass) || user[0] == '\0') {
-		set_err(err_r, "%s:%d: user name or password is empty or contains a line break",
-			s->host, s->port);
-		return PG_CONFIG;
-	}
 	char *cmd = xasprintf("USER %s", user);
-	r = command(s, cmd, NULL, &rep, PG_AUTH, err_r);
+	enum pg_res r = command(s, cmd, NULL, &rep, PG_AUTH, err_r);
 	free(cmd);
 	if (r != PG_OK)
 		return r;
@@ -499,17 +613,266 @@ enum pg_res pop3_login(struct pop3 *s, const char *user, const char *pass, char 
 	r = command(s, cmd, "PASS <hidden>", &rep, PG_AUTH, err_r);
 	explicit_bzero(cmd, strlen(cmd));
 	free(cmd);
-	if (r != PG_OK) {
-		if (s->state != P3_FAILED) {
-			char *e = *err_r;
-			*err_r = NULL;
-			set_err(err_r, "login as %s failed: %s", user, e);
-			free(e);
-		}
-		return r;
+	return r;
+}
+
+static enum pg_res apop(struct pop3 *s, const char *user, const char *pass, char **err_r)
+{
+	struct reply rep;
+	char digest[33];
+	if (s->apop_ts == NULL) {
+		set_err(err_r, "%s:%d: APOP: the greeting has no valid <timestamp>", s->host, s->port);
+		return PG_PERM;
 	}
+	sasl_apop_digest(s->apop_ts, pass, digest);
+	char *cmd = xasprintf("APOP %s %s", user, digest);
+	char *shown = xasprintf("APOP %s <hidden>", user);
+	enum pg_res r = command(s, cmd, shown, &rep, PG_AUTH, err_r);
+	free(cmd);
+	free(shown);
+	return r;
+}
+
+/* sasl_send - one continuation line (base64 of msg), never traced */
+static enum pg_res sasl_send(struct pop3 *s, const char *m, size_t n, char **err_r)
+{
+	char *b = sasl_b64_encode(m, n);
+	enum pg_res r = send_cmd(s, b, "<hidden>", err_r);
+	sasl_wipe_free(b, strlen(b));
+	return r;
+}
+
+/* sasl_cancel - "*" after a challenge we cannot answer; the server's -ERR
+ * follows and keeps the session in step */
+static enum pg_res sasl_cancel(struct pop3 *s, enum pg_res why, char **err_r)
+{
+	struct reply rep;
+	char *e = NULL;
+	enum pg_res r = send_cmd(s, "*", NULL, &e);
+	if (r == PG_OK)
+		r = read_status(s, &rep, "AUTH cancel", &e);
+	free(e);
+	if (r != PG_OK)
+		return r;
+	return why;
+}
+
+/* sasl_start - "AUTH MECH [initial-response]" (RFC 5034: inline only if the
+ * command fits in 255 octets; else the initial response waits for "+ ") */
+static enum pg_res sasl_start(struct pop3 *s, struct sasl *sa, const char *mech,
+			      char **held_r, size_t *heldlen_r, char **err_r)
+{
+	char *cmd = NULL, *m = NULL;
+	size_t n = 0;
+	enum pg_res r;
+	if (sasl_has_initial(sa)) {
+		if ((r = sasl_step(sa, NULL, 0, &m, &n, err_r)) != PG_OK)
+			return r;
+		char *b = sasl_b64_encode(m, n);
+		cmd = xasprintf("AUTH %s %s", mech, n == 0 ? "=" : b);
+		sasl_wipe_free(b, strlen(b));
+		if (strlen(cmd) + 2 > 255) {
+			sasl_wipe_free(cmd, strlen(cmd));
+			cmd = NULL;
+			*held_r = m;
+			*heldlen_r = n;
+			m = NULL;
+		}
+	}
+	if (cmd == NULL)
+		cmd = xasprintf("AUTH %s", mech);
+	char *shown = xasprintf("AUTH %s%s", mech, strchr(cmd + 5, ' ') ? " <hidden>" : "");
+	r = send_cmd(s, cmd, shown, err_r);
+	free(shown);
+	sasl_wipe_free(cmd, strlen(cmd));
+	sasl_wipe_free(m, n);
+	return r;
+}
+
+/* sasl_round - answer one "+ challenge" line */
+static enum pg_res sasl_round(struct pop3 *s, struct sasl *sa, const char *p, size_t n,
+			      char **held, size_t heldlen, char **err_r)
+{
+	unsigned char *chal = NULL;
+	size_t clen = 0;
+	char *m = NULL;
+	size_t mlen = 0;
+	size_t skip = n > 1 && p[1] == ' ' ? 2 : 1;
+	if (sasl_b64_decode(p + skip, n - skip, &chal, &clen) < 0) {
+		set_err(err_r, "%s:%d: AUTH: challenge is not base64", s->host, s->port);
+		return sasl_cancel(s, PG_PROTO, err_r);
+	}
+	enum pg_res r = PG_OK;
+	if (*held != NULL) {
+		m = *held;
+		mlen = heldlen;
+		*held = NULL;
+	} else {
+		r = sasl_step(sa, chal, clen, &m, &mlen, err_r);
+	}
+	free(chal);
+	if (r != PG_OK)
+		return sasl_cancel(s, r, err_r);
+	r = sasl_send(s, m, mlen, err_r);
+	sasl_wipe_free(m, mlen);
+	return r;
+}
+
+/* sasl_auth - one SASL exchange (RFC 5034) */
+static enum pg_res sasl_auth(struct pop3 *s, enum sasl_mech mech, const char *user,
+			     const char *secret, char **err_r)
+{
+	struct sasl *sa = sasl_new(mech, user, secret, s->host, s->port);
+	char *held = NULL;
+	size_t heldlen = 0;
+	const char *name = sasl_mech_name(mech);
+	enum pg_res r = sasl_start(s, sa, name, &held, &heldlen, err_r);
+	for (int round = 0; r == PG_OK; round++) {
+		const char *p;
+		size_t n;
+		struct reply rep;
+		if ((r = read_line(s, &p, &n, "AUTH", err_r)) != PG_OK)
+			break;
+		if (n >= 1 && p[0] == '+' && (n == 1 || p[1] == ' ') && round < POP3_SASL_ROUNDS) {
+			LOG_DEBUG("pop3 account=%s < +%s", s->account, n > 1 ? " <challenge>" : "");
+			r = sasl_round(s, sa, p, n, &held, heldlen, err_r);
+			continue;
+		}
+		/* not a challenge: it must be the final status */
+		r = parse_status(s, p, n, &rep, "AUTH", err_r);
+		if (r == PG_OK && !rep.ok)
+			r = reply_error(s, &rep, name, PG_AUTH, err_r);
+		else if (r == PG_OK && !sasl_complete(sa)) {
+			set_err(err_r, "%s:%d: %s: server accepted before the exchange was complete "
+				"(server not authenticated)", s->host, s->port, name);
+			r = fail(s, PG_PROTO);
+		}
+		break;
+	}
+	sasl_wipe_free(held, heldlen);
+	sasl_free(&sa);
+	return r;
+}
+
+/* mechanism table, strongest first (the order auto picks in) */
+static const struct mech {
+	enum conf_auth auth;
+	const char *name;   /* SASL name, NULL for USER and APOP */
+	int plain_equiv;    /* reveals the password to an eavesdropper */
+	int in_auto;
+} mechs[] = {
+	{ AUTH_SCRAM_SHA256, "SCRAM-SHA-256", 0, 1 },
+	{ AUTH_SCRAM_SHA1, "SCRAM-SHA-1", 0, 1 },
+	{ AUTH_CRAM_MD5, "CRAM-MD5", 0, 1 },
+	{ AUTH_APOP, NULL, 1, 1 }, /* MD5 of a greeting: crackable offline */
+	{ AUTH_PLAIN, "PLAIN", 1, 1 },
+	{ AUTH_LOGIN, "LOGIN", 1, 1 },
+	{ AUTH_USER, NULL, 1, 1 },
+	{ AUTH_XOAUTH2, "XOAUTH2", 0, 0 },
+	{ AUTH_OAUTHBEARER, "OAUTHBEARER", 0, 0 },
+};
+
+/* offered - does the server announce the mechanism? */
+static int offered(const struct pop3 *s, const struct mech *m)
+{
+	if (m->auth == AUTH_USER)
+		return !s->capa.have_capa || s->capa.user;
+	if (m->auth == AUTH_APOP)
+		return s->apop_ts != NULL;
+	const char *l = s->capa.sasl;
+	size_t k = strlen(m->name);
+	while (l != NULL && *l != '\0') {
+		if (strncasecmp(l, m->name, k) == 0 && (l[k] == ' ' || l[k] == '\0'))
+			return 1;
+		l = strchr(l, ' ');
+		if (l != NULL)
+			l++;
+	}
+	return 0;
+}
+
+/* pick - the mechanism to use, or an error saying why there is none */
+static enum pg_res pick(struct pop3 *s, enum conf_auth want, const struct mech **m_r,
+			char **err_r)
+{
+	int blocked = 0;
+	for (size_t i = 0; i < sizeof mechs / sizeof *mechs; i++) {
+		const struct mech *m = &mechs[i];
+		if (want != AUTH_AUTO ? m->auth != want : !m->in_auto)
+			continue;
+		if (want == AUTH_AUTO && !offered(s, m))
+			continue;
+		if (m->plain_equiv && !is_tls(s) && !s->allow_plaintext) {
+			blocked = 1;
+			continue;
+		}
+		*m_r = m;
+		return PG_OK;
+	}
+	if (blocked) {
+		set_err(err_r, "refusing to send the password over an unencrypted connection to "
+			"%s:%d (set allow_plaintext = true to allow it)", s->host, s->port);
+		return PG_CONFIG;
+	}
+	set_err(err_r, "%s:%d: no usable authentication mechanism (server offers: %s%s)",
+		s->host, s->port, s->capa.sasl ? s->capa.sasl : "no SASL",
+		s->apop_ts ? ", APOP" : "");
+	return PG_PERM;
+}
+
+static enum pg_res do_login(struct pop3 *s, const struct mech *m, const char *user,
+			    const char *secret, char **err_r)
+{
+	pop3_set_state(s, P3_AUTH);
+	switch (m->auth) {
+	case AUTH_USER:
+		return user_pass(s, user, secret, err_r);
+	case AUTH_APOP:
+		return apop(s, user, secret, err_r);
+	case AUTH_PLAIN:
+		return sasl_auth(s, SASL_PLAIN, user, secret, err_r);
+	case AUTH_LOGIN:
+		return sasl_auth(s, SASL_LOGIN, user, secret, err_r);
+	case AUTH_CRAM_MD5:
+		return sasl_auth(s, SASL_CRAM_MD5, user, secret, err_r);
+	case AUTH_SCRAM_SHA1:
+		return sasl_auth(s, SASL_SCRAM_SHA1, user, secret, err_r);
+	case AUTH_SCRAM_SHA256:
+		return sasl_auth(s, SASL_SCRAM_SHA256, user, secret, err_r);
+	case AUTH_XOAUTH2:
+		return sasl_auth(s, SASL_XOAUTH2, user, secret, err_r);
+	default:
+		return sasl_auth(s, SASL_OAUTHBEARER, user, secret, err_r);
+	}
+}
+
+enum pg_res pop3_auth(struct pop3 *s, enum conf_auth want, const char *user,
+		      const char *secret, const char **used_r, char **err_r)
+{
+	const struct mech *m = NULL;
+	enum pg_res r = require(s, P3_AUTHORIZATION, "login", err_r);
+	if (r != PG_OK)
+		return r;
+	if (bad_arg(user) || bad_arg(secret) || user[0] == '\0' || strchr(user, ' ') != NULL) {
+		set_err(err_r, "%s:%d: user name is empty or has a space or line break, or the "
+			"password has a line break", s->host, s->port);
+		return PG_CONFIG;
+	}
+	if ((r = pick(s, want, &m, err_r)) != PG_OK)
+		return r;
+	if (used_r != NULL)
+		*used_r = m->name != NULL ? m->name : m->auth == AUTH_APOP ? "APOP" : "USER";
+	LOG_DEBUG("pop3 account=%s auth=%s", s->account, conf_auth_name(m->auth));
+	r = do_login(s, m, user, secret, err_r);
+	if (r != PG_OK)
+		return login_failed(s, user, r, err_r);
 	pop3_set_state(s, P3_TRANSACTION);
 	return PG_OK;
+}
+
+enum pg_res pop3_login(struct pop3 *s, const char *user, const char *pass, char **err_r)
+{
+	return pop3_auth(s, AUTH_USER, user, pass, NULL, err_r);
 }
 
 /* ---- transaction ------------------------------------------------------ */
@@ -647,7 +1010,8 @@ static enum pg_res check_uidls(struct pop3 *s, struct scan *sc, char **err_r)
 	char **v = xcalloc(sc->n, sizeof *v);
 	for (size_t i = 0; i < sc->n; i++)
 		v[i] = sc->list[i].uidl;
-	qsort(v, sc->n, sizeof *v, cmp_uidl);
+	if (sc->n > 1)
+		qsort(v, sc->n, sizeof *v, cmp_uidl);
 	for (size_t i = 1; i < sc->n && r == PG_OK; i++) {
 		if (strcmp(v[i - 1], v[i]) == 0) {
 			set_err(err_r, "%s:%d: duplicate UIDL %s", s->host, s->port, v[i]);
@@ -667,7 +1031,8 @@ static enum pg_res scan_lists(struct pop3 *s, struct scan *sc, char **err_r)
 		r = read_multiline(s, "LIST", POP3_LIST_MAX, list_line, sc, err_r);
 	if (r != PG_OK)
 		return r;
-	qsort(sc->list, sc->n, sizeof *sc->list, cmp_num);
+	if (sc->n > 1) /* qsort(NULL, 0) is undefined (found by fuzz_session) */
+		qsort(sc->list, sc->n, sizeof *sc->list, cmp_num);
 	for (size_t i = 0; i < sc->n; i++)
 		sc->pos[sc->list[i].num] = (uint32_t)(i + 1);
 	r = send_cmd(s, "UIDL", NULL, err_r);
@@ -710,10 +1075,93 @@ enum pg_res pop3_scan(struct pop3 *s, struct pop3_msginfo **list_r, size_t *n_r,
 	return PG_OK;
 }
 
+/* ---- pipelined RETR and DELE --------------------------------------- */
+
+int pop3_pipelining(const struct pop3 *s)
+{
+	return s->want_pipelining && s->capa.pipelining;
+}
+
+size_t pop3_window(const struct pop3 *s)
+{
+	return pop3_pipelining(s) ? POP3_PIPELINE_MAX : 1;
+}
+
+size_t pop3_outstanding(const struct pop3 *s)
+{
+	return s->fifo_len;
+}
+
+int pop3_failed(const struct pop3 *s)
+{
+	return s->state == P3_FAILED;
+}
+
+enum pg_res pop3_queue(struct pop3 *s, enum pop3_cmd cmd, unsigned int num, char **err_r)
+{
+	enum pg_res r = require(s, P3_TRANSACTION, cmd == P3C_RETR ? "RETR" : "DELE", err_r);
+	if (r != PG_OK)
+		return r;
+	if (s->fifo_len >= pop3_window(s)) {
+		set_err(err_r, "%s:%d: %zu commands already outstanding", s->host, s->port,
+			s->fifo_len);
+		return PG_PERM;
+	}
+	if (buf_printf(&s->out, "%s %u\r\n", cmd == P3C_RETR ? "RETR" : "DELE", num) < 0) {
+		set_err(err_r, "%s:%d: command batch too large", s->host, s->port);
+		return PG_PERM;
+	}
+	LOG_DEBUG("pop3 account=%s > %s %u", s->account, cmd == P3C_RETR ? "RETR" : "DELE", num);
+	size_t tail = (s->fifo_head + s->fifo_len) % POP3_PIPELINE_MAX;
+	s->fifo[tail].cmd = cmd;
+	s->fifo[tail].num = num;
+	s->fifo_len++;
+	return PG_OK;
+}
+
+enum pg_res pop3_flush(struct pop3 *s, char **err_r)
+{
+	if (s->out.len == 0)
+		return PG_OK;
+	enum pg_res r = io_write(s, s->out.data, s->out.len, err_r);
+	buf_reset(&s->out);
+	return fail(s, r);
+}
+
+enum pop3_cmd pop3_next(const struct pop3 *s, unsigned int *num_r)
+{
+	if (s->fifo_len == 0)
+		return P3C_NONE;
+	if (num_r != NULL)
+		*num_r = s->fifo[s->fifo_head].num;
+	return s->fifo[s->fifo_head].cmd;
+}
+
+/* reply_start - flush, pop the oldest command (it must be `cmd`), read its
+ * status line */
+static enum pg_res reply_start(struct pop3 *s, enum pop3_cmd cmd, struct reply *rep,
+			       unsigned int *num_r, char *what, size_t wlen, char **err_r)
+{
+	if (s->state == P3_FAILED || pop3_next(s, num_r) != cmd) {
+		set_err(err_r, "%s:%d: no %s reply is expected", s->host, s->port,
+			cmd == P3C_RETR ? "RETR" : "DELE");
+		return PG_PERM;
+	}
+	enum pg_res r = pop3_flush(s, err_r);
+	if (r != PG_OK)
+		return r;
+	s->fifo_head = (s->fifo_head + 1) % POP3_PIPELINE_MAX;
+	s->fifo_len--;
+	snprintf(what, wlen, "%s %u", cmd == P3C_RETR ? "RETR" : "DELE", *num_r);
+	return read_status(s, rep, what, err_r);
+}
+
 /* retr_body - stream the multi-line body into the filter */
 static enum pg_res retr_body(struct pop3 *s, unsigned int num, struct msgfilter *mf,
-			     char **err_r)
+			     uint64_t listed, char **err_r)
 {
+	uint64_t limit = listed > 0 ? 2 * listed + 65536 : UINT64_MAX, got = 0;
+	size_t line = 0; /* octets of the current line so far */
 	int done = 0;
 	while (!done) {
 		const char *p;
@@ -724,9 +1172,21 @@ static enum pg_res retr_body(struct pop3 *s, unsigned int num, struct msgfilter 
 			char *e = *err_r;
 			*err_r = NULL;
 			set_err(err_r, "%s:%d: connection lost during RETR %u after %llu octets: %s",
-				s->host, s->port, num, (unsigned long long)mf_bytes(mf), e);
+				s->host, s->port, num, (unsigned long long)got, e);
 			free(e);
 			return fail(s, r);
+		}
+		if ((got += n) > limit) {
+			set_err(err_r, "%s:%d: RETR %u: server sent more than %llu octets for a "
+				"message LIST gave as %llu", s->host, s->port, num,
+				(unsigned long long)limit, (unsigned long long)listed);
+			return fail(s, PG_PROTO);
+		}
+		line = complete ? 0 : line + n;
+		if (line > POP3_BODY_LINE_MAX) {
+			set_err(err_r, "%s:%d: RETR %u: a line longer than %d octets (hostile or "
+				"broken server)", s->host, s->port, num, POP3_BODY_LINE_MAX);
+			return fail(s, PG_PROTO);
 		}
 		r = mf_feed(mf, p, n, complete, &done, err_r);
 		if (r != PG_OK)
@@ -735,32 +1195,49 @@ static enum pg_res retr_body(struct pop3 *s, unsigned int num, struct msgfilter 
 	return PG_OK;
 }
 
-enum pg_res pop3_retr(struct pop3 *s, unsigned int num, struct msgfilter *mf, char **err_r)
+enum pg_res pop3_read_retr(struct pop3 *s, struct msgfilter *mf, uint64_t listed,
+			   int *refused_r, char **err_r)
 {
 	struct reply rep;
-	char cmd[32];
-	enum pg_res r = require(s, P3_TRANSACTION, "RETR", err_r);
+	unsigned int num = 0;
+	char what[32];
+	if (refused_r != NULL)
+		*refused_r = 0;
+	enum pg_res r = reply_start(s, P3C_RETR, &rep, &num, what, sizeof what, err_r);
 	if (r != PG_OK)
 		return r;
-	snprintf(cmd, sizeof cmd, "RETR %u", num);
-	r = command(s, cmd, NULL, &rep, PG_PERM, err_r);
+	if (!rep.ok) {
+		if (refused_r != NULL)
+			*refused_r = 1;
+		return reply_error(s, &rep, what, PG_PERM, err_r);
+	}
+	return retr_body(s, num, mf, listed, err_r);
+}
+
+enum pg_res pop3_read_dele(struct pop3 *s, char **err_r)
+{
+	struct reply rep;
+	unsigned int num = 0;
+	char what[32];
+	enum pg_res r = reply_start(s, P3C_DELE, &rep, &num, what, sizeof what, err_r);
 	if (r != PG_OK)
 		return r;
-	return retr_body(s, num, mf, err_r);
+	if (!rep.ok)
+		return reply_error(s, &rep, what, PG_PERM, err_r);
+	s->ndeleted++;
+	return PG_OK;
+}
+
+enum pg_res pop3_retr(struct pop3 *s, unsigned int num, struct msgfilter *mf, char **err_r)
+{
+	enum pg_res r = pop3_queue(s, P3C_RETR, num, err_r);
+	return r != PG_OK ? r : pop3_read_retr(s, mf, 0, NULL, err_r);
 }
 
 enum pg_res pop3_dele(struct pop3 *s, unsigned int num, char **err_r)
 {
-	struct reply rep;
-	char cmd[32];
-	enum pg_res r = require(s, P3_TRANSACTION, "DELE", err_r);
-	if (r != PG_OK)
-		return r;
-	snprintf(cmd, sizeof cmd, "DELE %u", num);
-	r = command(s, cmd, NULL, &rep, PG_PERM, err_r);
-	if (r == PG_OK)
-		s->ndeleted++;
-	return r;
+	enum pg_res r = pop3_queue(s, P3C_DELE, num, err_r);
+	return r != PG_OK ? r : pop3_read_dele(s, err_r);
 }
 
 enum pg_res pop3_quit(struct pop3 *s, char **err_r)
@@ -768,6 +1245,10 @@ enum pg_res pop3_quit(struct pop3 *s, char **err_r)
 	struct reply rep;
 	if (s->state != P3_TRANSACTION && s->state != P3_AUTHORIZATION)
 		return require(s, P3_TRANSACTION, "QUIT", err_r);
+	if (s->fifo_len > 0) {
+		set_err(err_r, "%s:%d: QUIT with %zu replies unread", s->host, s->port, s->fifo_len);
+		return PG_PERM;
+	}
 	pop3_set_state(s, P3_QUIT);
 	enum pg_res r = command(s, "QUIT", NULL, &rep, PG_PERM, err_r);
 	if (r != PG_OK)
@@ -786,6 +1267,9 @@ void pop3_close(struct pop3 **sp)
 	lr_free(&s->lr);
 	net_close(&s->net);
 	capa_reset(&s->capa);
+	buf_free(&s->out);
+	free(s->apop_ts);
+	free(s->fingerprint);
 	free(s->host);
 	free(s->ca_file);
 	free(s->account);

@@ -4,11 +4,16 @@
  * Contract:
  *  - The only file that includes libesmtp.h.  Reads the spool through
  *    spool.h; never POP3.
- *  - relay_run_once() claims every due message, sends them in one SMTP
- *    session (each session with its own SSL_CTX), reads the status of every
- *    message and every recipient, and records the outcomes in the spool:
- *    2xx -> sent (file removed), 4xx or no answer -> deferred with backoff,
- *    5xx -> held with the server's reply.
+ *  - relay_run_once() claims due messages in batches of
+ *    smtp.max_messages_per_session, sends each batch in one SMTP session
+ *    (two when it mixes 7-bit and 8-bit messages: BODY=8BITMIME is
+ *    session-wide in libesmtp), each session with its own SSL_CTX, reads the
+ *    status of every message and every recipient, and records the outcomes:
+ *    2xx -> sent (file removed), 4xx or no answer -> deferred on the
+ *    retry_intervals schedule, or held once older than max_queue_time,
+ *    5xx -> held with the server's reply.  A held message gets an RFC 3464
+ *    notice (notice.h) per `bounce`.  With smtp.max_sessions > 1 it forks
+ *    that many children, each with its own spool handle, and waits for them.
  *  - PG_OK when the session ran (whatever the per-message outcomes were);
  *    PG_TEMP when the host could not be reached (messages deferred);
  *    PG_IO when the spool failed.
@@ -35,7 +40,8 @@ enum pg_res relay_run_once(const struct conf *c, struct spool *sp,
 			   const volatile sig_atomic_t *stop_flag, struct relay_stats *st_r,
 			   char **err_r);
 
-/* relay_backoff - seconds to wait before attempt number `attempts`+1 */
-long relay_backoff(int attempts);
+/* relay_backoff - seconds to wait before attempt number `attempts`+1:
+ * retry_intervals[attempts-1], the last interval repeating */
+long relay_backoff(const struct conf *c, int attempts);
 
 #endif

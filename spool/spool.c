@@ -35,6 +35,7 @@ struct spool_writer {
 	int fd;
 	size_t blen;
 	uint64_t size;
+	uint64_t flushed; /* octets written to the file so far */
 	int failed;     /* a write failed: the file is incomplete, only abort is left */
 	EVP_MD_CTX *md;
 	unsigned char buf[SPOOL_WBUF];
@@ -45,7 +46,9 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_BEGIN] = "BEGIN IMMEDIATE",
 	[SQ_COMMIT] = "COMMIT",
 	[SQ_ROLLBACK] = "ROLLBACK",
-	[SQ_UIDL_KNOWN] = "SELECT 1 FROM messages WHERE account = ?1 AND uidl = ?2",
+	/* a message an operator deleted is known too: never fetched again */
+	[SQ_UIDL_KNOWN] = "SELECT 1 FROM messages WHERE account = ?1 AND uidl = ?2 "
+			  "UNION ALL SELECT 1 FROM tombstones WHERE account = ?1 AND uidl = ?2",
 	[SQ_ID_KNOWN] = "SELECT 1 FROM messages WHERE id = ?1",
 	[SQ_INS_MSG] = "INSERT INTO messages (id, account, uidl, size, digest, sender, "
 		       "state, attempts, next_attempt, created, updated, last_reply) "
@@ -71,6 +74,11 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_RCPT_ALL] = "SELECT addr, state, last_reply FROM recipients WHERE msg_id = ?1 "
 			"ORDER BY rowid",
 	[SQ_GET] = "SELECT " SPOOL_MSG_COLS " FROM messages WHERE id = ?1",
+	[SQ_INS_BODY] = "INSERT INTO bodies (msg_id, body) VALUES (?1, ?2)",
+	[SQ_INS_HIST] = "INSERT INTO history (msg_id, at, state, reply) VALUES (?1, ?2, ?3, ?4)",
+	[SQ_DEL_BODY] = "DELETE FROM bodies WHERE msg_id = ?1",
+	[SQ_INS_RETAINED] = "INSERT OR REPLACE INTO retained (msg_id, until) VALUES (?1, ?2)",
+	[SQ_GET_BODY] = "SELECT body FROM bodies WHERE msg_id = ?1",
 };
 
 static const char *const state_names[] = {
@@ -474,6 +482,37 @@ out:
 	return res;
 }
 
+/* retention - keep_sent_days is a property of the spool: the opener that
+ * has the configuration records it (meta), every other handle (relay and
+ * poll children, admin commands opened with spool_open) reads it */
+static enum spool_res retention(struct spool *sp, const struct spool_params *prm, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, stored = 0;
+
+	rc = sqlite3_prepare_v2(sp->db, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = "
+				"'keep_sent_days'", -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		stored = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "read keep_sent_days", err_r);
+	sp->keep_sent_days = stored > 0 ? stored : 0;
+	if (prm == NULL || (prm->keep_sent_days > 0 ? prm->keep_sent_days : 0) == sp->keep_sent_days)
+		return SPOOL_OK;
+	sp->keep_sent_days = prm->keep_sent_days > 0 ? prm->keep_sent_days : 0;
+	rc = sqlite3_prepare_v2(sp->db, "INSERT OR REPLACE INTO meta (key, value) VALUES "
+				"('keep_sent_days', ?1)", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int(st, 1, sp->keep_sent_days);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "store keep_sent_days", err_r);
+	return SPOOL_OK;
+}
+
 /* lock_and_recover - recovery would destroy the pending files and the
  * `sending` claims of another handle, so it runs only if nobody else holds
  * the spool; every handle then keeps a shared lock while open */
@@ -500,6 +539,12 @@ static enum spool_res lock_and_recover(struct spool *sp, char **err_r)
 
 enum spool_res spool_open(const char *dir, struct spool **sp_r, char **err_r)
 {
+	return spool_open_ex(dir, NULL, sp_r, err_r);
+}
+
+enum spool_res spool_open_ex(const char *dir, const struct spool_params *prm, struct spool **sp_r,
+			     char **err_r)
+{
 	struct spool *sp = spool_xcalloc(1, sizeof *sp);
 	enum spool_res res;
 
@@ -514,6 +559,8 @@ enum spool_res spool_open(const char *dir, struct spool **sp_r, char **err_r)
 	if ((res = open_db(sp, err_r)) != SPOOL_OK)
 		goto fail;
 	if ((res = migrate(sp, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = retention(sp, prm, err_r)) != SPOOL_OK)
 		goto fail;
 	if ((res = lock_and_recover(sp, err_r)) != SPOOL_OK)
 		goto fail;
@@ -530,6 +577,7 @@ static void pending_clear_one(struct spool_pending *p)
 	free(p->uidl);
 	free(p->sender);
 	free(p->hold_reason);
+	free(p->body);
 	for (size_t i = 0; i < p->nrcpts; i++)
 		free(p->rcpts[i]);
 	free(p->rcpts);
@@ -545,6 +593,7 @@ static void pending_clear(struct spool *sp, int unlink_files)
 		pending_clear_one(&sp->pend[i]);
 	}
 	sp->npend = 0;
+	sp->pend_bytes = 0;
 }
 
 void spool_close(struct spool **spp)
@@ -556,6 +605,7 @@ void spool_close(struct spool **spp)
 	/* never committed: the server still has them, nothing may refer to them */
 	pending_clear(sp, 1);
 	free(sp->pend);
+	spool_recovery_clear(sp);
 	for (int i = 0; i < SQ__COUNT; i++)
 		sqlite3_finalize(sp->sq[i]);
 	if (sp->db != NULL)
@@ -740,6 +790,7 @@ static enum spool_res writer_flush(struct spool_writer *w, char **err_r)
 		}
 		off += (size_t)n;
 	}
+	w->flushed += w->blen;
 	w->blen = 0;
 	return SPOOL_OK;
 }
@@ -789,8 +840,10 @@ static enum spool_res env_check(const struct spool_envelope *env, char **err_r)
 	return SPOOL_OK;
 }
 
-/* writer_seal - flush, fsync and close the temp file; digest in hex */
-static enum spool_res writer_seal(struct spool_writer *w, char digest[65], char **err_r)
+/* writer_seal - flush, fsync and close the temp file; digest in hex.  A
+ * message that never left the buffer (inl) is not fsync'd: its durable copy
+ * is the row of `bodies` written by the commit. */
+static enum spool_res writer_seal(struct spool_writer *w, int inl, char digest[65], char **err_r)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -799,7 +852,7 @@ static enum spool_res writer_seal(struct spool_writer *w, char digest[65], char 
 
 	if ((res = writer_flush(w, err_r)) != SPOOL_OK)
 		return res;
-	if (fsync(w->fd) < 0)
+	if (!inl && fsync(w->fd) < 0)
 		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: fsync: %s",
 				  w->sp->dir, w->id, strerror(errno));
 	fd = w->fd;
@@ -830,11 +883,22 @@ static enum spool_res writer_publish(struct spool_writer *w, char **err_r)
 	return SPOOL_OK;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void pending_add(struct spool *sp, const struct spool_writer *w, const char *digest,
-			const struct spool_envelope *env)
+			const struct spool_envelope *env, int inl)
 {
 	struct spool_pending *p;
 
+	if (sp->npend == 0)
+		sp->pend_since_ms = mono_ms();
+	sp->pend_bytes += w->size;
 	if (sp->npend == sp->pendcap) {
 		sp->pendcap = sp->pendcap ? sp->pendcap * 2 : 16;
 		sp->pend = spool_xrealloc(sp->pend, sp->pendcap, sizeof *sp->pend);
@@ -851,6 +915,13 @@ static void pending_add(struct spool *sp, const struct spool_writer *w, const ch
 	p->nrcpts = env->nrcpts;
 	p->hold_reason = env->hold_reason ? spool_xstrdup(env->hold_reason) : NULL;
 	p->size = w->size;
+	p->inl = inl;
+	if (inl) {
+		/* still in the writer's buffer (it was never flushed before
+		 * seal); kept for the commit, at most 64 KiB per message */
+		p->body = spool_xcalloc(1, w->size);
+		memcpy(p->body, w->buf, w->size);
+	}
 	memcpy(p->digest, digest, sizeof p->digest);
 }
 
@@ -860,9 +931,11 @@ enum spool_res spool_writer_finish(struct spool_writer **wp, const struct spool_
 	struct spool_writer *w = *wp;
 	char digest[65];
 	enum spool_res res;
+	int inl;
 
 	if (w == NULL)
 		return spool_fail(err_r, SPOOL_INVAL, "spool_writer_finish: no writer");
+	inl = w->flushed == 0; /* the whole message is still in the buffer */
 	if (w->failed) {
 		res = spool_fail(err_r, SPOOL_IO, "%s/tmp/%s: an earlier write failed",
 				 w->sp->dir, w->id);
@@ -870,11 +943,11 @@ enum spool_res spool_writer_finish(struct spool_writer **wp, const struct spool_
 	}
 	if ((res = env_check(env, err_r)) != SPOOL_OK)
 		goto fail;
-	if ((res = writer_seal(w, digest, err_r)) != SPOOL_OK)
+	if ((res = writer_seal(w, inl, digest, err_r)) != SPOOL_OK)
 		goto fail;
 	if ((res = writer_publish(w, err_r)) != SPOOL_OK)
 		goto fail;
-	pending_add(w->sp, w, digest, env);
+	pending_add(w->sp, w, digest, env, inl);
 	writer_free(wp, 0);
 	return SPOOL_OK;
 fail:
@@ -890,6 +963,53 @@ void spool_writer_abort(struct spool_writer **wp)
 size_t spool_pending(const struct spool *sp)
 {
 	return sp->npend;
+}
+
+int spool_group_full(const struct spool *sp)
+{
+	if (sp->npend == 0)
+		return 0;
+	return sp->npend >= SPOOL_GROUP_MSGS || sp->pend_bytes >= SPOOL_GROUP_BYTES ||
+	       mono_ms() - sp->pend_since_ms >= SPOOL_GROUP_MS;
+}
+
+enum spool_res spool_history_add(struct spool *sp, const char *id, time_t now, const char *state,
+				 const char *reply, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	if ((res = spool_stmt(sp, SQ_INS_HIST, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+	sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
+	if (reply != NULL)
+		sqlite3_bind_text(st, 4, reply, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "insert history", err_r);
+	return SPOOL_OK;
+}
+
+/* insert_body - the inline message's durable copy, in the transaction */
+static enum spool_res insert_body(struct spool *sp, const struct spool_pending *p, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	if ((res = spool_stmt(sp, SQ_INS_BODY, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, p->body, (int)p->size, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "insert body", err_r);
+	return SPOOL_OK;
 }
 
 /* ---- group commit ---- */
@@ -940,7 +1060,10 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 		if (rc != SQLITE_DONE)
 			return spool_dbfail(sp, rc, "insert recipient", err_r);
 	}
-	return SPOOL_OK;
+	if (p->inl && (res = insert_body(sp, p, err_r)) != SPOOL_OK)
+		return res;
+	return spool_history_add(sp, p->id, now, p->hold_reason ? "held" : "queued",
+				 p->hold_reason ? p->hold_reason : "fetched", err_r);
 }
 
 /* commit_tx - insert every pending row in one transaction.  *uncertain_r is
@@ -983,12 +1106,15 @@ enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, cha
 	struct spool_pending *pend;
 	enum spool_res res;
 	size_t n;
-	int uncertain = 0;
+	int uncertain = 0, files = 0;
 
 	if (sp->npend == 0)
 		return SPOOL_OK;
-	/* one directory fsync makes every rename of this group durable */
-	if (fsync(sp->msgfd) < 0) {
+	for (size_t i = 0; i < sp->npend; i++)
+		files += !sp->pend[i].inl;
+	/* one directory fsync makes every rename of this group durable (the
+	 * inline copies need none: recovery rewrites a lost one) */
+	if (files > 0 && fsync(sp->msgfd) < 0) {
 		res = spool_fail(err_r, spool_errno_res(errno), "%s/msg: fsync: %s", sp->dir,
 				 strerror(errno));
 		pending_clear(sp, 1);
@@ -1003,6 +1129,7 @@ enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, cha
 	n = sp->npend;
 	sp->pend = NULL;
 	sp->npend = sp->pendcap = 0;
+	sp->pend_bytes = 0;
 	for (size_t i = 0; i < n; i++)
 		if (pend[i].res == SPOOL_DUP)
 			(void)unlinkat(sp->msgfd, pend[i].id, 0);
@@ -1164,7 +1291,25 @@ static enum spool_res finish_one(struct spool *sp, const struct spool_outcome *o
 	if (sqlite3_changes(sp->db) != 1)
 		return spool_fail(err_r, SPOOL_NOTFOUND, "index.db: finish message: %s: no such "
 				  "message", o->msg->id);
-	return finish_rcpts(sp, o, err_r);
+	if ((res = finish_rcpts(sp, o, err_r)) != SPOOL_OK)
+		return res;
+	if ((res = spool_history_add(sp, o->msg->id, now, spool_state_name(o->state), o->reply,
+				     err_r)) != SPOOL_OK)
+		return res;
+	if (o->state != SPOOL_SENT)
+		return SPOOL_OK;
+	/* sent: the file goes now (with its inline body), or is retained */
+	if ((res = spool_stmt(sp, sp->keep_sent_days > 0 ? SQ_INS_RETAINED : SQ_DEL_BODY, &st,
+			      err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, o->msg->id, -1, SQLITE_STATIC);
+	if (sp->keep_sent_days > 0)
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)now + (sqlite3_int64)sp->keep_sent_days * 86400);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "finish retention", err_r);
+	return SPOOL_OK;
 }
 
 /* finish_apply - mirror the committed outcome in memory, drop sent files */
@@ -1181,7 +1326,7 @@ static void finish_apply(struct spool *sp, struct spool_outcome *o, time_t now)
 	free(m->last_reply);
 	m->last_reply = o->reply ? spool_xstrdup(o->reply) : NULL;
 	/* a failed unlink leaves an orphan that recovery removes: the row says sent */
-	if (o->state == SPOOL_SENT)
+	if (o->state == SPOOL_SENT && sp->keep_sent_days == 0)
 		(void)unlinkat(sp->msgfd, m->id, 0);
 }
 
@@ -1213,6 +1358,12 @@ enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *out
 	}
 	for (size_t i = 0; i < n; i++)
 		finish_apply(sp, &outs[i], now);
+	/* retained files whose time is up go with the relay's rounds, at
+	 * most once a minute; a failure here is retried then (or by recovery) */
+	if (sp->keep_sent_days > 0 && now - sp->last_purge >= 60) {
+		sp->last_purge = now;
+		(void)spool_purge_sent(sp, now, NULL, NULL);
+	}
 	return SPOOL_OK;
 }
 
@@ -1239,5 +1390,42 @@ enum spool_res spool_next_due(struct spool *sp, time_t *when_r, char **err_r)
 	/* queued means due now; 0 is reserved for "nothing to do" */
 	if (count > 0)
 		*when_r = first > 0 ? (time_t)first : time(NULL);
+	return SPOOL_OK;
+}
+
+enum spool_res spool_write_copy(struct spool *sp, const char *id, const void *body, size_t len,
+				char **err_r)
+{
+	const unsigned char *p = body;
+	int fd, err = 0;
+
+	fd = openat(sp->tmpfd, id, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: open: %s", sp->dir, id,
+				  strerror(errno));
+	while (len > 0 && err == 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			err = n < 0 ? errno : EIO;
+		else {
+			p += n;
+			len -= (size_t)n;
+		}
+	}
+	/* recovery is rare: this copy is fsync'd like a large message */
+	if (err == 0 && fsync(fd) < 0)
+		err = errno;
+	if (close(fd) < 0 && err == 0)
+		err = errno;
+	if (err == 0 && renameat(sp->tmpfd, id, sp->msgfd, id) < 0)
+		err = errno;
+	if (err != 0) {
+		(void)unlinkat(sp->tmpfd, id, 0);
+		return spool_fail(err_r, spool_errno_res(err), "%s/msg/%s: restore: %s", sp->dir,
+				  id, strerror(err));
+	}
 	return SPOOL_OK;
 }

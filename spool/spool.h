@@ -25,6 +25,10 @@
  *  - (account, uidl) is unique: spool_uidl_known() says whether a message
  *    was ever committed; a commit that collides reports SPOOL_DUP for that
  *    message via the callback and removes its file.
+ *  - Small messages (under 64 KiB) are made durable as a row of the
+ *    index (table bodies) inside the group's transaction; their msg/<id>
+ *    is a copy written without fsync, rewritten by recovery after a reboot
+ *    (docs/internals.md, "Group commit").  Larger ones are fsync'd files.
  *  - Relay side: spool_claim_due() moves due messages to `sending` and
  *    returns them; spool_finish_attempts() records every outcome of a session
  *    in one transaction, then unlinks the files of sent messages.
@@ -120,6 +124,16 @@ struct spool_outcome {
 };
 
 enum spool_res spool_open(const char *dir, struct spool **sp_r, char **err_r);
+/* Options of spool_open_ex.  They are stored in the index, so a handle
+ * opened with spool_open (params NULL: relay children, admin commands)
+ * uses what the last opener with the configuration recorded. */
+struct spool_params {
+	int keep_sent_days; /* 0: a sent message's file is removed at once;
+			     * N: kept N days for audit, then purged by the
+			     * relay's finish or by recovery */
+};
+enum spool_res spool_open_ex(const char *dir, const struct spool_params *p, struct spool **sp_r,
+			     char **err_r);
 void spool_close(struct spool **sp);
 const char *spool_dir(const struct spool *sp);
 
@@ -131,6 +145,11 @@ struct spool_recovery {
 	unsigned int missing_file_held;
 	unsigned int orphans_removed; /* files of sent rows */
 	int skipped;                  /* another handle had the spool open */
+	unsigned int inline_restored; /* msg/<id> rewritten from its inline body */
+	unsigned int sent_purged;     /* retained sent files past keep_sent_days */
+	/* ids of the messages requeued from `sending` (sending_requeued of
+	 * them): each may reach the SMTP host twice, so each is logged */
+	char **requeued_ids;
 };
 const struct spool_recovery *spool_last_recovery(const struct spool *sp);
 
@@ -157,6 +176,15 @@ void spool_writer_abort(struct spool_writer **w);
 
 /* spool_pending - messages finished but not yet committed */
 size_t spool_pending(const struct spool *sp);
+
+/* Group commit bounds: commit when the pending group holds this many
+ * messages or octets, or its first message has waited this long (a slow
+ * server must not hold finished messages undeleted for long). */
+#define SPOOL_GROUP_MSGS 100
+#define SPOOL_GROUP_BYTES (16u * 1024 * 1024)
+#define SPOOL_GROUP_MS 1000
+/* spool_group_full - 1 when the pending group should be committed now */
+int spool_group_full(const struct spool *sp);
 
 /* Called once per pending message by spool_commit(): res is SPOOL_OK or
  * SPOOL_DUP (already present: the new copy was removed). */
@@ -200,6 +228,35 @@ enum spool_res spool_get(struct spool *sp, const char *id, struct spool_msg **m_
 /* spool_count_by_state - counts[SPOOL_QUEUED..SPOOL_HELD] */
 enum spool_res spool_count_by_state(struct spool *sp, uint64_t counts[5], char **err_r);
 
+/* Operator actions (popgate requeue/hold/delete/flush).  Each is one
+ * BEGIN IMMEDIATE transaction that only touches rows in the states it
+ * names, so it is safe beside a running daemon: a message in `sending`
+ * belongs to a relay session and is refused (SPOOL_BUSY, "try again").
+ * SPOOL_NOTFOUND for an unknown id, SPOOL_INVAL for a state the action
+ * does not apply to (requeue of a sent message, ...).  Each records a
+ * history row. */
+/* spool_requeue - held or deferred -> queued, due now (queued: no-op) */
+enum spool_res spool_requeue(struct spool *sp, const char *id, char **err_r);
+/* spool_requeue_all - every held (held_only) or held+deferred message */
+enum spool_res spool_requeue_all(struct spool *sp, int held_only, unsigned int *n_r,
+				 char **err_r);
+/* spool_hold - queued or deferred -> held with reason (held: no-op) */
+enum spool_res spool_hold(struct spool *sp, const char *id, const char *reason, char **err_r);
+/* spool_delete - remove a message in any state but sending: row, file,
+ * history; its (account, uidl) is remembered so it is never fetched again */
+enum spool_res spool_delete(struct spool *sp, const char *id, char **err_r);
+/* spool_make_due - every deferred message becomes due now (flush) */
+enum spool_res spool_make_due(struct spool *sp, unsigned int *n_r, char **err_r);
+/* spool_history - cb for each state a message entered, oldest first */
+typedef int (*spool_history_cb)(void *ctx, time_t at, const char *state, const char *reply);
+enum spool_res spool_history(struct spool *sp, const char *id, spool_history_cb cb, void *ctx,
+			     char **err_r);
+/* spool_purge_sent - remove retained sent files whose keep_sent_days are
+ * over; *n_r (may be NULL) the number removed */
+enum spool_res spool_purge_sent(struct spool *sp, time_t now, unsigned int *n_r, char **err_r);
+/* spool_oldest - created time of the oldest message not sent (0: none) */
+enum spool_res spool_oldest(struct spool *sp, time_t *created_r, char **err_r);
+
 /* Per-account bookkeeping (last poll, result). */
 enum spool_res spool_account_update(struct spool *sp, const char *account, time_t last_poll,
 				    const char *result, unsigned int fetched, char **err_r);
@@ -232,6 +289,24 @@ typedef int (*spool_account_cb)(void *ctx, const struct spool_account_state *st)
 enum spool_res spool_account_list(struct spool *sp, spool_account_cb cb, void *ctx,
 				  char **err_r);
 void spool_account_state_free(struct spool_account_state *st);
+
+/* The account's message rows, for the poller's plan: which UIDLs it has,
+ * in which state, since when (keep_days counts from `created`). */
+struct spool_uidl_row {
+	char *uidl;
+	enum spool_state state;
+	time_t created;
+};
+/* spool_account_uidls - every row of the account, sorted by uidl (strcmp) */
+enum spool_res spool_account_uidls(struct spool *sp, const char *account,
+				   struct spool_uidl_row **rows_r, size_t *n_r, char **err_r);
+void spool_uidl_rows_free(struct spool_uidl_row **rows, size_t n);
+/* spool_uidl_prune - forget the given UIDLs of the account (gone from the
+ * server): only rows sent (updated) before sent_before and not retained
+ * are deleted, with their tombstones older than that; one transaction.
+ * *pruned_r rows were removed. */
+enum spool_res spool_uidl_prune(struct spool *sp, const char *account, const char *const *gone,
+				size_t n, time_t sent_before, unsigned int *pruned_r, char **err_r);
 
 void spool_msg_free(struct spool_msg **m);
 void spool_msgs_free(struct spool_msg ***msgs, size_t n);

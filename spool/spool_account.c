@@ -145,3 +145,117 @@ void spool_account_state_free(struct spool_account_state *a)
 	free(a->last_error);
 	memset(a, 0, sizeof *a);
 }
+
+/* ---- the account's UIDLs (poller: plan, keep_days, pruning) ------------ */
+
+void spool_uidl_rows_free(struct spool_uidl_row **rows, size_t n)
+{
+	if (rows == NULL || *rows == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free((*rows)[i].uidl);
+	free(*rows);
+	*rows = NULL;
+}
+
+enum spool_res spool_account_uidls(struct spool *sp, const char *account,
+				   struct spool_uidl_row **rows_r, size_t *n_r, char **err_r)
+{
+	static const char sql[] = "SELECT uidl, state, created FROM messages WHERE account = ?1 "
+				  "ORDER BY uidl";
+	sqlite3_stmt *st = NULL;
+	struct spool_uidl_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+	while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+		rc = sqlite3_step(st);
+		if (rc != SQLITE_ROW)
+			break;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 256;
+			rows = spool_xrealloc(rows, cap, sizeof *rows);
+		}
+		struct spool_uidl_row *r = &rows[n++];
+		r->uidl = spool_xstrdup((const char *)sqlite3_column_text(st, 0));
+		if (spool_state_from_text(sqlite3_column_text(st, 1), &r->state) < 0)
+			r->state = SPOOL_QUEUED;
+		r->created = (time_t)sqlite3_column_int64(st, 2);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		spool_uidl_rows_free(&rows, n);
+		return spool_dbfail(sp, rc, "account uidl list", err_r);
+	}
+	*rows_r = rows;
+	*n_r = n;
+	return SPOOL_OK;
+}
+
+static int table_exists(struct spool *sp, const char *name)
+{
+	sqlite3_stmt *st = NULL;
+	int found = 0;
+	if (sqlite3_prepare_v2(sp->db, "SELECT 1 FROM sqlite_master WHERE type = 'table' "
+			       "AND name = ?1", -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+		found = sqlite3_step(st) == SQLITE_ROW;
+	}
+	sqlite3_finalize(st);
+	return found;
+}
+
+/* prune_exec - one statement with (account, uidl) bound */
+static int prune_exec(struct spool *sp, const char *sql, const char *account, const char *uidl,
+		      time_t before, int *changed_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, uidl, -1, SQLITE_STATIC);
+		if (sqlite3_bind_parameter_count(st) >= 3)
+			sqlite3_bind_int64(st, 3, (sqlite3_int64)before);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	if (changed_r != NULL)
+		*changed_r = sqlite3_changes(sp->db);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+enum spool_res spool_uidl_prune(struct spool *sp, const char *account, const char *const *gone,
+				size_t n, time_t sent_before, unsigned int *pruned_r, char **err_r)
+{
+	/* only sent rows: a message still queued, deferred or held is in the
+	 * spool; a retained file (keep_sent_days) keeps its row until purged */
+	const char *del = table_exists(sp, "retained")
+		? "DELETE FROM messages WHERE account = ?1 AND uidl = ?2 AND state = 'sent' "
+		  "AND updated < ?3 AND id NOT IN (SELECT msg_id FROM retained)"
+		: "DELETE FROM messages WHERE account = ?1 AND uidl = ?2 AND state = 'sent' "
+		  "AND updated < ?3";
+	int tomb = table_exists(sp, "tombstones");
+	unsigned int pruned = 0;
+	*pruned_r = 0;
+	if (n == 0)
+		return SPOOL_OK;
+	int rc = sqlite3_exec(sp->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+		int changed = 0;
+		rc = prune_exec(sp, del, account, gone[i], sent_before, &changed);
+		pruned += (unsigned)changed;
+		if (rc == SQLITE_OK && tomb)
+			rc = prune_exec(sp, "DELETE FROM tombstones WHERE account = ?1 AND uidl = ?2 "
+					"AND deleted < ?3", account, gone[i], sent_before, NULL);
+	}
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(sp->db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		enum spool_res r = spool_dbfail(sp, rc, "uidl prune", err_r);
+		sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
+		return r;
+	}
+	*pruned_r = pruned;
+	return SPOOL_OK;
+}

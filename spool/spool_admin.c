@@ -5,6 +5,10 @@
  * the operator commands; none of it is on the hot ingest or relay path.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,4 +183,335 @@ void spool_msgs_free(struct spool_msg ***msgsp, size_t n)
 		spool_msg_free(&msgs[i]);
 	free(msgs);
 	*msgsp = NULL;
+}
+
+/* ---- operator actions ---- */
+
+/* norm_id - validated, upper-case copy of an operator-typed id */
+static enum spool_res norm_id(const char *id, char uid[SPOOL_ID_LEN + 1], char **err_r)
+{
+	if (!spool_id_valid(id))
+		return spool_fail(err_r, SPOOL_INVAL, "%s: not a message id (16 hex digits)",
+				  id ? id : "(null)");
+	for (size_t i = 0; i <= SPOOL_ID_LEN; i++)
+		uid[i] = (char)toupper((unsigned char)id[i]);
+	return SPOOL_OK;
+}
+
+/* run_sql - one statement with text/int parameters given as a format:
+ * 't' text (const char *), 'i' int64 (sqlite3_int64); *changes_r rows */
+static enum spool_res run_sql(struct spool *sp, const char *sql, const char *step,
+			      unsigned int *changes_r, char **err_r, const char *fmt, ...)
+{
+	sqlite3_stmt *st = NULL;
+	va_list ap;
+	int rc;
+
+	rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+	va_start(ap, fmt);
+	for (int i = 0; rc == SQLITE_OK && fmt[i] != '\0'; i++) {
+		if (fmt[i] == 't') {
+			const char *v = va_arg(ap, const char *);
+
+			if (v != NULL)
+				sqlite3_bind_text(st, i + 1, v, -1, SQLITE_TRANSIENT);
+		} else {
+			sqlite3_bind_int64(st, i + 1, va_arg(ap, sqlite3_int64));
+		}
+	}
+	va_end(ap);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		enum spool_res res = spool_dbfail(sp, rc, step, err_r);
+
+		sqlite3_finalize(st);
+		return res;
+	}
+	sqlite3_finalize(st);
+	if (changes_r != NULL)
+		*changes_r = (unsigned int)sqlite3_changes(sp->db);
+	return SPOOL_OK;
+}
+
+/* state_of - the state of a message (SPOOL_NOTFOUND if none), in the
+ * caller's transaction */
+static enum spool_res state_of(struct spool *sp, const char *id, enum spool_state *st_r,
+			       char **account_r, char **uidl_r, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res = SPOOL_OK;
+	int rc;
+
+	rc = sqlite3_prepare_v2(sp->db, "SELECT state, account, uidl FROM messages WHERE id = ?1",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+	}
+	if (rc == SQLITE_ROW) {
+		if (spool_state_from_text(sqlite3_column_text(st, 0), st_r) < 0)
+			*st_r = SPOOL_HELD;
+		if (account_r != NULL)
+			*account_r = spool_xstrdup((const char *)sqlite3_column_text(st, 1));
+		if (uidl_r != NULL)
+			*uidl_r = spool_xstrdup((const char *)sqlite3_column_text(st, 2));
+	} else if (rc == SQLITE_DONE) {
+		res = spool_fail(err_r, SPOOL_NOTFOUND, "%s: no such message", id);
+	} else {
+		res = spool_dbfail(sp, rc, "look up message", err_r);
+	}
+	sqlite3_finalize(st);
+	return res;
+}
+
+static enum spool_res busy_sending(const char *id, char **err_r)
+{
+	return spool_fail(err_r, SPOOL_BUSY, "%s: being sent by a relay session right now; "
+			  "try again when it ends", id);
+}
+
+/* end_tx - commit on success, else roll back; the result of the action */
+static enum spool_res end_tx(struct spool *sp, enum spool_res res, char **err_r)
+{
+	if (res == SPOOL_OK)
+		res = spool_exec_sq(sp, SQ_COMMIT, "commit", err_r);
+	if (res != SPOOL_OK)
+		spool_rollback(sp);
+	return res;
+}
+
+/* requeue_tx - one message back to queued, inside the transaction */
+static enum spool_res requeue_tx(struct spool *sp, const char *id, time_t now, char **err_r)
+{
+	enum spool_state state;
+	enum spool_res res;
+
+	if ((res = state_of(sp, id, &state, NULL, NULL, err_r)) != SPOOL_OK)
+		return res;
+	if (state == SPOOL_QUEUED)
+		return SPOOL_OK;
+	if (state == SPOOL_SENDING)
+		return busy_sending(id, err_r);
+	if (state == SPOOL_SENT)
+		return spool_fail(err_r, SPOOL_INVAL, "%s: already sent", id);
+	res = run_sql(sp, "UPDATE messages SET state = 'queued', next_attempt = 0, updated = ?2 "
+		      "WHERE id = ?1", "requeue", NULL, err_r, "ti", id, (sqlite3_int64)now);
+	if (res == SPOOL_OK)
+		res = run_sql(sp, "UPDATE recipients SET state = 'queued' WHERE msg_id = ?1 "
+			      "AND state IN ('held', 'deferred')", "requeue recipients", NULL, err_r, "t", id);
+	if (res == SPOOL_OK)
+		res = spool_history_add(sp, id, now, "queued", "requeued by the operator", err_r);
+	return res;
+}
+
+enum spool_res spool_requeue(struct spool *sp, const char *id, char **err_r)
+{
+	char uid[SPOOL_ID_LEN + 1];
+	enum spool_res res;
+
+	if ((res = norm_id(id, uid, err_r)) != SPOOL_OK)
+		return res;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin requeue", err_r)) != SPOOL_OK)
+		return res;
+	return end_tx(sp, requeue_tx(sp, uid, time(NULL), err_r), err_r);
+}
+
+enum spool_res spool_requeue_all(struct spool *sp, int held_only, unsigned int *n_r,
+				 char **err_r)
+{
+	const char *states = held_only ? "('held')" : "('held', 'deferred')";
+	time_t now = time(NULL);
+	enum spool_res res;
+	char sql[512];
+
+	*n_r = 0;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin requeue", err_r)) != SPOOL_OK)
+		return res;
+	snprintf(sql, sizeof sql, "INSERT INTO history (msg_id, at, state, reply) SELECT id, ?1, "
+		 "'queued', 'requeued by the operator' FROM messages WHERE state IN %s", states);
+	res = run_sql(sp, sql, "requeue history", NULL, err_r, "i", (sqlite3_int64)now);
+	if (res == SPOOL_OK) {
+		snprintf(sql, sizeof sql, "UPDATE recipients SET state = 'queued' WHERE state IN "
+			 "('held', 'deferred') AND msg_id IN (SELECT id FROM messages WHERE "
+			 "state IN %s)", states);
+		res = run_sql(sp, sql, "requeue recipients", NULL, err_r, "");
+	}
+	if (res == SPOOL_OK) {
+		snprintf(sql, sizeof sql, "UPDATE messages SET state = 'queued', next_attempt = 0, "
+			 "updated = ?1 WHERE state IN %s", states);
+		res = run_sql(sp, sql, "requeue", n_r, err_r, "i", (sqlite3_int64)now);
+	}
+	return end_tx(sp, res, err_r);
+}
+
+enum spool_res spool_hold(struct spool *sp, const char *id, const char *reason, char **err_r)
+{
+	char uid[SPOOL_ID_LEN + 1];
+	enum spool_state state;
+	time_t now = time(NULL);
+	enum spool_res res;
+
+	if (reason == NULL)
+		reason = "held by the operator";
+	if ((res = norm_id(id, uid, err_r)) != SPOOL_OK)
+		return res;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin hold", err_r)) != SPOOL_OK)
+		return res;
+	res = state_of(sp, uid, &state, NULL, NULL, err_r);
+	if (res != SPOOL_OK || state == SPOOL_HELD)
+		return end_tx(sp, res, err_r);
+	if (state == SPOOL_SENDING)
+		return end_tx(sp, busy_sending(uid, err_r), err_r);
+	if (state == SPOOL_SENT)
+		return end_tx(sp, spool_fail(err_r, SPOOL_INVAL, "%s: already sent", uid), err_r);
+	res = run_sql(sp, "UPDATE messages SET state = 'held', last_reply = ?2, updated = ?3 "
+		      "WHERE id = ?1", "hold", NULL, err_r, "tti", uid, reason, (sqlite3_int64)now);
+	if (res == SPOOL_OK)
+		res = run_sql(sp, "UPDATE recipients SET state = 'held' WHERE msg_id = ?1 AND "
+			      "state IN ('queued', 'deferred')", "hold recipients", NULL, err_r, "t", uid);
+	if (res == SPOOL_OK)
+		res = spool_history_add(sp, uid, now, "held", reason, err_r);
+	return end_tx(sp, res, err_r);
+}
+
+enum spool_res spool_delete(struct spool *sp, const char *id, char **err_r)
+{
+	char uid[SPOOL_ID_LEN + 1], *account = NULL, *uidl = NULL;
+	enum spool_state state;
+	enum spool_res res;
+
+	if ((res = norm_id(id, uid, err_r)) != SPOOL_OK)
+		return res;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin delete", err_r)) != SPOOL_OK)
+		return res;
+	res = state_of(sp, uid, &state, &account, &uidl, err_r);
+	if (res == SPOOL_OK && state == SPOOL_SENDING)
+		res = busy_sending(uid, err_r);
+	/* the tombstone keeps a kept (keep = true) message from coming back */
+	if (res == SPOOL_OK)
+		res = run_sql(sp, "INSERT OR IGNORE INTO tombstones (account, uidl, deleted) "
+			      "VALUES (?1, ?2, ?3)", "tombstone", NULL, err_r, "tti", account, uidl,
+			      (sqlite3_int64)time(NULL));
+	/* recipients, bodies, history, retained go by ON DELETE CASCADE */
+	if (res == SPOOL_OK)
+		res = run_sql(sp, "DELETE FROM messages WHERE id = ?1", "delete", NULL, err_r, "t", uid);
+	free(account);
+	free(uidl);
+	if ((res = end_tx(sp, res, err_r)) != SPOOL_OK)
+		return res;
+	/* after the commit; a crash before this unlink leaves a file without a
+	 * row, which recovery removes */
+	if (unlinkat(sp->msgfd, uid, 0) < 0 && errno != ENOENT)
+		return spool_fail(err_r, SPOOL_IO, "%s/msg/%s: unlink: %s", sp->dir, uid,
+				  strerror(errno));
+	return SPOOL_OK;
+}
+
+enum spool_res spool_make_due(struct spool *sp, unsigned int *n_r, char **err_r)
+{
+	enum spool_res res;
+
+	*n_r = 0;
+	res = run_sql(sp, "UPDATE messages SET next_attempt = 0 WHERE state = 'deferred'",
+		      "make due", n_r, err_r, "");
+	return res;
+}
+
+enum spool_res spool_history(struct spool *sp, const char *id, spool_history_cb cb, void *ctx,
+			     char **err_r)
+{
+	char uid[SPOOL_ID_LEN + 1];
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc, stop = 0;
+
+	if ((res = norm_id(id, uid, err_r)) != SPOOL_OK)
+		return res;
+	rc = sqlite3_prepare_v2(sp->db, "SELECT at, state, reply FROM history WHERE msg_id = ?1 "
+				"ORDER BY rowid", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+		while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW)
+			stop = cb(ctx, (time_t)sqlite3_column_int64(st, 0),
+				  (const char *)sqlite3_column_text(st, 1),
+				  (const char *)sqlite3_column_text(st, 2));
+	}
+	sqlite3_finalize(st);
+	if (!stop && rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "history", err_r);
+	return SPOOL_OK;
+}
+
+enum spool_res spool_purge_tx(struct spool *sp, time_t now, char ***ids_r, size_t *n_r,
+			      char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	size_t cap = 0;
+	int rc;
+
+	*ids_r = NULL;
+	*n_r = 0;
+	rc = sqlite3_prepare_v2(sp->db, "SELECT msg_id FROM retained WHERE until <= ?1", -1, &st,
+				NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			if (*n_r == cap) {
+				cap = cap ? cap * 2 : 16;
+				*ids_r = spool_xrealloc(*ids_r, cap, sizeof **ids_r);
+			}
+			(*ids_r)[(*n_r)++] = spool_xstrdup((const char *)sqlite3_column_text(st, 0));
+		}
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "purge select", err_r);
+	if (*n_r == 0)
+		return SPOOL_OK;
+	enum spool_res res = run_sql(sp, "DELETE FROM bodies WHERE msg_id IN (SELECT msg_id "
+				     "FROM retained WHERE until <= ?1)", "purge bodies", NULL,
+				     err_r, "i", (sqlite3_int64)now);
+	if (res == SPOOL_OK)
+		res = run_sql(sp, "DELETE FROM retained WHERE until <= ?1", "purge", NULL, err_r,
+			      "i", (sqlite3_int64)now);
+	return res;
+}
+
+enum spool_res spool_purge_sent(struct spool *sp, time_t now, unsigned int *n_r, char **err_r)
+{
+	enum spool_res res;
+	char **ids = NULL;
+	size_t n = 0;
+
+	if (n_r != NULL)
+		*n_r = 0;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin purge", err_r)) != SPOOL_OK)
+		return res;
+	res = end_tx(sp, spool_purge_tx(sp, now, &ids, &n, err_r), err_r);
+	for (size_t i = 0; i < n; i++) {
+		/* after the commit: a crash in between leaves a sent file
+		 * without retention, which recovery removes */
+		if (res == SPOOL_OK && unlinkat(sp->msgfd, ids[i], 0) == 0 && n_r != NULL)
+			(*n_r)++;
+		free(ids[i]);
+	}
+	free(ids);
+	return res;
+}
+
+enum spool_res spool_oldest(struct spool *sp, time_t *created_r, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*created_r = 0;
+	rc = sqlite3_prepare_v2(sp->db, "SELECT MIN(created) FROM messages WHERE state <> 'sent'",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		*created_r = (time_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return spool_dbfail(sp, rc, "oldest", err_r);
+	return SPOOL_OK;
 }

@@ -37,6 +37,11 @@ enum spool_sq {
 	SQ_RCPT_FINISH,
 	SQ_RCPT_ALL,
 	SQ_GET,
+	SQ_INS_BODY,
+	SQ_INS_HIST,
+	SQ_DEL_BODY,
+	SQ_INS_RETAINED,
+	SQ_GET_BODY,
 	SQ__COUNT
 };
 
@@ -51,6 +56,9 @@ struct spool_pending {
 	uint64_t size;
 	char digest[65];
 	char *hold_reason;  /* NULL, or commit as held with this reply */
+	int inl;            /* small: durable as a row of `bodies`, the file is a
+			     * copy for the relay (never fsync'd) */
+	unsigned char *body; /* inl: the message (size octets), for the commit */
 	enum spool_res res; /* SPOOL_OK or SPOOL_DUP, decided inside the commit */
 };
 
@@ -63,6 +71,10 @@ struct spool {
 	sqlite3_stmt *sq[SQ__COUNT];
 	struct spool_pending *pend;
 	size_t npend, pendcap;
+	uint64_t pend_bytes;     /* octets of the pending group */
+	int64_t pend_since_ms;   /* CLOCK_MONOTONIC ms of its first message */
+	int keep_sent_days;      /* retention of sent files (spool_params) */
+	time_t last_purge;       /* last spool_purge_sent() by finish_attempts */
 	struct spool_recovery rec;
 };
 
@@ -100,6 +112,20 @@ struct spool_msg *spool_msg_from_row(struct spool *sp, sqlite3_stmt *st);
 /* spool_load_rcpts - fill m->rcpts with every recipient row of m */
 enum spool_res spool_load_rcpts(struct spool *sp, struct spool_msg *m, char **err_r);
 
+/* spool_history_add - one history row (inside the caller's transaction) */
+enum spool_res spool_history_add(struct spool *sp, const char *id, time_t now, const char *state,
+				 const char *reply, char **err_r);
+/* spool_purge_tx - inside the caller's transaction: forget the retention of
+ * files whose time is up; *ids_r gets their ids (the caller unlinks them
+ * after the commit) */
+enum spool_res spool_purge_tx(struct spool *sp, time_t now, char ***ids_r, size_t *n_r,
+			      char **err_r);
+/* spool_write_copy - (re)write msg/<id> from an inline body: tmp/<id>, rename */
+enum spool_res spool_write_copy(struct spool *sp, const char *id, const void *body, size_t len,
+				char **err_r);
+
+/* spool_recovery_clear - free and zero sp->rec */
+void spool_recovery_clear(struct spool *sp);
 /* spool_recover - the recovery table of spool.h, run by spool_open() while
  * holding the exclusive lock; fills sp->rec */
 enum spool_res spool_recover(struct spool *sp, char **err_r);

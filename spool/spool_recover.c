@@ -9,14 +9,22 @@
  *   tmp/<id>, any index state          removed: never finished, so never
  *                                      committed, so the server still has it
  *   row `sending`                      -> `queued` (recipients in `sending`
- *                                      -> `queued`); the relay died mid-
- *                                      session, at-least-once says retry
+ *                                      -> `queued`), with a history row
+ *                                      saying it may go out twice; the
+ *                                      relay died mid-session, at-least-
+ *                                      once says retry
+ *   retained row, until passed         retention dropped (its body too);
+ *                                      the file goes with the next rule
+ *   inline body row, and a new boot    msg/<id> rewritten from the body
+ *   (or no msg/<id>)                   (the copy was never fsync'd: after
+ *                                      a reboot it may be short or gone)
  *   msg/<id>, no row                   removed: its commit never returned,
  *                                      so it was not deleted on the server
- *   msg/<id>, row `sent`               removed: the unlink after the commit
+ *   msg/<id>, row `sent`, no retained  removed: the unlink after the commit
  *                                      did not happen
+ *   msg/<id>, row `sent`, retained     kept for audit (keep_sent_days)
  *   row queued/deferred/sending,       -> `held`, last_reply "spool file
- *   no msg/<id>                        missing at recovery" (an operator
+ *   no msg/<id>, no body               missing at recovery" (an operator
  *                                      decides; never silently dropped)
  *   row held, no file                  left alone (already for an operator)
  *   row sent, no file; row + file      the normal states: nothing to do
@@ -29,6 +37,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -110,10 +119,40 @@ static enum spool_res exec_changes(struct spool *sp, const char *sql, time_t now
 	return SPOOL_OK;
 }
 
+/* sending_ids - remember which messages recovery requeues (for the log) */
+static enum spool_res sending_ids(struct spool *sp, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	size_t n = 0;
+	int rc;
+
+	rc = sqlite3_prepare_v2(sp->db, "SELECT id FROM messages WHERE state = 'sending' "
+				"ORDER BY id", -1, &st, NULL);
+	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		/* NULL-terminated; grown one at a time: recovery is rare */
+		sp->rec.requeued_ids = spool_xrealloc(sp->rec.requeued_ids, n + 2, sizeof(char *));
+		sp->rec.requeued_ids[n++] = spool_xstrdup((const char *)sqlite3_column_text(st, 0));
+		sp->rec.requeued_ids[n] = NULL;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "recovery sending", err_r);
+	return SPOOL_OK;
+}
+
 static enum spool_res requeue_sending(struct spool *sp, time_t now, char **err_r)
 {
 	enum spool_res res;
 
+	/* the one window for a duplicate at the SMTP host: say so per message */
+	if ((res = sending_ids(sp, err_r)) != SPOOL_OK)
+		return res;
+	res = exec_changes(sp, "INSERT INTO history (msg_id, at, state, reply) SELECT id, ?1, "
+			   "'queued', 'recovery: the relay stopped while sending it; sent again "
+			   "(a duplicate if the host had already accepted it)' FROM messages "
+			   "WHERE state = 'sending'", now, "recovery history", NULL, err_r);
+	if (res != SPOOL_OK)
+		return res;
 	res = exec_changes(sp, "UPDATE messages SET state = 'queued', updated = ?1 "
 			   "WHERE state = 'sending'", now, "recovery requeue",
 			   &sp->rec.sending_requeued, err_r);
@@ -135,6 +174,9 @@ static enum spool_res row_state(struct spool *sp, sqlite3_stmt *st, const char *
 	*found_r = rc == SQLITE_ROW;
 	if (rc == SQLITE_ROW && spool_state_from_text(sqlite3_column_text(st, 0), st_r) < 0)
 		*st_r = SPOOL_HELD;
+	/* a retained sent file counts as not sent here: it stays */
+	if (rc == SQLITE_ROW && *st_r == SPOOL_SENT && sqlite3_column_type(st, 1) != SQLITE_NULL)
+		*st_r = SPOOL_HELD;
 	sqlite3_reset(st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return spool_dbfail(sp, rc, "recovery lookup", err_r);
@@ -151,7 +193,8 @@ static enum spool_res scan_msg(struct spool *sp, char **err_r)
 	DIR *d = NULL;
 	int rc, found;
 
-	rc = sqlite3_prepare_v2(sp->db, "SELECT state FROM messages WHERE id = ?1", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(sp->db, "SELECT m.state, r.until FROM messages m LEFT JOIN "
+				"retained r ON r.msg_id = m.id WHERE m.id = ?1", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return spool_dbfail(sp, rc, "recovery prepare", err_r);
 	if ((res = open_dir(sp, sp->msgfd, "msg", &d, err_r)) != SPOOL_OK)
@@ -189,7 +232,8 @@ static enum spool_res missing_ids(struct spool *sp, char ***ids_r, size_t *n_r, 
 	int rc;
 
 	rc = sqlite3_prepare_v2(sp->db, "SELECT id FROM messages WHERE state IN "
-				"('queued', 'deferred', 'sending') ORDER BY id", -1, &st, NULL);
+				"('queued', 'deferred', 'sending') AND id NOT IN "
+				"(SELECT msg_id FROM bodies) ORDER BY id", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return spool_dbfail(sp, rc, "recovery prepare", err_r);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -242,17 +286,152 @@ out:
 	return res;
 }
 
+/* boot_id - the kernel's id of this boot ("" if unknown: then every
+ * recovery rewrites the inline copies, which is safe, only slower) */
+static void boot_id(char out[64])
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+	out[0] = '\0';
+	if (f != NULL) {
+		if (fgets(out, 64, f) == NULL)
+			out[0] = '\0';
+		fclose(f);
+	}
+	out[strcspn(out, "\n")] = '\0';
+}
+
+/* boot_changed - is this boot another than the one recorded in meta? */
+static enum spool_res boot_changed(struct spool *sp, const char *boot, int *changed_r,
+				   char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(sp->db, "SELECT value FROM meta WHERE key = 'boot_id'", -1, &st,
+				NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	*changed_r = boot[0] == '\0' || rc != SQLITE_ROW ||
+		     strcmp((const char *)sqlite3_column_text(st, 0), boot) != 0;
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "recovery boot id", err_r);
+	return SPOOL_OK;
+}
+
+/* restore_one - rewrite msg/<id> from its inline body */
+static enum spool_res restore_one(struct spool *sp, const char *id, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	if ((res = spool_stmt(sp, SQ_GET_BODY, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		res = spool_write_copy(sp, id, sqlite3_column_blob(st, 0),
+				       (size_t)sqlite3_column_bytes(st, 0), err_r);
+	else if (rc != SQLITE_DONE)
+		res = spool_dbfail(sp, rc, "recovery body", err_r);
+	sqlite3_reset(st);
+	if (res == SPOOL_OK && rc == SQLITE_ROW)
+		sp->rec.inline_restored++;
+	return res;
+}
+
+/* restore_inline - the inline copies: all of them after a reboot, else
+ * only missing ones */
+static enum spool_res restore_inline(struct spool *sp, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	struct stat stbuf;
+	enum spool_res res;
+	char boot[64], **ids = NULL;
+	size_t n = 0, cap = 0, i;
+	int changed, rc;
+
+	boot_id(boot);
+	if ((res = boot_changed(sp, boot, &changed, err_r)) != SPOOL_OK)
+		return res;
+	rc = sqlite3_prepare_v2(sp->db, "SELECT msg_id FROM bodies", -1, &st, NULL);
+	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+
+		if (id == NULL || (!changed && fstatat(sp->msgfd, id, &stbuf, 0) == 0))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			ids = spool_xrealloc(ids, cap, sizeof *ids);
+		}
+		ids[n++] = spool_xstrdup(id);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		res = spool_dbfail(sp, rc, "recovery bodies", err_r);
+	for (i = 0; res == SPOOL_OK && i < n; i++)
+		res = restore_one(sp, ids[i], err_r);
+	for (i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+	if (res == SPOOL_OK && n > 0 && fsync(sp->msgfd) < 0)
+		res = spool_fail(err_r, spool_errno_res(errno), "%s/msg: fsync: %s", sp->dir,
+				 strerror(errno));
+	if (res != SPOOL_OK || !changed || boot[0] == '\0')
+		return res;
+	rc = sqlite3_prepare_v2(sp->db, "INSERT OR REPLACE INTO meta (key, value) VALUES "
+				"('boot_id', ?1)", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, boot, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "recovery boot id", err_r);
+	return SPOOL_OK;
+}
+
+/* purge_expired - retention whose time is up; scan_msg removes the files */
+static enum spool_res purge_expired(struct spool *sp, time_t now, char **err_r)
+{
+	enum spool_res res;
+	char **ids = NULL;
+	size_t n = 0;
+
+	res = spool_purge_tx(sp, now, &ids, &n, err_r);
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+	if (res == SPOOL_OK)
+		sp->rec.sent_purged = (unsigned int)n;
+	return res;
+}
+
+void spool_recovery_clear(struct spool *sp)
+{
+	for (size_t i = 0; sp->rec.requeued_ids != NULL && sp->rec.requeued_ids[i] != NULL; i++)
+		free(sp->rec.requeued_ids[i]);
+	free(sp->rec.requeued_ids);
+	memset(&sp->rec, 0, sizeof sp->rec);
+}
+
 enum spool_res spool_recover(struct spool *sp, char **err_r)
 {
 	time_t now = time(NULL);
 	enum spool_res res;
 
-	memset(&sp->rec, 0, sizeof sp->rec);
+	spool_recovery_clear(sp);
 	if ((res = clean_tmp(sp, err_r)) != SPOOL_OK)
 		return res;
 	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin recovery", err_r)) != SPOOL_OK)
 		return res;
 	if ((res = requeue_sending(sp, now, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = purge_expired(sp, now, err_r)) != SPOOL_OK)
+		goto fail;
+	if ((res = restore_inline(sp, err_r)) != SPOOL_OK)
 		goto fail;
 	if ((res = scan_msg(sp, err_r)) != SPOOL_OK)
 		goto fail;

@@ -3,7 +3,9 @@
 server will not produce.
 
   fakepop3.py --port-file FILE [--port N] [--record FILE] [--mode MODE]
-              [--capa CAP]... [--max-conn N]
+              [--capa CAP]... [--max-conn N] [--messages N] [--user U]
+              [--password P] [--token T] [--login-reply LINE] [--no-uidl]
+              [--greeting TEXT]
 
 Binds 127.0.0.1 (port 0 = any free port unless --port), writes the port to
 --port-file once listening, serves connections one at a time until killed
@@ -17,19 +19,53 @@ Modes:
                 and AUTH are refused; STAT/LIST/UIDL show an empty maildrop.
                 For the plaintext-refusal test: the client must give up
                 without sending USER, PASS, AUTH or the password.
+  mailbox       a working server with --messages messages (default 2):
+                USER/PASS (--user/--password), AUTH PLAIN, and AUTH XOAUTH2 /
+                OAUTHBEARER in the two-step form (the access token must be
+                --token; a wrong one gets the error challenge, then -ERR
+                [AUTH]).  --login-reply replaces the answer to the login
+                (e.g. "-ERR [IN-USE] locked").  Commands are read line by
+                line, so a pipelining client works.  DELE takes effect at
+                QUIT and only then (the maildrop persists across
+                connections, like a real server).
   stls-inject   offers STLS; the "+OK Begin TLS" reply is followed in the same
                 write by an injected "+OK injected\\r\\n" (a client must abort:
                 bytes buffered before the handshake are an attack).
   stall         sends the greeting, then never answers (timeout tests).
   bad-greeting  answers "-ERR go away" and closes.
+Hostile modes (a mailbox of --messages messages, default 1, misbehaving):
+  garbage-greeting  the greeting is binary garbage
+  drop-mid-retr     RETR sends half the message, then closes
+  stall-stls        offers STLS, answers +OK, then never starts TLS
+  stall-mid-message RETR sends half the message, then never sends more
+  long-line         RETR sends a 10 MB line
+  capa-flood        CAPA answers 100,000 lines
+  dup-uidl          two messages share a UIDL
+  bad-uidl          a UIDL with a control character and one of 100 octets
+  retr-longer       LIST says 100 octets; RETR sends 2 MB
+  no-final-dot      RETR sends the message without the final ".", closes
 """
 
 import argparse
+import base64
 import os
 import socket
 import sys
+import time
 
 DEFAULT_CAPA = ["USER", "UIDL", "TOP", "SASL PLAIN LOGIN"]
+HOSTILE = ("garbage-greeting", "drop-mid-retr", "stall-stls", "stall-mid-message",
+           "long-line", "capa-flood", "dup-uidl", "bad-uidl", "retr-longer",
+           "no-final-dot")
+# the maildrop of the mailbox modes: (uid, bytes); survives connections,
+# DELE at QUIT
+MAILDROP = []
+
+
+def make_message(i):
+    return ("From: fake%d@remote.example\r\nTo: rcpt@corp.example\r\n"
+            "Subject: fake message %d\r\nMessage-ID: <fake%d@remote.example>\r\n\r\n"
+            "body of message %d\r\n.dot-stuffed line\r\n" % (i, i, i, i)).encode()
 
 
 class Session:
@@ -37,6 +73,7 @@ class Session:
         self.conn = conn
         self.args = args
         self.buf = b""
+        self.deleted = set()
 
     def record(self, data):
         if self.args.record:
@@ -58,46 +95,174 @@ class Session:
         line, _, self.buf = self.buf.partition(b"\n")
         return line.rstrip(b"\r")
 
+    def stall(self):
+        while self.readline() is not None:
+            pass
+
     def run(self):
         mode = self.args.mode
         if mode == "bad-greeting":
             self.send(b"-ERR go away\r\n")
             return
-        self.send(b"+OK fakepop3 ready\r\n")
+        if mode == "garbage-greeting":
+            self.send(b"\x00\xff\xfeHELLO garbage \x1b[2J\r\n")
+            self.stall()
+            return
+        self.send(("+OK %s\r\n" % (self.args.greeting or "fakepop3 ready")).encode())
         if mode == "stall":
-            while self.readline() is not None:
-                pass
+            self.stall()
             return
         capa = list(self.args.capa or DEFAULT_CAPA)
-        if mode == "stls-inject" and "STLS" not in capa:
+        if mode in ("stls-inject", "stall-stls") and "STLS" not in capa:
             capa.append("STLS")
         while True:
             line = self.readline()
             if line is None:
                 return
-            verb = line.split(b" ", 1)[0].upper()
-            if verb == b"CAPA":
+            if not self.command(line, capa):
+                return
+
+    # ---- commands -----------------------------------------------------
+    def command(self, line, capa):
+        mode = self.args.mode
+        parts = line.split(b" ")
+        verb = parts[0].upper()
+        arg = parts[1] if len(parts) > 1 else b""
+        if verb == b"CAPA":
+            if mode == "capa-flood":
+                self.send(b"+OK flood\r\n" + b"X-FLOOD\r\n" * 100000 + b".\r\n")
+            else:
                 self.send(b"+OK capability list follows\r\n"
                           + b"".join(c.encode() + b"\r\n" for c in capa) + b".\r\n")
-            elif verb == b"STLS" and mode == "stls-inject":
-                self.send(b"+OK Begin TLS negotiation\r\n+OK injected\r\n")
-            elif verb == b"STLS":
-                self.send(b"-ERR STLS not available\r\n")
-            elif verb in (b"USER", b"PASS", b"APOP"):
-                self.send(b"-ERR [AUTH] refused by fakepop3\r\n")
-            elif verb == b"AUTH":
-                self.send(b"-ERR [AUTH] refused by fakepop3\r\n")
-            elif verb == b"STAT":
-                self.send(b"+OK 0 0\r\n")
-            elif verb in (b"LIST", b"UIDL"):
-                self.send(b"+OK\r\n.\r\n")
-            elif verb == b"NOOP":
-                self.send(b"+OK\r\n")
-            elif verb == b"QUIT":
-                self.send(b"+OK bye\r\n")
-                return
+        elif verb == b"STLS" and mode == "stls-inject":
+            self.send(b"+OK Begin TLS negotiation\r\n+OK injected\r\n")
+        elif verb == b"STLS" and mode == "stall-stls":
+            self.send(b"+OK Begin TLS negotiation\r\n")
+            self.stall()
+            return False
+        elif verb == b"STLS":
+            self.send(b"-ERR STLS not available\r\n")
+        elif mode == "record" and verb in (b"USER", b"PASS", b"APOP", b"AUTH"):
+            self.send(b"-ERR [AUTH] refused by fakepop3\r\n")
+        elif verb == b"USER":
+            self.user = arg.decode("latin-1")
+            self.send(b"+OK\r\n")
+        elif verb == b"PASS":
+            ok = self.args.password is None or line[5:].decode("latin-1") == self.args.password
+            self.login(ok)
+        elif verb == b"AUTH":
+            return self.auth(arg.upper(), parts[2] if len(parts) > 2 else None)
+        elif verb == b"STAT":
+            msgs = self.live()
+            self.send(b"+OK %d %d\r\n" % (len(msgs), sum(len(m) for _, m in msgs)))
+        elif verb == b"LIST":
+            self.send(b"+OK\r\n" + b"".join(b"%d %d\r\n" % (n, self.listed(n, m))
+                                           for n, m in self.live()) + b".\r\n")
+        elif verb == b"UIDL" and self.args.no_uidl:
+            self.send(b"-ERR UIDL not supported\r\n")
+        elif verb == b"UIDL":
+            self.send(b"+OK\r\n" + b"".join(b"%d %s\r\n" % (n, self.uidl(n))
+                                           for n, _ in self.live()) + b".\r\n")
+        elif verb == b"RETR":
+            return self.retr(int(arg or b"0"))
+        elif verb == b"DELE":
+            self.deleted.add(int(arg or b"0"))
+            self.send(b"+OK deleted\r\n")
+        elif verb == b"NOOP":
+            self.send(b"+OK\r\n")
+        elif verb == b"QUIT":
+            # deletions take effect; the next session numbers 1..N again
+            MAILDROP[:] = [m for i, m in enumerate(MAILDROP) if (i + 1) not in self.deleted]
+            self.send(b"+OK bye\r\n")
+            return False
+        else:
+            self.send(b"-ERR unknown command\r\n")
+        return True
+
+    def live(self):
+        """(number, message bytes) of the messages not deleted this session"""
+        return [(i + 1, m) for i, (_, m) in enumerate(MAILDROP) if (i + 1) not in self.deleted]
+
+    def listed(self, n, m):
+        if self.args.mode == "long-line":
+            return 160 * 65536 + 100  # honest: the line check must catch it
+        return 100 if self.args.mode == "retr-longer" else len(m)
+
+    def uidl(self, n):
+        mode = self.args.mode
+        if mode == "dup-uidl":
+            return b"same-uidl"
+        if mode == "bad-uidl":
+            return b"bad\x01uidl" if n == 1 else b"x" * 100
+        return b"fake-uidl-%d" % MAILDROP[n - 1][0]  # stable across sessions
+
+    def login(self, ok):
+        if self.args.login_reply:
+            self.send(self.args.login_reply.encode() + b"\r\n")
+        elif ok:
+            self.send(b"+OK logged in\r\n")
+        else:
+            self.send(b"-ERR [AUTH] invalid credentials\r\n")
+
+    def auth(self, mech, initial):
+        if mech == b"PLAIN":
+            if initial is None:
+                self.send(b"+ \r\n")
+                initial = self.readline()
+            try:
+                _, _, pw = base64.b64decode(initial).split(b"\0")
+            except Exception:
+                self.send(b"-ERR [AUTH] bad PLAIN\r\n")
+                return True
+            self.login(self.args.password is None or pw.decode() == self.args.password)
+        elif mech in (b"XOAUTH2", b"OAUTHBEARER"):
+            if initial is not None:  # the two-step form is what we test
+                self.send(b"-ERR initial response not expected here\r\n")
+                return True
+            self.send(b"+ \r\n")
+            resp = self.readline()
+            try:
+                tok = base64.b64decode(resp)
+            except Exception:
+                tok = b""
+            if b"auth=Bearer " + (self.args.token or "").encode() + b"\x01" in tok:
+                self.login(True)
             else:
-                self.send(b"-ERR unknown command\r\n")
+                self.send(b"+ " + base64.b64encode(b'{"status":"400","schemes":"Bearer"}')
+                          + b"\r\n")
+                self.readline()
+                self.send(b"-ERR [AUTH] token refused\r\n")
+        else:
+            self.send(b"-ERR mechanism not supported\r\n")
+        return True
+
+    def retr(self, n):
+        mode = self.args.mode
+        live = dict(self.live())
+        if n not in live:
+            self.send(b"-ERR no such message\r\n")
+            return True
+        body = live[n].replace(b"\r\n.", b"\r\n..")
+        if mode in ("drop-mid-retr", "stall-mid-message"):
+            self.send(b"+OK\r\n" + body[:len(body) // 2])
+            if mode == "stall-mid-message":
+                self.stall()
+            return False
+        if mode == "long-line":
+            self.send(b"+OK\r\nSubject: long\r\n\r\n")
+            chunk = b"x" * 65536
+            for _ in range(160):
+                self.send(chunk)
+            self.send(b"\r\n.\r\n")
+            return True
+        if mode == "retr-longer":
+            self.send(b"+OK\r\n" + body + (b"y" * 998 + b"\r\n") * 2100 + b".\r\n")
+            return True
+        if mode == "no-final-dot":
+            self.send(b"+OK\r\n" + body)
+            return False
+        self.send(b"+OK\r\n" + body + b".\r\n")
+        return True
 
 
 def main():
@@ -106,10 +271,22 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--record")
     p.add_argument("--mode", default="record",
-                   choices=("record", "stls-inject", "stall", "bad-greeting"))
+                   choices=("record", "mailbox", "stls-inject", "stall", "bad-greeting")
+                   + HOSTILE)
     p.add_argument("--capa", action="append")
     p.add_argument("--max-conn", type=int, default=0)
+    p.add_argument("--messages", type=int)
+    p.add_argument("--user")
+    p.add_argument("--password")
+    p.add_argument("--token")
+    p.add_argument("--login-reply")
+    p.add_argument("--no-uidl", action="store_true")
+    p.add_argument("--greeting")
     args = p.parse_args()
+    count = args.messages
+    if count is None:
+        count = 2 if args.mode == "mailbox" else (2 if args.mode == "dup-uidl" else 1)
+    MAILDROP.extend((i, make_message(i)) for i in range(1, count + 1))
     if args.record:
         open(args.record, "ab").close()
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -126,7 +303,7 @@ def main():
         conn.settimeout(120)
         try:
             Session(conn, args).run()
-        except (OSError, socket.timeout) as e:
+        except (OSError, socket.timeout, ValueError) as e:
             print("fakepop3: %s" % e, file=sys.stderr)
         finally:
             conn.close()

@@ -51,8 +51,8 @@ wait "$PID"
 is "$?" 0 "SIGTERM: run exits 0"
 like "$(cat "$LOG")" "status=stopped" "the log says it stopped"
 is "$(maildir_count daemon)" 0 "the mailbox is empty"
-is "$(spool_sql "$SPOOL" "select state, count(*) from messages group by state")" "sent|15" \
-	"15 messages sent"
+is "$(spool_sql "$SPOOL" "select count(*) from messages where state <> 'sent'")" 0 \
+	"nothing left unsent in the spool"
 run_checks mail_check --expected "$TESTDIR/exp" --format sink --rcpt "$RCPT" $(sink_files)
 
 # a signal in the middle of a larger drain: whatever moment it lands,
@@ -70,10 +70,14 @@ for sig in INT TERM; do
 	kill -"$sig" "$PID"
 	wait "$PID"
 	is "$?" 0 "SIG$sig during a drain: run exits 0"
-	in_spool=$(spool_sql "$SPOOL" "select count(*) from messages")
+	# every message is in exactly one place: at the sink (sent), in the
+	# spool (committed, not yet sent) or still on the server.  (Rows of
+	# sent messages gone from the server may be pruned, so count the sink.)
+	at_sink=$(sink_count)
+	unsent=$(spool_sql "$SPOOL" "select count(*) from messages where state <> 'sent'")
 	on_server=$(maildir_count daemon)
-	ok "[ $((in_spool + on_server)) -eq $total ]" \
-		"SIG$sig: nothing lost or doubled (spool $in_spool + server $on_server = $total)"
+	ok "[ $((at_sink + unsent + on_server)) -eq $total ]" \
+		"SIG$sig: nothing lost or doubled (sink $at_sink + spool $unsent + server $on_server = $total)"
 	is "$(count_files "$SPOOL/tmp")" 0 "SIG$sig: no half-written file left in tmp/"
 done
 timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
@@ -82,7 +86,7 @@ ok "wait_for sink sinkn 615" "a restart drains and relays the rest"
 kill -TERM "$PID"
 wait "$PID"
 is "$(maildir_count daemon)" 0 "the mailbox is empty at the end"
-is "$(spool_sql "$SPOOL" "select count(*), count(distinct account||uidl) from messages")" "615|615" \
-	"615 rows, no UIDL twice"
+is "$(spool_sql "$SPOOL" "select count(*) - count(distinct account||uidl) from messages")" 0 \
+	"no UIDL twice in the index"
 run_checks mail_check --expected "$TESTDIR/exp" --format sink --rcpt "$RCPT" $(sink_files)
 done_testing

@@ -46,7 +46,8 @@ FIRST_REC=$FAKEPOP3_REC
 	conf_account victim server 127.0.0.1 port "$FAKEPOP3_PORT" tls none allow_plaintext false \
 		user victim password_file "$TESTDIR/pass" deliver_to victim@corp.example
 } >"$TESTDIR/c2.conf"
-pg "$TESTDIR/c2.log" -c "$TESTDIR/c2.conf" poll --once
+# named: a manual poll ignores the backoff the first failure set
+pg "$TESTDIR/c2.log" -c "$TESTDIR/c2.conf" poll --once victim
 isnt "$PG_RC" 0 "allow_plaintext = false: poll fails"
 like "$(cat "$TESTDIR/c2.log")" 'allow_plaintext' "allow_plaintext = false: the log names allow_plaintext"
 no_credentials "allow_plaintext = false" "$FIRST_REC"

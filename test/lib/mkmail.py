@@ -138,14 +138,15 @@ def cmd_gen(a):
         if big:
             shape = "big"
         # envelope sender: Return-Path on about two thirds of the messages,
-        # "<>" on exactly one, none on the rest (popgate then uses <>).
+        # "<>" on exactly one, none on the rest (popgate then falls back to
+        # Sender, then From: here the From address).
         if i == 1:
             rp, sender = b"<>", ""
         elif i % 3 != 2:
             sender = "bounce-%d@lists.example.org" % i
             rp = b"<" + sender.encode() + b">"
         else:
-            rp, sender = None, ""
+            rp, sender = None, "sender%d@example.org" % i
         body, subject = body_for(shape, i, big)
         raw = headers(tid, i, subject, rp) + b"\n" + body
         if shape == "crlf":
@@ -297,7 +298,7 @@ def cmd_check(a):
     if len(bad_content) > 5:
         diags.append("... %d messages differ in all" % len(bad_content))
     if a.format == "sink":
-        results.append((not bad_env, "envelope: MAIL FROM = Return-Path or <>, RCPT TO = <%s>"
+        results.append((not bad_env, "envelope: MAIL FROM = Return-Path, else From, or <>; RCPT TO = <%s>"
                         % a.rcpt))
         for tid, env, want in bad_env[:5]:
             diags.append("%s: MAIL FROM:<%s> RCPT %s; expected MAIL FROM:<%s> RCPT [%s]"

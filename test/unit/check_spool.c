@@ -737,6 +737,232 @@ START_TEST(test_admin)
 }
 END_TEST
 
+/* sent_one - claim everything due, finish the message id as state */
+static void finish_id(struct spool *sp, const char *id, enum spool_state st, const char *reply)
+{
+	struct spool_msg **msgs = NULL;
+	size_t n = 0, hit = 0;
+
+	claim(sp, time(NULL), 100, &msgs, &n);
+	for (size_t i = 0; i < n; i++) {
+		int mine = strcmp(msgs[i]->id, id) == 0;
+
+		if (mine)
+			msgs[i]->rcpts[0].state = st;
+		finish1(sp, msgs[i], mine ? st : SPOOL_DEFERRED, mine ? reply : "451 later",
+			time(NULL) + 3600);
+		hit += mine;
+	}
+	ck_assert_uint_eq(hit, 1);
+	spool_msgs_free(&msgs, n);
+}
+
+static int hist_cb(void *ctx, time_t at, const char *state, const char *reply)
+{
+	char *buf = ctx;
+	size_t len = strlen(buf);
+
+	ck_assert_int_gt(at, 0);
+	snprintf(buf + len, 512 - len, "%s:%s;", state, reply ? reply : "");
+	return 0;
+}
+
+START_TEST(test_operator_actions)
+{
+	struct spool *sp = open_ok();
+	char id1[SPOOL_ID_LEN + 1], id2[SPOOL_ID_LEN + 1], id3[SPOOL_ID_LEN + 1];
+	char hist[512] = "", *err = NULL, *got;
+	unsigned int n = 0;
+	int known = 0;
+
+	one_msg(sp, "U1", "a@local.example", id1);
+	one_msg(sp, "U2", "b@local.example", id2);
+	one_msg(sp, "U3", "c@local.example", id3);
+	/* hold a queued message; the relay no longer claims it */
+	ck_assert_int_eq(spool_hold(sp, id1, NULL, &err), SPOOL_OK);
+	row_str_eq("state", id1, "held");
+	row_str_eq("state", id1, "held");
+	got = db_text("SELECT state FROM recipients WHERE msg_id = %Q", id1);
+	ck_assert_str_eq(got, "held");
+	free(got);
+	finish_id(sp, id2, SPOOL_SENT, "250 ok"); /* id3 becomes deferred */
+	row_str_eq("state", id3, "deferred");
+	ck_assert_int_eq(spool_hold(sp, id2, NULL, &err), SPOOL_INVAL);
+	free(err);
+	err = NULL;
+	ck_assert_int_eq(spool_requeue(sp, id2, &err), SPOOL_INVAL);
+	free(err);
+	err = NULL;
+	/* a message in a relay session is refused, whatever the action */
+	db_exec("UPDATE messages SET state = 'sending' WHERE id = (SELECT id FROM messages "
+		"WHERE uidl = 'U3')");
+	ck_assert_int_eq(spool_delete(sp, id3, &err), SPOOL_BUSY);
+	free(err);
+	err = NULL;
+	ck_assert_int_eq(spool_hold(sp, id3, NULL, &err), SPOOL_BUSY);
+	free(err);
+	err = NULL;
+	db_exec("UPDATE messages SET state = 'deferred' WHERE uidl = 'U3'");
+	/* flush: deferred becomes due now */
+	ck_assert_int_eq(spool_make_due(sp, &n, &err), SPOOL_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(db_int("SELECT next_attempt FROM messages WHERE id = %Q", id3), 0);
+	/* requeue --held / --all */
+	ck_assert_int_eq(spool_requeue_all(sp, 1, &n, &err), SPOOL_OK);
+	ck_assert_uint_eq(n, 1);
+	row_str_eq("state", id1, "queued");
+	row_str_eq("state", id3, "deferred");
+	ck_assert_int_eq(spool_requeue_all(sp, 0, &n, &err), SPOOL_OK);
+	ck_assert_uint_eq(n, 1);
+	row_str_eq("state", id3, "queued");
+	ck_assert_int_eq(spool_requeue(sp, id3, &err), SPOOL_OK); /* already queued */
+	ck_assert_int_eq(spool_history(sp, id1, hist_cb, hist, &err), SPOOL_OK);
+	ck_assert_str_eq(hist, "queued:fetched;held:held by the operator;"
+			 "queued:requeued by the operator;");
+	/* delete: row, file and history go; the uidl stays known */
+	ck_assert_int_eq(spool_delete(sp, id1, &err), SPOOL_OK);
+	ck_assert(!exists(tpath("msg/%s", id1)));
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM messages WHERE id = %Q", id1), 0);
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM history WHERE msg_id = %Q", id1), 0);
+	ck_assert_int_eq(spool_uidl_known(sp, "acct", "U1", &known, &err), SPOOL_OK);
+	ck_assert_int_eq(known, 1);
+	ck_assert_int_eq(spool_delete(sp, id1, &err), SPOOL_NOTFOUND);
+	free(err);
+	spool_close(&sp);
+}
+END_TEST
+
+static struct spool *open_keep(int days)
+{
+	struct spool_params prm = { .keep_sent_days = days };
+	struct spool *sp = NULL;
+	char *err = NULL;
+
+	ck_assert_msg(spool_open_ex(tdir, &prm, &sp, &err) == SPOOL_OK, "open: %s", err);
+	return sp;
+}
+
+START_TEST(test_retention)
+{
+	struct spool *sp = open_keep(3);
+	char id1[SPOOL_ID_LEN + 1], *err = NULL;
+	unsigned int n = 9;
+
+	one_msg(sp, "U1", "a@local.example", id1);
+	finish_id(sp, id1, SPOOL_SENT, "250 ok");
+	/* kept for audit: file, body and a retention row */
+	ck_assert(exists(tpath("msg/%s", id1)));
+	ck_assert_int_eq(db_int("SELECT until - updated FROM retained JOIN messages ON id = "
+				"msg_id WHERE id = %Q", id1), 3 * 86400);
+	ck_assert_int_eq(spool_purge_sent(sp, time(NULL), &n, &err), SPOOL_OK);
+	ck_assert_uint_eq(n, 0);
+	spool_close(&sp);
+	/* recovery keeps a retained file */
+	sp = open_keep(3);
+	ck_assert(exists(tpath("msg/%s", id1)));
+	ck_assert_int_eq(spool_purge_sent(sp, time(NULL) + 3 * 86400 + 1, &n, &err), SPOOL_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert(!exists(tpath("msg/%s", id1)));
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM bodies", NULL), 0);
+	row_str_eq("state", id1, "sent");
+	spool_close(&sp);
+	/* expired while nobody ran: recovery purges it */
+	sp = open_keep(1);
+	one_msg(sp, "U2", "a@local.example", id1);
+	finish_id(sp, id1, SPOOL_SENT, "250 ok");
+	spool_close(&sp);
+	db_exec("UPDATE retained SET until = 1");
+	sp = open_keep(1);
+	ck_assert_uint_eq(spool_last_recovery(sp)->sent_purged, 1);
+	ck_assert(!exists(tpath("msg/%s", id1)));
+	spool_close(&sp);
+	/* default: a sent file goes at once; nothing unsent is ever purged */
+	sp = open_keep(0);
+	one_msg(sp, "U3", "a@local.example", id1);
+	db_exec("UPDATE messages SET created = 1, updated = 1");
+	ck_assert_int_eq(spool_purge_sent(sp, time(NULL) + 1000 * 86400, &n, &err), SPOOL_OK);
+	ck_assert(exists(tpath("msg/%s", id1)));
+	finish_id(sp, id1, SPOOL_SENT, "250 ok");
+	ck_assert(!exists(tpath("msg/%s", id1)));
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM bodies", NULL), 0);
+	spool_close(&sp);
+	/* the retention is the spool's: a plain spool_open keeps using it */
+	sp = open_keep(2);
+	spool_close(&sp);
+	sp = open_ok();
+	one_msg(sp, "U4", "a@local.example", id1);
+	finish_id(sp, id1, SPOOL_SENT, "250 ok");
+	ck_assert(exists(tpath("msg/%s", id1)));
+	spool_close(&sp);
+}
+END_TEST
+
+START_TEST(test_inline_bodies)
+{
+	struct spool *sp = open_ok();
+	const char *rcpts[] = { "a@local.example" };
+	char id1[SPOOL_ID_LEN + 1], id2[SPOOL_ID_LEN + 1], id3[SPOOL_ID_LEN + 1];
+	char *big = malloc(70000), *got;
+	struct commits c = { 0 };
+	size_t len;
+
+	memset(big, 'x', 69997);
+	memcpy(big + 69997, "\r\n", 3);
+	ingest(sp, "acct", "U1", MSG1, "s@x", rcpts, 1, id1);
+	ingest(sp, "acct", "U2", MSG1, "s@x", rcpts, 1, id2);
+	ingest(sp, "acct", "U3", big, "s@x", rcpts, 1, id3);
+	ck_assert_int_eq(spool_group_full(sp), 0); /* 3 messages, 70 KB, just now */
+	commit_ok(sp, &c);
+	ck_assert_int_eq(spool_group_full(sp), 0);
+	/* small ones are durable as rows; the large one as its fsync'd file */
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM bodies", NULL), 2);
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM bodies WHERE msg_id = %Q", id3), 0);
+	spool_close(&sp);
+	/* a lost copy is rewritten; after a reboot (new boot id) all are */
+	ck_assert_int_eq(unlink(tpath("msg/%s", id1)), 0);
+	write_file(tpath("msg/%s", id2), "trunc");
+	sp = open_ok();
+	ck_assert_uint_eq(spool_last_recovery(sp)->inline_restored, 1);
+	got = read_file(tpath("msg/%s", id1), &len);
+	ck_assert_str_eq(got, MSG1);
+	free(got);
+	spool_close(&sp);
+	db_exec("UPDATE meta SET value = 'another boot' WHERE key = 'boot_id'");
+	sp = open_ok();
+	ck_assert_uint_eq(spool_last_recovery(sp)->inline_restored, 2);
+	got = read_file(tpath("msg/%s", id2), &len);
+	ck_assert_str_eq(got, MSG1);
+	free(got);
+	ck_assert_uint_eq(spool_last_recovery(sp)->missing_file_held, 0);
+	spool_close(&sp);
+	free(big);
+}
+END_TEST
+
+START_TEST(test_group_bounds)
+{
+	struct spool *sp = open_ok();
+	const char *rcpts[] = { "a@local.example" };
+	char id[SPOOL_ID_LEN + 1], uidl[16];
+	struct commits c = { 0 };
+
+	for (int i = 0; i < SPOOL_GROUP_MSGS - 1; i++) {
+		snprintf(uidl, sizeof uidl, "U%d", i);
+		ingest(sp, "acct", uidl, MSG1, "s@x", rcpts, 1, id);
+	}
+	ck_assert_int_eq(spool_group_full(sp), 0);
+	ingest(sp, "acct", "last", MSG1, "s@x", rcpts, 1, id);
+	ck_assert_int_eq(spool_group_full(sp), 1);
+	spool_close(&sp); /* drops the pending group */
+	sp = open_ok();
+	ingest(sp, "acct", "slow", MSG1, "s@x", rcpts, 1, id);
+	usleep((SPOOL_GROUP_MS + 50) * 1000); /* the time bound */
+	ck_assert_int_eq(spool_group_full(sp), 1);
+	commit_ok(sp, &c);
+	spool_close(&sp);
+}
+END_TEST
+
 /* ---- recovery ---- */
 
 START_TEST(test_recovery_table)
@@ -769,6 +995,8 @@ START_TEST(test_recovery_table)
 	spool_close(&sp);
 	write_file(tpath("msg/%s", ids[1]), MSG1);
 	ck_assert_int_eq(unlink(tpath("msg/%s", ids[2])), 0);
+	/* lost for good: neither the file nor an inline body (a large message) */
+	db_exec("DELETE FROM bodies");
 	write_file(tpath("tmp/%s", "0000000000000001"), "half a message");
 	write_file(tpath("msg/%s", orphan), MSG1);
 
@@ -880,7 +1108,8 @@ static Suite *spool_suite(void)
 			      test_close_drops_uncommitted, test_commit_busy } },
 		{ "relay", { test_claim_and_sent, test_deferred_and_held, test_mixed_recipients,
 			     test_hold_at_ingest } },
-		{ "admin", { test_admin } },
+		{ "admin", { test_admin, test_operator_actions, test_retention } },
+		{ "group", { test_inline_bodies, test_group_bounds } },
 		{ "recovery", { test_recovery_table, test_recovery_skipped_while_open,
 				test_lost_index_refused } },
 	};

@@ -1,0 +1,203 @@
+#!/bin/bash
+# bench.sh - popgate against fetchmail (`make bench`; not part of make check).
+#
+# A private Dovecot and Postfix's smtp-sink on loopback.  For each scenario
+# the same mailbox is generated anew before every run, and each tool drains
+# it into the same sink, alternating, BENCH_RUNS times (default 3):
+#   popgate           `poll --once` then `relay --once`, spool on disk
+#                     (durable: fsync'd files and SQLite synchronous=FULL)
+#   fetchmail         as shipped (forwarding to smtphost, fetchall, no keep)
+#   fetchmail+nodelay the same with TCP_NODELAY forced (test/bench/nodelay.c)
+#   popgate+nodelay   popgate with the same shim on the relay only: what the
+#                     relay does once it sets TCP_NODELAY on libesmtp's
+#                     socket (libesmtp 1.1 does not, and has no API for it)
+# Timed from start until the tool exits (every message accepted by the
+# sink), verified by counting the sink's transactions and the emptied
+# mailbox.  Prints per tool the median wall time, messages/s, MB/s, the
+# peak RSS (/usr/bin/time -f %M) and how many times faster popgate is than
+# the faster fetchmail, as a Markdown table (docs/performance.md).
+#
+# fetchmail as shipped, and popgate's relay (libesmtp without TCP_NODELAY),
+# need ~45 ms per message here, so on scenarios where that would exceed
+# BENCH_SLOW_SECS (default 30 s) a run they are measured once, not
+# BENCH_RUNS times.  BENCH_SCENARIOS picks scenarios by name;
+# BENCH_LOG_LEVEL (default warning) popgate's log level (B/popgate.log).
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+: "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+. "$top_srcdir/test/lib/common.sh"
+require_env
+require_popgate
+: "${BENCH_RUNS:=3}" "${BENCH_SLOW_SECS:=30}"
+: "${BENCH_SCENARIOS:=1000x4KiB 10000x2KiB 100x1MiB 1x50MiB 1000x4KiB-TLS}"
+command -v fetchmail >/dev/null || bail_out "fetchmail is not installed"
+command -v gcc >/dev/null || bail_out "gcc is needed for the shims"
+
+B=$TESTDIR/bench
+mkdir -p "$B/fm"
+gcc -shared -fPIC -O2 -o "$B/nodelay.so" "$top_srcdir/test/bench/nodelay.c" -ldl ||
+	bail_out "cannot build nodelay.so"
+gcc -O2 -o "$B/fsyncbench" "$top_srcdir/test/bench/fsyncbench.c" -lsqlite3 ||
+	bail_out "cannot build fsyncbench"
+
+echo "## durability options on this disk (test/bench/fsyncbench.c, 2000 x 2 KiB)"
+echo '```'
+"$B/fsyncbench" "$B/fsync" 2000 2048
+rm -rf "$B/fsync"
+echo '```'
+
+start_dovecot "$TESTDIR/pop" >/dev/null || bail_out "cannot start Dovecot"
+start_smtp_sink "$TESTDIR" >/dev/null || bail_out "cannot start smtp-sink"
+dovecot_add_user bench 'bench-pw'
+password_file "$B/pass" 'bench-pw'
+MAILDIR=$(maildir_of bench)
+
+# gen COUNT SIZE - COUNT messages of about SIZE octets into the Maildir
+# (new file names every time: Dovecot must not mistake them for old ones)
+GEN=0
+gen() {
+	GEN=$((GEN + 1))
+	find "$MAILDIR/new" "$MAILDIR/cur" -type f -delete
+	"$PYTHON" - "$MAILDIR/new" "$1" "$2" "$GEN" <<'EOF'
+import os, sys
+d, n, size, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+line = b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcd\n"
+chunk = line * 1024
+for i in range(n):
+    hdr = (b"From: sender@example.org\nTo: bench@corp.example\nSubject: bench %d\n"
+           b"Message-Id: <bench.%d@example.org>\nDate: Sun, 22 Nov 2026 02:00:00 +0000\n"
+           b"X-Test-Id: b-%d\n\n" % (i, i, i))
+    with open(os.path.join(d, "%d.g%d_%06d.host" % (1700000000 + i, gen, i)), "wb") as f:
+        f.write(hdr)
+        left = max(size - len(hdr), len(line))
+        while left >= len(chunk):
+            f.write(chunk)
+            left -= len(chunk)
+        f.write(line * (left // len(line) + 1))
+EOF
+	maildir_fix_owner bench
+}
+
+conf_popgate() { # TLS
+	{
+		conf_base "$B/spool"
+		if [ "$1" = tls ]; then
+			conf_account bench server localhost port "$POP3S_PORT" tls implicit \
+				ca_file "$TESTDIR/pop/ca.pem" user bench password_file "$B/pass" \
+				deliver_to bench@corp.example
+		else
+			conf_account bench server 127.0.0.1 port "$POP3_PORT" tls none \
+				allow_plaintext true user bench password_file "$B/pass" \
+				deliver_to bench@corp.example
+		fi
+	} | sed "s/^log_level = .*/log_level = \"${BENCH_LOG_LEVEL:-warning}\"/" >"$B/popgate.conf"
+}
+
+conf_fetchmail() { # TLS
+	if [ "$1" = tls ]; then
+		printf 'poll localhost via 127.0.0.1 port %s protocol pop3 user "bench" password "bench-pw" is root here smtphost 127.0.0.1/%s no keep fetchall ssl sslcertck sslcertfile "%s" sslcommonname localhost sslproto "TLS1.2+"\n' \
+			"$POP3S_PORT" "$SMTP_PORT" "$TESTDIR/pop/ca.pem"
+	else
+		# sslproto '': no opportunistic STLS (the test certificate is for localhost)
+		printf 'poll 127.0.0.1 port %s protocol pop3 user "bench" password "bench-pw" is root here smtphost 127.0.0.1/%s no keep fetchall sslproto ""\n' \
+			"$POP3_PORT" "$SMTP_PORT"
+	fi >"$B/fm/fetchmailrc"
+	chmod 0600 "$B/fm/fetchmailrc"
+}
+
+# run_tool TOOL - one timed run; prints "SECONDS RSS_KIB OK"
+run_tool() {
+	local t0 t1 rss=0 r
+	rm -f "$SINK_DIR"/dump.* "$B/rss".*
+	rm -rf "$B/spool" "$B/fm/.fetchids"
+	t0=$(date +%s.%N)
+	case $1 in
+	popgate)
+		/usr/bin/time -f %M -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" poll --once 2>>"$B/popgate.log" &&
+			/usr/bin/time -f %M -o "$B/rss.2" "$POPGATE" -c "$B/popgate.conf" relay --once 2>>"$B/popgate.log"
+		;;
+	popgate+nodelay)
+		/usr/bin/time -f %M -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" poll --once 2>>"$B/popgate.log" &&
+			LD_PRELOAD=$B/nodelay.so /usr/bin/time -f %M -o "$B/rss.2" "$POPGATE" \
+				-c "$B/popgate.conf" relay --once 2>>"$B/popgate.log"
+		;;
+	fetchmail)
+		HOME=$B/fm /usr/bin/time -f %M -o "$B/rss.1" fetchmail -f "$B/fm/fetchmailrc" -N \
+			--nosyslog -s --pidfile "$B/fm/pid" >>"$B/fetchmail.log" 2>&1
+		;;
+	fetchmail+nodelay)
+		HOME=$B/fm LD_PRELOAD=$B/nodelay.so /usr/bin/time -f %M -o "$B/rss.1" fetchmail \
+			-f "$B/fm/fetchmailrc" -N --nosyslog --pidfile "$B/fm/pid" >>"$B/fetchmail.log" 2>&1
+		;;
+	esac
+	t1=$(date +%s.%N)
+	for r in "$B"/rss.*; do
+		[ -f "$r" ] && [ "$(tail -n 1 "$r")" -gt "$rss" ] 2>/dev/null && rss=$(tail -n 1 "$r")
+	done
+	local ok=1 i
+	# smtp-sink writes its dump file after its 250: give the last one a moment
+	for ((i = 0; i < 40; i++)); do
+		[ "$(sink_count)" = "$COUNT" ] && break
+		sleep 0.05
+	done
+	[ "$(sink_count)" = "$COUNT" ] && [ "$(maildir_count bench)" = 0 ] || ok=0
+	[ "$ok" = 1 ] || echo "### $1: sink $(sink_count) of $COUNT, mailbox $(maildir_count bench)" \
+		>>"$B/fetchmail.log"
+	sleep 0.3 # let Dovecot finish the expunge of this session (not timed)
+	echo "$t0 $t1 $rss $ok" | awk '{ printf "%.3f %d %d\n", $2 - $1, $3, $4 }'
+}
+
+TOOLS=${BENCH_TOOLS:-"popgate popgate+nodelay fetchmail+nodelay fetchmail"}
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo
+echo "## popgate vs fetchmail (median of $BENCH_RUNS runs; RSS is the peak of any run)"
+echo
+echo "| scenario | tool | runs | median s | msg/s | MB/s | peak RSS MiB | popgate speed-up |"
+echo "|---|---|---|---|---|---|---|---|"
+for sc in $BENCH_SCENARIOS; do
+	case $sc in
+	1000x4KiB) COUNT=1000 SIZE=4096 TLS=none ;;
+	10000x2KiB) COUNT=10000 SIZE=2048 TLS=none ;;
+	100x1MiB) COUNT=100 SIZE=1048576 TLS=none ;;
+	1x50MiB) COUNT=1 SIZE=52428800 TLS=none ;;
+	1000x4KiB-TLS) COUNT=1000 SIZE=4096 TLS=tls ;;
+	*) bail_out "unknown scenario $sc" ;;
+	esac
+	conf_popgate "$TLS"
+	conf_fetchmail "$TLS"
+	declare -A times=() rss=() fails=() runs=()
+	for ((r = 1; r <= BENCH_RUNS; r++)); do
+		for tool in $TOOLS; do
+			# ~45 ms a message: measured once when that is long
+			if { [ "$tool" = fetchmail ] || [ "$tool" = popgate ]; } && [ "$r" -gt 1 ] &&
+				[ $((COUNT * 45 / 1000)) -gt "$BENCH_SLOW_SECS" ]; then
+				continue
+			fi
+			gen "$COUNT" "$SIZE"
+			read -r secs kib okk < <(run_tool "$tool")
+			times[$tool]+="$secs "
+			runs[$tool]=$((${runs[$tool]:-0} + 1))
+			[ "$kib" -gt "${rss[$tool]:-0}" ] && rss[$tool]=$kib
+			[ "$okk" = 1 ] || fails[$tool]=$((${fails[$tool]:-0} + 1))
+		done
+	done
+	declare -A med=()
+	for tool in $TOOLS; do
+		med[$tool]=$(echo "${times[$tool]}" | tr ' ' '\n' | grep . | median)
+	done
+	# the faster fetchmail that delivered everything
+	best=$(for tool in fetchmail fetchmail+nodelay; do
+		[ -n "${med[$tool]}" ] && [ -z "${fails[$tool]:-}" ] && echo "${med[$tool]}"
+	done | sort -n | head -n 1)
+	best=${best:-0}
+	for tool in $TOOLS; do
+		awk -v sc="$sc" -v tool="$tool" -v n="${runs[$tool]}" -v t="${med[$tool]}" \
+			-v c="$COUNT" -v s="$SIZE" -v rss="${rss[$tool]}" -v best="$best" \
+			-v fail="${fails[$tool]:-0}" 'BEGIN {
+			up = (tool ~ /^popgate/) ? sprintf("%.2fx", best / t) : "";
+			printf "| %s | %s%s | %d | %.3f | %.0f | %.1f | %.1f | %s |\n", sc, tool,
+				fail ? " (DELIVERY FAILED x" fail ")" : "", n, t, c / t,
+				c * s / t / 1048576, rss / 1024, up }'
+	done
+	unset times rss fails runs med
+done
