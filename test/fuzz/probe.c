@@ -1,1 +1,0 @@
-int LLVMFuzzerTestOneInput(const char *d, unsigned long n){(void)d;(void)n;return 0;}
