@@ -13,7 +13,7 @@ start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
 start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
 CA=$TESTDIR/pop/ca.pem
 OTHER_CA=$TESTDIR/pop/other-ca.pem
-for u in wrongca wrongca2 wronghost good implicit; do
+for u in wrongca wrongca2 wronghost good implicit pinned pinbad; do
 	dovecot_add_user "$u" "pw-$u"
 	password_file "$TESTDIR/$u.pass" "pw-$u"
 	mail_gen --maildir "$(maildir_of "$u")" --expected "$TESTDIR/exp-$u" --count 5 \
@@ -80,5 +80,32 @@ while IFS= read -r f; do
 done < <(sink_files)
 run_checks mail_check --expected "$TESTDIR/exp-implicit" --format sink \
 	--rcpt implicit@corp.example "${files[@]}"
+
+# tls_fingerprint pins the server's certificate: a matching pin is trusted
+# even when the CA check alone would refuse (a self-managed server), and a
+# pin that does not match refuses even a certificate the CA vouches for.
+FP=$(openssl x509 -in "$TESTDIR/pop/server.pem" -noout -fingerprint -sha256 | sed 's/^.*=//')
+pin_conf() {
+	{
+		conf_base "$TESTDIR/spool-$1"
+		conf_account "$1" server localhost port "$POP3_PORT" tls starttls ca_file "$2" \
+			tls_fingerprint "sha256:$3" user "$1" password_file "$TESTDIR/$1.pass" \
+			deliver_to "$1@corp.example"
+	} >"$TESTDIR/$1.conf"
+}
+pin_conf pinned "$OTHER_CA" "$FP"
+pg "$TESTDIR/pinned.log" -c "$TESTDIR/pinned.conf" poll --once
+is "$PG_RC" 0 "pin: a matching tls_fingerprint is trusted despite an unknown CA" ||
+	note "$TESTDIR/pinned.log"
+is "$(maildir_count pinned)" 0 "pin: the pinned account was drained"
+is "$(spool_sql "$TESTDIR/spool-pinned" "select count(*) from messages")" 5 \
+	"pin: its 5 messages are in the spool"
+pin_conf pinbad "$CA" "$(printf '%064d' 0)"
+pg "$TESTDIR/pinbad.log" -c "$TESTDIR/pinbad.conf" poll --once
+is "$PG_RC" 69 "pin: a wrong tls_fingerprint refuses a CA-valid certificate (exit 69)"
+like "$(cat "$TESTDIR/pinbad.log")" "does not match tls_fingerprint" \
+	"pin: the log says the fingerprint does not match"
+is "$(maildir_count pinbad)" 5 "pin: the mailbox of the refused account is unchanged"
+ok "! grep -q 'user=<pinbad>' '$DOVECOT_LOG'" "pin: no login reached Dovecot"
 
 done_testing
