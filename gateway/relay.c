@@ -142,6 +142,21 @@ static enum tls_mode tls_level(const struct conf *c)
 	return c->smtp.tls;
 }
 
+/* The first certificate problem OpenSSL reported in this process's
+ * current session (relay sessions are single-threaded, one per process at a
+ * time), so a refused certificate is named in the log instead of showing
+ * up as "no reply". */
+static char tls_verify_error[256];
+
+static int verify_cb(int preverify_ok, X509_STORE_CTX *x)
+{
+	if (!preverify_ok && tls_verify_error[0] == '\0')
+		snprintf(tls_verify_error, sizeof tls_verify_error,
+			 "certificate verify failed (%s)",
+			 X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)));
+	return preverify_ok;
+}
+
 /* session_tls - a fresh SSL_CTX for this session (libesmtp frees it) */
 static enum pg_res session_tls(const struct conf *c, smtp_session_t s, char **err_r)
 {
@@ -162,7 +177,13 @@ static enum pg_res session_tls(const struct conf *c, smtp_session_t s, char **er
 		return PG_IO;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	/* libesmtp 1.1.0 waits on the socket with select() and misses bytes
+	 * OpenSSL has already buffered: TLS 1.3's post-handshake session
+	 * tickets then stall the session after STARTTLS until the server's
+	 * timeout (seen with Postfix).  TLS 1.2 has no such records. */
+	SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+	tls_verify_error[0] = '\0';
 	int ok = c->smtp.ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, c->smtp.ca_file, NULL)
 					 : SSL_CTX_set_default_verify_paths(ctx);
 	if (ok != 1 || !smtp_starttls_set_ctx(s, ctx)) {
@@ -578,6 +599,20 @@ static void items_free(struct relay_item *items, size_t n)
 	free(items);
 }
 
+/* any_reply - did the host answer MAIL for at least one message? */
+static int any_reply(const struct relay_run *run, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		smtp_message_t sm = run->items[i].sm;
+		if (sm == NULL)
+			continue;
+		const smtp_status_t *rp = smtp_reverse_path_status(sm);
+		if (rp != NULL && rp->code != 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* run_session - one SMTP session for n claimed messages; every message gets
  * an outcome, whatever happens to the session.  body8: all n have 8-bit
  * octets and are declared BODY=8BITMIME (libesmtp makes 8BITMIME a
@@ -608,12 +643,20 @@ static enum pg_res run_session(struct relay_run *run, struct spool_msg **msgs, s
 		res = add_message(s, &run->items[i], body8, &session_err);
 		added += run->items[i].sm != NULL;
 	}
-	if (res == PG_OK && added > 0 && !smtp_start_session(s)) {
-		char ebuf[256];
-		int e = smtp_errno();
-		session_err = xasprintf("SMTP session with %s:%d failed: %s", run->c->smtp.host,
-					run->c->smtp.port, smtp_strerror(e, ebuf, sizeof ebuf));
-		res = PG_TEMP;
+	if (res == PG_OK && added > 0) {
+		int started = smtp_start_session(s);
+		if (!started || !any_reply(run, n)) {
+			/* libesmtp can report success for a session that never got
+			 * as far as MAIL (a refused certificate): say what happened */
+			char ebuf[256];
+			int e = smtp_errno();
+			session_err = xasprintf("SMTP session with %s:%d failed: %s",
+						run->c->smtp.host, run->c->smtp.port,
+						tls_verify_error[0] ? tls_verify_error
+						: e ? smtp_strerror(e, ebuf, sizeof ebuf)
+						    : "the session ended before any reply to MAIL");
+			res = PG_TEMP;
+		}
 	}
 	for (size_t i = 0; i < n; i++)
 		record(run, &run->items[i], run->items[i].sm, session_err);

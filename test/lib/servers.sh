@@ -33,6 +33,8 @@
 #                              POSTFIX_PORT, POSTFIX_CONF, POSTFIX_MAIL, POSTFIX_LOG.
 #                              POSTFIX_CONF/access (texthash) is the recipient
 #                              restriction table, POSTFIX_CONF/vmailbox the mailboxes
+#                              With POSTFIX_TLS_DIR set (a make_test_ca DIR),
+#                              smtpd offers STARTTLS with DIR/server.pem.
 #   postfix_mailbox ADDR       add a virtual mailbox (before start, or reload)
 #   postfix_maildir ADDR       print ADDR's Maildir path
 #   postfix_reload             re-read the tables (postfix reload)
@@ -427,8 +429,19 @@ virtual_gid_maps = static:$MAIL_GID
 smtpd_recipient_restrictions = check_recipient_access texthash:$c/access,
 	permit_mynetworks, reject_unauth_destination
 EOF
+	# POSTFIX_TLS_DIR (optional): a make_test_ca directory; smtpd offers
+	# STARTTLS with its server.pem/server.key (CN=localhost)
+	if [ -n "${POSTFIX_TLS_DIR:-}" ]; then
+		cat >>"$c/main.cf" <<EOF
+smtpd_tls_cert_file = $POSTFIX_TLS_DIR/server.pem
+smtpd_tls_key_file = $POSTFIX_TLS_DIR/server.key
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
+EOF
+	fi
 	cat >"$c/master.cf" <<EOF
 127.0.0.1:$POSTFIX_PORT inet n - n - - smtpd
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
