@@ -10,15 +10,7 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 require_env
 require_popgate
 
-SPOOL=$TESTDIR/spool
-CONF=$TESTDIR/popgate.conf
-LOG=$TESTDIR/popgate.log
-RCPT=adm@corp.example
-
-start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
-start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
-dovecot_add_user adm 'adm-pw'
-password_file "$TESTDIR/pass" 'adm-pw'
+one_mailbox adm 'adm-pw'
 mail_gen --maildir "$(maildir_of adm)" --expected "$TESTDIR/exp" --count 6 --prefix adm \
 	--shapes simple >/dev/null || bail_out "mkmail failed"
 {

@@ -8,15 +8,7 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 require_env
 require_popgate
 
-SPOOL=$TESTDIR/spool
-CONF=$TESTDIR/popgate.conf
-LOG=$TESTDIR/popgate.log
-RCPT=daemon@corp.example
-
-start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
-start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
-dovecot_add_user daemon 'd-pass'
-password_file "$TESTDIR/pass" 'd-pass'
+one_mailbox daemon 'd-pass'
 {
 	conf_base "$SPOOL"
 	conf_account daemon server localhost port "$POP3_PORT" tls starttls \

@@ -9,15 +9,7 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 require_env
 require_popgate
 
-SPOOL=$TESTDIR/spool
-CONF=$TESTDIR/popgate.conf
-LOG=$TESTDIR/popgate.log
-RCPT=keeper@corp.example
-
-start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
-start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
-dovecot_add_user keeper 'keep-me'
-password_file "$TESTDIR/pass" 'keep-me'
+one_mailbox keeper 'keep-me'
 mail_gen --maildir "$(maildir_of keeper)" --expected "$TESTDIR/exp" --count 20 --prefix keep ||
 	bail_out "mkmail failed"
 

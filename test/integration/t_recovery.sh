@@ -15,15 +15,7 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 require_env
 require_popgate
 
-SPOOL=$TESTDIR/spool
-CONF=$TESTDIR/popgate.conf
-LOG=$TESTDIR/popgate.log
-RCPT=rec@corp.example
-
-start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
-start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
-dovecot_add_user rec 'rec-pw'
-password_file "$TESTDIR/pass" 'rec-pw'
+one_mailbox rec 'rec-pw'
 mail_gen --maildir "$(maildir_of rec)" --expected "$TESTDIR/exp" --count 6 --prefix rec ||
 	bail_out "mkmail failed"
 {

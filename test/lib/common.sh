@@ -23,6 +23,10 @@
 #   count_files DIR                 regular files directly in DIR (0 if none)
 #   run_checks CMD...               turn "CHECK 0|1 desc" / "# diag" lines into TAP
 #   mail_gen ARGS...                run mkmail.py gen with ARGS
+#   one_mailbox USER PASS           the usual single-account setup: private
+#                                   Dovecot and smtp-sink started, USER with
+#                                   PASS in Dovecot and in $TESTDIR/pass;
+#                                   sets SPOOL CONF LOG and RCPT=USER@corp.example
 
 : "${top_srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 : "${top_builddir:=$top_srcdir}"
@@ -146,4 +150,15 @@ mail_gen() {
 
 mail_check() {
 	"$PYTHON" "$TESTLIB/mkmail.py" check "$@"
+}
+
+one_mailbox() {
+	SPOOL=$TESTDIR/spool
+	CONF=$TESTDIR/popgate.conf
+	LOG=$TESTDIR/popgate.log
+	RCPT=$1@corp.example
+	start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
+	start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
+	dovecot_add_user "$1" "$2"
+	password_file "$TESTDIR/pass" "$2"
 }
