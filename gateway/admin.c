@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sysexits.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "log.h"
@@ -204,15 +205,19 @@ static int show_history(void *ctx, time_t at, const char *state, const char *rep
 	return 0;
 }
 
-/* show_headers - the header section of the spool file, bounded */
-static void show_headers(const struct spool_msg *m)
+/* show_headers - the header section of the message, bounded */
+static void show_headers(struct spool *sp, const struct spool_msg *m)
 {
-	FILE *f = fopen(m->path, "re");
-	char line[1024];
+	char line[1024], *err = NULL;
 	size_t total = 0;
-	if (f == NULL) {
-		printf("  (file %s: %s%s)\n", m->path, strerror(errno),
-		       m->state == SPOOL_SENT ? "; sent files are removed unless keep_sent_days" : "");
+	int fd = -1;
+	FILE *f = NULL;
+	if (spool_msg_open(sp, m, &fd, &err) != SPOOL_OK || (f = fdopen(fd, "r")) == NULL) {
+		printf("  (%s%s)\n", err ? err : strerror(errno),
+		       m->state == SPOOL_SENT ? "; sent messages are removed unless keep_sent_days" : "");
+		free(err);
+		if (fd >= 0)
+			close(fd);
 		return;
 	}
 	while (fgets(line, sizeof line, f) != NULL && total < SHOW_HEADER_MAX) {
@@ -243,7 +248,9 @@ static int do_show(const struct conf *c, struct spool *sp, void *arg)
 	       "size:         %llu\nsha256:       %s\nfile:         %s\ncreated:      %s\n"
 	       "updated:      %s\nattempts:     %d\nnext attempt: %s\n",
 	       m->id, m->account, m->uidl, spool_state_name(m->state),
-	       (unsigned long long)m->size, m->digest, m->path, created, updated, m->attempts,
+	       (unsigned long long)m->size, m->digest,
+	       m->in_index ? "(none: the body is in index.db, table bodies)" : m->path, created,
+	       updated, m->attempts,
 	       m->state == SPOOL_DEFERRED ? next : "-");
 	char *lr = sanitize_for_log(m->last_reply ? m->last_reply : "-",
 				    m->last_reply ? strlen(m->last_reply) : 1, 400);
@@ -256,20 +263,56 @@ static int do_show(const struct conf *c, struct spool *sp, void *arg)
 	printf("history:\n");
 	r = spool_history(sp, m->id, show_history, NULL, &err);
 	printf("headers:\n");
-	show_headers(m);
+	show_headers(sp, m);
 	spool_msg_free(&m);
 	if (r != SPOOL_OK)
 		return spool_code("show", r, err);
 	return EX_OK;
 }
 
+/* do_show_raw - the stored message, byte for byte (our Received header
+ * first, CRLF lines), to stdout: `postcat -q` for popgate */
+static int do_show_raw(const struct conf *c, struct spool *sp, void *arg)
+{
+	const char *id = arg;
+	struct spool_msg *m = NULL;
+	char *err = NULL, buf[65536];
+	int fd = -1, code = EX_OK;
+	ssize_t n;
+	(void)c;
+	enum spool_res r = spool_get(sp, id, &m, &err);
+	if (r == SPOOL_OK)
+		r = spool_msg_open(sp, m, &fd, &err);
+	spool_msg_free(&m);
+	if (r != SPOOL_OK)
+		return spool_code("show", r, err);
+	while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+		if (n > 0 && fwrite(buf, 1, (size_t)n, stdout) != (size_t)n) {
+			fprintf(stderr, "popgate show: write to stdout: %s\n", strerror(errno));
+			code = EX_IOERR;
+			break;
+		}
+	}
+	if (n < 0) {
+		fprintf(stderr, "popgate show: read message %s: %s\n", id, strerror(errno));
+		code = EX_IOERR;
+	}
+	close(fd);
+	if (fflush(stdout) != 0 && code == EX_OK) {
+		fprintf(stderr, "popgate show: write to stdout: %s\n", strerror(errno));
+		code = EX_IOERR;
+	}
+	return code;
+}
+
 int cmd_show(const struct cli_opts *o, int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: popgate show ID\n");
+	int raw = argc == 3 && strcmp(argv[1], "--raw") == 0;
+	if (argc != 2 + raw || argv[1 + raw][0] == '-') {
+		fprintf(stderr, "usage: popgate show [--raw] ID\n");
 		return EX_USAGE;
 	}
-	return with_spool(o, 1, do_show, argv[1]);
+	return with_spool(o, 1, raw ? do_show_raw : do_show, argv[1 + raw]);
 }
 
 /* ---- requeue, hold, delete ---- */

@@ -71,12 +71,14 @@ struct spool *open_spool(const struct conf *c)
 	}
 	const struct spool_recovery *r = spool_last_recovery(sp);
 	if (r->tmp_removed || r->sending_requeued || r->uncommitted_removed ||
-	    r->missing_file_held || r->orphans_removed || r->inline_restored || r->sent_purged)
+	    r->missing_file_held || r->orphans_removed || r->copies_removed || r->sent_purged ||
+	    r->journal_rcpts)
 		LOG_WARN("spool=%s status=recovered tmp_removed=%u requeued=%u "
 			 "uncommitted_removed=%u missing_file_held=%u sent_files_removed=%u "
-			 "inline_restored=%u sent_purged=%u",
+			 "copies_removed=%u sent_purged=%u journal_sent=%u journal_rcpts=%u",
 			 c->spool_dir, r->tmp_removed, r->sending_requeued, r->uncommitted_removed,
-			 r->missing_file_held, r->orphans_removed, r->inline_restored, r->sent_purged);
+			 r->missing_file_held, r->orphans_removed, r->copies_removed, r->sent_purged,
+			 r->journal_sent, r->journal_rcpts);
 	/* the one window for a duplicate at the SMTP host: name each message */
 	for (size_t i = 0; r->requeued_ids != NULL && r->requeued_ids[i] != NULL; i++)
 		LOG_WARN("id=%s status=requeued-after-crash note=\"the relay stopped while sending "
@@ -273,7 +275,7 @@ int do_poll(const struct conf *c, struct spool *sp, void *arg)
 		log_set_tty_hook(NULL);
 		bar_on = 0;
 	} else {
-		code = schedule(c, sp, sel, n, 1, pa->relay);
+		code = schedule(c, sp, sel, n, 1, pa->relay, pa->run_once);
 	}
 	free(sel);
 	return code;
@@ -295,7 +297,7 @@ static int do_relay(const struct conf *c, struct spool *sp, void *arg)
 	int once = *(int *)arg;
 	if (once)
 		return relay_once(c, sp);
-	return schedule(c, sp, NULL, 0, 0, 1);
+	return schedule(c, sp, NULL, 0, 0, 1, 0);
 }
 
 int cmd_relay(const struct cli_opts *o, int argc, char **argv)

@@ -1,6 +1,8 @@
 /* log.c - key=value event lines to syslog or stderr (see log.h) */
 #include "config.h"
 
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +61,43 @@ int log_level_parse(const char *s, enum log_level *level_r)
 	return -1;
 }
 
+/* the process id, cached; a forked child fetches its own (fork_child) */
+static pid_t log_pid;
+static int log_pid_hooked;
+
+static void fork_child(void)
+{
+	log_pid = 0;
+}
+
+static pid_t my_pid(void)
+{
+	if (!log_pid_hooked) {
+		log_pid_hooked = pthread_atfork(NULL, NULL, fork_child) == 0;
+		log_pid = 0;
+	}
+	if (log_pid == 0 || !log_pid_hooked)
+		log_pid = getpid();
+	return log_pid;
+}
+
+/* stamp - "YYYY-mm-ddTHH:MM:SS.mmm" of now; the seconds part formatted once
+ * per second */
+static void stamp(char out[48])
+{
+	static time_t last = (time_t)-1;
+	static char sec[24];
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec != last) {
+		struct tm tm;
+		localtime_r(&ts.tv_sec, &tm);
+		strftime(sec, sizeof sec, "%Y-%m-%dT%H:%M:%S", &tm);
+		last = ts.tv_sec;
+	}
+	snprintf(out, 48, "%s.%03d", sec, (int)(ts.tv_nsec / 1000000L));
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
@@ -66,28 +105,43 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	if (level > log_lvl)
 		return;
 	va_list ap;
-	va_start(ap, fmt);
-	char *line = xvasprintf(fmt, ap);
-	va_end(ap);
-	if (log_stderr) {
-		struct timespec ts;
-		struct tm tm;
-		char stamp[32];
-		clock_gettime(CLOCK_REALTIME, &ts);
-		localtime_r(&ts.tv_sec, &tm);
-		strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-		/* one write per line so concurrent writers do not interleave */
-		char *out = xasprintf("%s.%03ld %s[%ld]: %s: %s\n", stamp, ts.tv_nsec / 1000000L,
-				      log_ident, (long)getpid(), tag[level], line);
-		if (log_tty_hook != NULL)
-			log_tty_hook();
-		fputs(out, stderr);
-		fflush(stderr);
-		free(out);
-	} else {
+	if (!log_stderr) {
+		va_start(ap, fmt);
+		char *line = xvasprintf(fmt, ap);
+		va_end(ap);
 		syslog(prio[level], "%s: %s", tag[level], line);
+		free(line);
+		return;
 	}
-	free(line);
+	/* one write per line so concurrent writers do not interleave; most
+	 * lines fit the stack buffer, longer ones are formatted again */
+	char buf[2048], ts[48], *out = buf;
+	stamp(ts);
+	int pre = snprintf(buf, sizeof buf, "%s %s[%ld]: %s: ", ts, log_ident, (long)my_pid(),
+			   tag[level]);
+	if (pre < 0 || (size_t)pre >= sizeof buf - 2)
+		pre = 0;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf + pre, sizeof buf - (size_t)pre - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)pre + (size_t)n + 1 >= sizeof buf) {
+		va_start(ap, fmt);
+		char *line = xvasprintf(fmt, ap);
+		va_end(ap);
+		out = xasprintf("%.*s%s\n", pre, buf, line);
+		free(line);
+	} else {
+		buf[pre + n] = '\n';
+		buf[pre + n + 1] = '\0';
+	}
+	if (log_tty_hook != NULL)
+		log_tty_hook();
+	fputs(out, stderr);
+	fflush(stderr);
+	if (out != buf)
+		free(out);
 }
 
 void log_close(void)

@@ -14,6 +14,7 @@
 #include "config.h"
 
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "msgfilter.h"
@@ -56,8 +57,9 @@ struct msgfilter {
 	enum mf_rp rp_st;
 	int rp_toolong;
 	size_t rp_len;
-	char rp[MF_RP_MAX + 1];
 	size_t out_len;
+	/* the buffers last: mf_new clears only what comes before them */
+	char rp[MF_RP_MAX + 1];
 	char out[MF_OUT_MAX];
 };
 
@@ -65,7 +67,9 @@ static const char rp_name[] = "return-path:";
 
 struct msgfilter *mf_new(mf_sink_fn sink, void *ctx)
 {
-	struct msgfilter *f = xcalloc(1, sizeof *f);
+	struct msgfilter *f = xmalloc(sizeof *f);
+	memset(f, 0, offsetof(struct msgfilter, rp));
+	f->rp[0] = '\0';
 	f->sink = sink;
 	f->ctx = ctx;
 	f->st = MF_START;
@@ -231,8 +235,10 @@ static size_t body_run(struct msgfilter *f, const char *p, size_t n, enum pg_res
 		}
 		return 0;
 	}
-	while (j < n && p[j] != '\r' && p[j] != '\n')
-		j++;
+	const char *lf = memchr(p, '\n', n);
+	size_t lim = lf != NULL ? (size_t)(lf - p) : n;
+	const char *cr = memchr(p, '\r', lim);
+	j = cr != NULL ? (size_t)(cr - p) : lim;
 	*r = emit(f, p, j, err_r);
 	if (j == n || *r != PG_OK)
 		return j;

@@ -64,12 +64,13 @@ static void status_code(const char *reply, int expired, char *out, size_t len)
 }
 
 /* orig_headers - the header block of the spool file, CRLF, bounded */
-static void orig_headers(const char *path, struct buf *b)
+static void orig_headers(struct spool *sp, const struct spool_msg *m, struct buf *b)
 {
 	char chunk[8192];
 	struct buf h;
 	buf_init(&h, NOTICE_HDRS_MAX);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = -1;
+	(void)spool_msg_open(sp, m, &fd, NULL); /* unreadable: noted below */
 	ssize_t n;
 	while (fd >= 0 && (n = read(fd, chunk, sizeof chunk)) > 0) {
 		size_t room = h.max - h.len;
@@ -97,8 +98,8 @@ static void orig_headers(const char *path, struct buf *b)
 }
 
 /* compose - the whole notice into b */
-static void compose(const struct conf *c, const struct spool_msg *m, const char *to,
-		    const char *reason, int expired, time_t now, struct buf *b)
+static void compose(const struct conf *c, struct spool *sp, const struct spool_msg *m,
+		    const char *to, const char *reason, int expired, time_t now, struct buf *b)
 {
 	char date[64], arrival[64], st[16], bnd[64];
 	rfc5322_date(now, date, sizeof date);
@@ -144,7 +145,7 @@ static void compose(const struct conf *c, const struct spool_msg *m, const char 
 	}
 	buf_printf(b, "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
 		   "Content-Type: text/rfc822-headers\r\n\r\n", bnd);
-	orig_headers(m->path, b);
+	orig_headers(sp, m, b);
 	buf_printf(b, "\r\n--%s--\r\n", bnd);
 	free(why);
 }
@@ -169,7 +170,7 @@ enum pg_res notice_send(const struct conf *c, struct spool *sp, const struct spo
 	char uidl[96];
 	snprintf(uidl, sizeof uidl, "notice-%s-%lld", m->id, (long long)now);
 	buf_init(&b, NOTICE_MAX);
-	compose(c, m, to, reason, expired, now, &b);
+	compose(c, sp, m, to, reason, expired, now, &b);
 	const char *rcpts[1] = { to };
 	struct spool_envelope env = { .sender = "", .rcpts = rcpts, .nrcpts = 1 };
 	enum pg_res res = spool_pg(spool_writer_begin(sp, NOTICE_ACCOUNT, uidl, &w, err_r));

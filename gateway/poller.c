@@ -2,8 +2,10 @@
  * poller.c - drains one POP3 account into the spool (see poller.h).
  *
  * Ordering (invariant 1): RETR streams into a spool writer; the writer is
- * finished (fsync + rename) and the message joins the pending group; the
- * group is committed (directory fsync + one transaction); only then are its
+ * finished (a small message stays in memory, a large one is fsync'd and
+ * renamed into msg/) and the message joins the pending group; the group is
+ * committed (one transaction, fsync'd) by the spool's commit thread while
+ * the next group is fetched; only when that commit has finished are its
  * messages DELE'd.  POP3 deletes take effect at QUIT, so a crash anywhere
  * before QUIT deletes nothing, and a message committed but not yet deleted
  * is recognised by its UIDL next time and only deleted.
@@ -63,6 +65,10 @@ struct poll {
 	struct pick **group; /* finished, not yet committed */
 	size_t ngroup;
 	uint64_t group_bytes;
+	struct pick **cgroup; /* the group being committed (commit thread) */
+	size_t ncgroup;
+	uint64_t cgroup_bytes;
+	int inflight;        /* cgroup's commit started, not finished */
 	unsigned int total_new;
 	poll_progress_fn progress;
 	void *progress_ctx;
@@ -97,11 +103,15 @@ static enum pg_res writer_sink(void *ctx, const void *data, size_t len, char **e
 
 static void received_header(const struct poll *p, const char *id, char *out, size_t outlen)
 {
-	char date[64];
+	static char date[64];
+	static time_t last = (time_t)-1;
 	time_t now = time(NULL);
-	struct tm tm;
-	localtime_r(&now, &tm);
-	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (now != last) { /* formatted once a second */
+		struct tm tm;
+		localtime_r(&now, &tm);
+		strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+		last = now;
+	}
 	const char *tls = pop3_tls_info(p->s);
 	snprintf(out, outlen,
 		 "Received: from %s (account %s%s%s)\r\n\tby %s (popgate) with POP3 id %s\r\n"
@@ -177,7 +187,10 @@ out:
 
 struct commit_ctx {
 	struct poll *p;
+	struct pick **group; /* the committed group */
+	size_t n;
 	unsigned int committed;
+	size_t next; /* the callbacks come in the group's order: look here first */
 };
 
 static void commit_cb(void *ctx, const char *account, const char *uidl, const char *id,
@@ -185,10 +198,19 @@ static void commit_cb(void *ctx, const char *account, const char *uidl, const ch
 {
 	struct commit_ctx *cc = ctx;
 	struct poll *p = cc->p;
-	for (size_t i = 0; i < p->ngroup; i++) {
-		struct pop3_msginfo *mi = p->group[i]->mi;
+	for (size_t k = 0; k < cc->n; k++) {
+		size_t i = (cc->next + k) % cc->n;
+		struct pop3_msginfo *mi = cc->group[i]->mi;
 		if (strcmp(mi->uidl, uidl) != 0)
 			continue;
+		cc->next = i + 1;
+		if (r == SPOOL_BUSY) {
+			/* not committed: it must stay on the server */
+			LOG_WARN("id=%s account=%s uidl=%s status=not-committed action=\"left on the "
+				 "server for the next poll\" reason=\"another process committed a "
+				 "message with the same spool id\"", id, account, uidl);
+			return;
+		}
 		if (r == SPOOL_DUP)
 			LOG_WARN("id=%s account=%s uidl=%s status=duplicate "
 				 "action=\"already in the spool; new copy discarded\"", id, account, uidl);
@@ -200,16 +222,18 @@ static void commit_cb(void *ctx, const char *account, const char *uidl, const ch
 	}
 }
 
-/* commit_group - make the pending group durable, then queue its DELEs */
-static enum pg_res commit_group(struct poll *p, char **err_r)
+/* commit_finish - wait until the group in flight is durable, then queue
+ * its DELEs */
+static enum pg_res commit_finish(struct poll *p, char **err_r)
 {
-	struct commit_ctx cc = { .p = p };
-	if (p->ngroup == 0)
+	if (!p->inflight)
 		return PG_OK;
-	enum spool_res r = spool_commit(p->sp, commit_cb, &cc, err_r);
-	uint64_t bytes = p->group_bytes;
-	p->ngroup = 0;
-	p->group_bytes = 0;
+	struct commit_ctx cc = { .p = p, .group = p->cgroup, .n = p->ncgroup };
+	enum spool_res r = spool_commit_finish(p->sp, commit_cb, &cc, err_r);
+	uint64_t bytes = p->cgroup_bytes;
+	p->inflight = 0;
+	p->ncgroup = 0;
+	p->cgroup_bytes = 0;
 	if (r != SPOOL_OK)
 		return spool_to_pg(r);
 	p->st->fetched += cc.committed;
@@ -217,6 +241,36 @@ static enum pg_res commit_group(struct poll *p, char **err_r)
 	if (p->progress != NULL)
 		p->progress(p->progress_ctx, p->a, p->st, p->total_new);
 	return PG_OK;
+}
+
+/* commit_start - finish the group in flight, then hand the pending group to
+ * the spool's commit thread: the next group is fetched meanwhile */
+static enum pg_res commit_start(struct poll *p, char **err_r)
+{
+	enum pg_res res = commit_finish(p, err_r);
+	if (res != PG_OK || p->ngroup == 0)
+		return res;
+	struct pick **g = p->cgroup;
+	p->cgroup = p->group;
+	p->ncgroup = p->ngroup;
+	p->cgroup_bytes = p->group_bytes;
+	p->group = g;
+	p->ngroup = 0;
+	p->group_bytes = 0;
+	enum spool_res r = spool_commit_start(p->sp, err_r);
+	if (r != SPOOL_OK) {
+		p->ncgroup = 0; /* not committed: left on the server */
+		return spool_to_pg(r);
+	}
+	p->inflight = 1;
+	return PG_OK;
+}
+
+/* commit_group - the group in flight and the pending one, both durable */
+static enum pg_res commit_group(struct poll *p, char **err_r)
+{
+	enum pg_res res = commit_start(p, err_r);
+	return res == PG_OK ? commit_finish(p, err_r) : res;
 }
 
 /* fill_window - queue DELEs of committed messages, then RETRs, up to the
@@ -243,8 +297,8 @@ static enum pg_res read_one(struct poll *p, char **err_r)
 	if (pop3_next(p->s, NULL) == P3C_DELE)
 		return pop3_read_dele(p->s, err_r);
 	enum pg_res res = fetch_one(p, &p->sel[p->next_read++], err_r);
-	if (res == PG_OK && (spool_group_full(p->sp) || p->ngroup >= p->nsel))
-		res = commit_group(p, err_r);
+	if (res == PG_OK && (spool_group_full(p->sp) || p->next_read >= p->nsel))
+		res = commit_start(p, err_r);
 	return res;
 }
 
@@ -272,8 +326,8 @@ static enum pg_res drain(struct poll *p, const volatile sig_atomic_t *stop_flag,
 				break;
 			continue;
 		}
-		/* nothing in flight: commit the last group; its DELEs go next */
-		if (p->ngroup == 0)
+		/* nothing on the wire: commit what is left; its DELEs go next */
+		if (p->ngroup == 0 && !p->inflight)
 			break;
 		if ((res = commit_group(p, err_r)) != PG_OK)
 			break;
@@ -343,6 +397,11 @@ static void known_action(struct poll *p, struct pop3_msginfo *mi,
 	p->st->skipped++;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* plan - mark what is already in the spool; queue DELEs for those (they
  * were committed before a crash or an earlier failed QUIT) */
 static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
@@ -351,21 +410,25 @@ static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
 	uint64_t bytes = 0;
 	int limited = 0;
 	time_t now = time(NULL);
-	for (size_t i = 0; i < n; i++) {
+	char **tomb = NULL;
+	size_t ntomb = 0;
+	enum spool_res tr = spool_account_tombstones(p->sp, p->a->name, &tomb, &ntomb, err_r);
+	if (tr != SPOOL_OK)
+		return spool_to_pg(tr);
+	enum pg_res res = PG_OK;
+	for (size_t i = 0; i < n && res == PG_OK; i++) {
 		if (list[i].uidl == NULL) {
 			set_err(err_r, "server %s:%d does not support UIDL; popgate needs it to "
 				"recognise messages it already has%s", p->a->server, p->a->port,
 				p->a->keep ? " (keep = true cannot work without UIDL)" : "");
-			return PG_PERM;
+			res = PG_PERM;
+			break;
 		}
 		const struct spool_uidl_row *row = nrows == 0 ? NULL :
 			bsearch(list[i].uidl, rows, nrows, sizeof *rows, cmp_row);
-		int k = row != NULL;
-		if (!k) { /* tombstones (deleted by an operator) count as known */
-			enum spool_res r = spool_uidl_known(p->sp, p->a->name, list[i].uidl, &k, err_r);
-			if (r != SPOOL_OK)
-				return spool_to_pg(r);
-		}
+		/* tombstones (deleted by an operator) count as known */
+		int k = row != NULL ||
+			(ntomb > 0 && bsearch(&list[i].uidl, tomb, ntomb, sizeof *tomb, cmp_str));
 		if (k)
 			known_action(p, &list[i], row, now);
 		else if (!limited)
@@ -373,16 +436,14 @@ static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
 		else
 			p->st->deferred++;
 	}
-	if (limited)
+	for (size_t i = 0; i < ntomb; i++)
+		free(tomb[i]);
+	free(tomb);
+	if (res == PG_OK && limited)
 		LOG_INFO("account=%s status=limited selected=%zu deferred=%u "
 			 "reason=\"max_messages_per_poll or max_bytes_per_poll reached\"",
 			 p->a->name, p->nsel, p->st->deferred);
-	return PG_OK;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return res;
 }
 
 /* prune - forget rows sent over a day ago whose message is gone from the
@@ -565,6 +626,7 @@ static enum pg_res session(struct poll *p, const volatile sig_atomic_t *stop_fla
 	p->dele = xcalloc(*n + 1, sizeof *p->dele);
 	p->sel = xcalloc(*n + 1, sizeof *p->sel);
 	p->group = xcalloc(*n + 1, sizeof *p->group);
+	p->cgroup = xcalloc(*n + 1, sizeof *p->cgroup);
 	res = spool_to_pg(spool_account_uidls(p->sp, a->name, rows, nrows, err_r));
 	if (res == PG_OK)
 		res = plan(p, *list, *n, *rows, *nrows, err_r);
@@ -602,6 +664,8 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	struct spool_uidl_row *rows = NULL;
 	size_t n = 0, nrows = 0;
 	memset(st_r, 0, sizeof *st_r);
+	/* a poll's handle leaves checkpoints to the relay (spool.h) */
+	spool_defer_checkpoints(sp, 1);
 	enum pg_res res = session(&p, stop_flag, &list, &n, &rows, &nrows, err_r);
 	res = quit(&p, res, err_r);
 	if (res == PG_OK)
@@ -620,6 +684,7 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	free(p.dele);
 	free(p.sel);
 	free(p.group);
+	free(p.cgroup);
 	return res;
 }
 

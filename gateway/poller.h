@@ -40,6 +40,9 @@ struct poll_stats {
 typedef void (*poll_progress_fn)(void *ctx, const struct conf_account *a,
 				 const struct poll_stats *st, unsigned int total_new);
 
+/* poller_poll_account - one POP3 session of account a into the spool.  From
+ * then on sp defers WAL checkpoints to other handles (spool_defer_checkpoints):
+ * give it a handle that only polls. */
 enum pg_res poller_poll_account(const struct conf *c, const struct conf_account *a,
 				struct spool *sp, const volatile sig_atomic_t *stop_flag,
 				poll_progress_fn progress, void *progress_ctx,

@@ -41,13 +41,20 @@
 #include <libesmtp.h>
 
 #define RELAY_CHUNK (64 * 1024) /* bytes per message callback */
-/* outcomes per spool transaction: one fsync per this many messages, and the
- * most messages a crash can send twice (sent, not yet recorded) */
+/* Outcomes per spool transaction (one fsync per this many messages).  The
+ * recipients a host accepted are journalled at once (spool_journal_note), so
+ * a relay killed before the batch is recorded sends none of them again;
+ * this many is what a power loss can send twice. */
 #define RELAY_COMMIT_EVERY 64
 
-/* One message in flight: the spool record and its open file. */
+/* One message in flight: the spool record and its open file, or its body
+ * read from the index (in_index). */
 struct relay_item {
 	struct spool_msg *msg;
+	struct spool *sp;
+	unsigned char *body; /* in_index: the message, loaded when libesmtp starts it */
+	size_t blen;
+	int body_sent;
 	int fd;
 	int open_failed;
 	char *open_error;
@@ -68,13 +75,18 @@ long relay_backoff(const struct conf *c, int attempts)
 	return c->retry_intervals[i];
 }
 
-/* file_8bit - 1 if the file has an octet over 127, 0 if not or unreadable
- * (add_message then reports the open error) */
-static int file_8bit(const char *path)
+/* msg_8bit - 1 if the message has an octet over 127, 0 if not or
+ * unreadable (add_message then reports the error).  Known from ingest for
+ * every message but those spooled by an older popgate. */
+static int msg_8bit(struct spool *sp, const struct spool_msg *m)
 {
 	unsigned char buf[65536];
-	int fd = open(path, O_RDONLY | O_CLOEXEC), found = 0;
+	int fd = -1, found = 0;
 	ssize_t n;
+	if (m->eightbit >= 0)
+		return m->eightbit;
+	if (spool_msg_open(sp, m, &fd, NULL) != SPOOL_OK)
+		return 0;
 	while (fd >= 0 && !found && (n = read(fd, buf, sizeof buf)) > 0)
 		for (ssize_t i = 0; i < n; i++)
 			if (buf[i] & 0x80) {
@@ -86,11 +98,40 @@ static int file_8bit(const char *path)
 	return found;
 }
 
+/* body_cb - msg_cb for a message whose body is in the index: one chunk */
+static const char *body_cb(struct relay_item *it, int *len)
+{
+	if (len == NULL) {
+		it->body_sent = 0;
+		if (it->body == NULL && !it->open_failed) {
+			char *err = NULL;
+			if (spool_body_get(it->sp, it->msg->id, &it->body, &it->blen, &err) !=
+			    SPOOL_OK) {
+				it->open_failed = 1;
+				it->open_error = err;
+			}
+		}
+		return NULL;
+	}
+	if (it->body == NULL || it->body_sent) {
+		/* complete: release the memory (a later rewind reloads it) */
+		free(it->body);
+		it->body = NULL;
+		*len = 0;
+		return "";
+	}
+	it->body_sent = 1;
+	*len = (int)it->blen;
+	return (const char *)it->body;
+}
+
 /* msg_cb - libesmtp's message source: rewind when len is NULL, else the
  * next chunk of the spool file (len 0 at the end).  libesmtp frees *ctx. */
 static const char *msg_cb(void **ctx, int *len, void *arg)
 {
 	struct relay_item *it = arg;
+	if (it->msg->in_index)
+		return body_cb(it, len);
 	if (*ctx == NULL)
 		*ctx = xmalloc(RELAY_CHUNK);
 	if (len == NULL) {
@@ -297,7 +338,7 @@ static enum pg_res add_message(smtp_session_t s, struct relay_item *it, int body
 {
 	struct spool_msg *m = it->msg;
 	/* checked here, opened by msg_cb when libesmtp starts the message */
-	if (access(m->path, R_OK) != 0) {
+	if (!m->in_index && access(m->path, R_OK) != 0) {
 		it->open_failed = 1;
 		it->open_error = xasprintf("open %s: %s", m->path, strerror(errno));
 		return PG_OK; /* classified after the session; not added */
@@ -495,6 +536,14 @@ static void record(struct relay_run *run, struct relay_item *it, smtp_message_t 
 		w.ms = smtp_message_transfer_status(sm);
 		smtp_enumerate_recipients(sm, rcpt_cb, &w);
 	}
+	/* accepted recipients are journalled before anything else: a kill
+	 * from here on does not send them twice */
+	char *jerr = NULL;
+	if (w.nsent > 0 && spool_journal_note(run->sp, it->msg, &jerr) != SPOOL_OK) {
+		LOG_WARN("id=%s status=journal-failed reason=\"%s\" note=\"a crash before the "
+			 "outcome is recorded would send it again\"", it->msg->id, jerr);
+		free(jerr);
+	}
 	if (it->open_failed && it->open_error != NULL) {
 		st = SPOOL_HELD; /* unreadable spool file: an operator must look */
 		it->reply = xasprintf("local error: %s%s", it->open_error,
@@ -603,6 +652,7 @@ static void items_free(struct relay_item *items, size_t n)
 			close(items[i].fd);
 		free(items[i].open_error);
 		free(items[i].reply);
+		free(items[i].body);
 	}
 	free(items);
 }
@@ -643,6 +693,7 @@ static enum pg_res run_session(struct relay_run *run, struct spool_msg **msgs, s
 	run->nouts = 0;
 	for (size_t i = 0; i < n; i++) {
 		run->items[i].msg = msgs[i];
+		run->items[i].sp = run->sp;
 		run->items[i].fd = -1;
 	}
 	res = session_setup(run->c, s, &run->auth, &session_err);
@@ -695,7 +746,7 @@ static enum pg_res run_batch(struct relay_run *run, struct spool_msg **msgs, siz
 	grp[0] = xcalloc(n, sizeof *grp[0]);
 	grp[1] = xcalloc(n, sizeof *grp[1]);
 	for (size_t i = 0; i < n; i++) {
-		int b8 = file_8bit(msgs[i]->path);
+		int b8 = msg_8bit(run->sp, msgs[i]);
 		grp[b8][ng[b8]++] = msgs[i];
 	}
 	for (int g = 0; g < 2; g++) {
@@ -721,6 +772,8 @@ static enum pg_res relay_loop(const struct conf *c, struct spool *sp,
 {
 	struct relay_run run = { .c = c, .sp = sp, .st = st_r };
 	enum pg_res res = PG_OK;
+	/* this loop never forks: checkpoints may run beside it */
+	spool_checkpoint_in_background(sp, 1);
 	for (int round = 0; round < 100000; round++) {
 		struct spool_msg **msgs = NULL;
 		size_t n = 0;
@@ -751,6 +804,7 @@ static enum pg_res relay_loop(const struct conf *c, struct spool *sp,
 			break;
 	}
 	relay_auth_free(&run.auth);
+	spool_checkpoint_in_background(sp, 0);
 	return res;
 }
 

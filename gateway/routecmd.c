@@ -44,15 +44,11 @@ static size_t skip_first_field(const char *buf, size_t n)
 	return 0;
 }
 
-/* feed_file - the header block of path into h (bounded: headers only) */
-static int feed_file(const char *path, int skip_ours, struct route_hdrs *h)
+/* feed_fd - the header block of fd (named path) into h (bounded: headers
+ * only); closes fd */
+static int feed_fd(int fd, const char *path, int skip_ours, struct route_hdrs *h)
 {
 	char buf[65536];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		fprintf(stderr, "popgate route: cannot open %s: %s\n", path, strerror(errno));
-		return EX_NOINPUT;
-	}
 	int first = 1;
 	size_t total = 0;
 	ssize_t n;
@@ -72,6 +68,17 @@ static int feed_file(const char *path, int skip_ours, struct route_hdrs *h)
 	return EX_OK;
 }
 
+/* feed_file - feed_fd on a file by name */
+static int feed_file(const char *path, int skip_ours, struct route_hdrs *h)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "popgate route: cannot open %s: %s\n", path, strerror(errno));
+		return EX_NOINPUT;
+	}
+	return feed_fd(fd, path, skip_ours, h);
+}
+
 static void print_result(const struct conf_account *a, const struct route_result *r)
 {
 	printf("account: %s\n", a->name);
@@ -88,8 +95,9 @@ static void print_result(const struct conf_account *a, const struct route_result
 	}
 }
 
-/* route_file - route one file under account name (or the default) */
-static int route_file(const struct conf *c, const char *name, const char *path, int ours)
+/* route_file - route one file (or, fd >= 0, that open spool message named
+ * path) under account name (or the default) */
+static int route_file(const struct conf *c, const char *name, const char *path, int fd, int ours)
 {
 	const struct conf_account *a = NULL;
 	if (name != NULL)
@@ -97,6 +105,8 @@ static int route_file(const struct conf *c, const char *name, const char *path, 
 	else if (c->naccounts == 1)
 		a = &c->accounts[0];
 	if (a == NULL) {
+		if (fd >= 0)
+			close(fd);
 		if (name != NULL)
 			fprintf(stderr, "popgate route: no account named '%s'\n", name);
 		else
@@ -106,7 +116,7 @@ static int route_file(const struct conf *c, const char *name, const char *path, 
 	struct route_hdrs *h = route_hdrs_new(a);
 	struct route_result r = { 0 };
 	char *err = NULL;
-	int code = feed_file(path, ours, h);
+	int code = fd >= 0 ? feed_fd(fd, path, ours, h) : feed_file(path, ours, h);
 	if (code == EX_OK) {
 		if (route_decide(a, h, &r, &err) != PG_OK) {
 			fprintf(stderr, "popgate route: %s\n", err);
@@ -136,7 +146,16 @@ static int do_route_id(const struct conf *c, struct spool *sp, void *arg)
 	const char *name = ra->account;
 	if (name == NULL && conf_find_account(c, m->account) != NULL)
 		name = m->account;
-	int code = route_file(c, name, m->path, 1);
+	int fd = -1;
+	sr = spool_msg_open(sp, m, &fd, &err);
+	if (sr != SPOOL_OK) {
+		fprintf(stderr, "popgate route: message %s: %s\n", ra->what,
+			err ? err : spool_res_name(sr));
+		free(err);
+		spool_msg_free(&m);
+		return sr == SPOOL_NOTFOUND ? EX_NOINPUT : EX_IOERR;
+	}
+	int code = route_file(c, name, m->id, fd, 1);
 	spool_msg_free(&m);
 	return code;
 }
@@ -165,7 +184,7 @@ int cmd_route(const struct cli_opts *o, int argc, char **argv)
 	struct conf *c = load(o, 1);
 	if (c == NULL)
 		return EX_CONFIG;
-	int code = route_file(c, ra.account, ra.what, 0);
+	int code = route_file(c, ra.account, ra.what, -1, 0);
 	conf_free(&c);
 	log_close();
 	return code;

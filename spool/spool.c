@@ -9,10 +9,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,23 +26,34 @@
 #include "spool.h"
 #include "spool_int.h"
 
-#define SPOOL_WBUF (64 * 1024)    /* writer buffer: one write() per 64 KiB */
+#define SPOOL_WBUF (64 * 1024)    /* writer buffer: one write() per 64 KiB; a
+				   * message that fits stays in the index */
 #define SPOOL_BUSY_MS 10000
-#define SPOOL_ID_TRIES 100
+/* WAL pages before a checkpoint: SQLite's default for most handles; a poll
+ * (spool_defer_checkpoints) leaves them to the relay up to 64 MiB */
+#define SPOOL_CKPT_PAGES 1000
+#define SPOOL_CKPT_DEFERRED_PAGES 16384
+/* SQLite's page cache per handle, KiB (a limit: used as needed).  Above a
+ * group's pages SQLite would spill them into the WAL before the commit. */
+#define SPOOL_CACHE_KIB "8192"
 
 struct spool_writer {
 	struct spool *sp;
 	char id[SPOOL_ID_LEN + 1];
 	char *account;
 	char *uidl;
-	int fd;
+	int fd;         /* tmp/<id>, opened at the first flush; -1 before */
 	size_t blen;
 	uint64_t size;
 	uint64_t flushed; /* octets written to the file so far */
 	int failed;     /* a write failed: the file is incomplete, only abort is left */
+	int eightbit;   /* an octet > 127 was seen */
+	int has_file;   /* tmp/<id> was created */
 	EVP_MD_CTX *md;
-	unsigned char buf[SPOOL_WBUF];
+	unsigned char buf[SPOOL_WBUF]; /* last: not cleared on reuse */
 };
+
+static void commit_handle_free(struct spool *csp);
 
 /* Keep in step with enum spool_sq in spool_int.h. */
 static const char *const spool_sq_sql[SQ__COUNT] = {
@@ -50,9 +64,10 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_UIDL_KNOWN] = "SELECT 1 FROM messages WHERE account = ?1 AND uidl = ?2 "
 			  "UNION ALL SELECT 1 FROM tombstones WHERE account = ?1 AND uidl = ?2",
 	[SQ_ID_KNOWN] = "SELECT 1 FROM messages WHERE id = ?1",
+	[SQ_TOMB_KNOWN] = "SELECT 1 FROM tombstones WHERE account = ?1 AND uidl = ?2",
 	[SQ_INS_MSG] = "INSERT INTO messages (id, account, uidl, size, digest, sender, "
-		       "state, attempts, next_attempt, created, updated, last_reply) "
-		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, 0, ?7, ?7, ?9)",
+		       "state, attempts, next_attempt, created, updated, last_reply, in_index, "
+		       "eightbit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, 0, ?7, ?7, ?9, ?10, ?11)",
 	/* OR IGNORE: the same address twice in one envelope is one delivery */
 	[SQ_INS_RCPT] = "INSERT OR IGNORE INTO recipients (msg_id, addr, state, last_reply) "
 			"VALUES (?1, ?2, ?3, ?4)",
@@ -281,6 +296,8 @@ struct spool_msg *spool_msg_from_row(struct spool *sp, sqlite3_stmt *st)
 	m->created = (time_t)sqlite3_column_int64(st, 9);
 	m->updated = (time_t)sqlite3_column_int64(st, 10);
 	m->last_reply = col_strdup(st, 11);
+	m->in_index = sqlite3_column_int(st, 12) != 0;
+	m->eightbit = sqlite3_column_type(st, 13) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 13);
 	return m;
 }
 
@@ -452,6 +469,117 @@ static int wal_cb(void *ctx, int ncol, char **vals, char **names)
 	return 0;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* busy_wait - the database is locked by another handle (a poll's commit,
+ * a relay's finish): retry every 0.2 ms up to SPOOL_BUSY_MS.  SQLite's own
+ * busy timeout backs off to 100 ms sleeps, which stalls a relay and a poll
+ * that take turns committing many times a second. */
+static int busy_wait(void *ctx, int count)
+{
+	struct spool *sp = ctx;
+	int64_t now = mono_ms();
+
+	if (count == 0)
+		sp->busy_since_ms = now;
+	if (now - sp->busy_since_ms >= SPOOL_BUSY_MS)
+		return 0;
+	usleep(count < 50 ? 200 : 2000);
+	return 1;
+}
+
+/* wal_hook - after each commit: a passive checkpoint (never waits for
+ * readers) once the WAL holds this handle's threshold of pages; replaces
+ * SQLite's auto-checkpoint, which has one threshold for every handle */
+static int wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
+{
+	struct spool *sp = ctx;
+
+	if (pages < (sp->defer_ckpt ? SPOOL_CKPT_DEFERRED_PAGES : SPOOL_CKPT_PAGES))
+		return SQLITE_OK;
+	if (sp->bg_ckpt && !sp->defer_ckpt) {
+		/* the checkpoint thread does it; this commit returns at once */
+		pthread_mutex_lock(&sp->ck_mu);
+		sp->ck_want = 1;
+		pthread_cond_signal(&sp->ck_cv);
+		pthread_mutex_unlock(&sp->ck_mu);
+		return SQLITE_OK;
+	}
+	(void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	return SQLITE_OK;
+}
+
+/* ckpt_thread - spool_checkpoint_in_background: passive checkpoints on its
+ * own connection whenever a commit of the handle asks (wal_hook) */
+static void *ckpt_thread(void *arg)
+{
+	struct spool *sp = arg;
+	sqlite3 *db = NULL;
+	char *path = NULL;
+
+	if (asprintf(&path, "%s/index.db", sp->dir) < 0 ||
+	    sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+		    SQLITE_OK) {
+		sqlite3_close(db);
+		db = NULL;
+	}
+	free(path);
+	pthread_mutex_lock(&sp->ck_mu);
+	for (;;) {
+		while (!sp->ck_want && !sp->ck_stop)
+			pthread_cond_wait(&sp->ck_cv, &sp->ck_mu);
+		if (!sp->ck_want)
+			break;
+		sp->ck_want = 0;
+		pthread_mutex_unlock(&sp->ck_mu);
+		/* passive: never waits for readers or writers; what it leaves,
+		 * the next request copies */
+		if (db != NULL)
+			(void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+							NULL);
+		pthread_mutex_lock(&sp->ck_mu);
+	}
+	pthread_mutex_unlock(&sp->ck_mu);
+	sqlite3_close(db);
+	return NULL;
+}
+
+void spool_checkpoint_in_background(struct spool *sp, int on)
+{
+	if (on && !sp->bg_ckpt) {
+		sp->ck_want = sp->ck_stop = 0;
+		if (pthread_mutex_init(&sp->ck_mu, NULL) != 0)
+			return;
+		if (pthread_cond_init(&sp->ck_cv, NULL) != 0) {
+			pthread_mutex_destroy(&sp->ck_mu);
+			return;
+		}
+		if (pthread_create(&sp->ck_thr, NULL, ckpt_thread, sp) != 0) {
+			pthread_cond_destroy(&sp->ck_cv);
+			pthread_mutex_destroy(&sp->ck_mu);
+			return; /* checkpoints stay inline */
+		}
+		sp->bg_ckpt = 1;
+	} else if (!on && sp->bg_ckpt) {
+		/* a checkpoint under way is finished, not abandoned: the WAL
+		 * must not only grow */
+		pthread_mutex_lock(&sp->ck_mu);
+		sp->ck_stop = 1;
+		pthread_cond_signal(&sp->ck_cv);
+		pthread_mutex_unlock(&sp->ck_mu);
+		pthread_join(sp->ck_thr, NULL);
+		pthread_cond_destroy(&sp->ck_cv);
+		pthread_mutex_destroy(&sp->ck_mu);
+		sp->bg_ckpt = 0;
+	}
+}
+
 static enum spool_res open_db(struct spool *sp, char **err_r)
 {
 	char *path, *errmsg = NULL;
@@ -460,6 +588,9 @@ static enum spool_res open_db(struct spool *sp, char **err_r)
 
 	if (asprintf(&path, "%s/index.db", sp->dir) < 0)
 		spool_oom();
+	/* before SQLite initialises: no global mutex around every allocation
+	 * for statistics nobody reads (fails harmlessly once initialised) */
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	rc = sqlite3_open_v2(path, &sp->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 					    SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
@@ -467,11 +598,13 @@ static enum spool_res open_db(struct spool *sp, char **err_r)
 				 sp->db ? sqlite3_errmsg(sp->db) : sqlite3_errstr(rc));
 		goto out;
 	}
-	sqlite3_busy_timeout(sp->db, SPOOL_BUSY_MS);
+	sqlite3_busy_handler(sp->db, busy_wait, sp);
+	sqlite3_wal_hook(sp->db, wal_hook, sp);
 	rc = sqlite3_exec(sp->db, "PRAGMA journal_mode = WAL", wal_cb, &wal, &errmsg);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(sp->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON",
-				  NULL, NULL, &errmsg);
+		rc = sqlite3_exec(sp->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; "
+				  /* a group's pages stay in memory until its commit */
+				  "PRAGMA cache_size = -" SPOOL_CACHE_KIB, NULL, NULL, &errmsg);
 	if (rc != SQLITE_OK)
 		res = spool_dbfail(sp, rc, "pragmas", err_r);
 	else if (!wal)
@@ -549,7 +682,7 @@ enum spool_res spool_open_ex(const char *dir, const struct spool_params *prm, st
 	enum spool_res res;
 
 	*sp_r = NULL;
-	sp->rootfd = sp->tmpfd = sp->msgfd = -1;
+	sp->rootfd = sp->tmpfd = sp->msgfd = sp->jfd = -1;
 	if (dir == NULL || *dir == '\0') {
 		res = spool_fail(err_r, SPOOL_INVAL, "spool directory not set");
 		goto fail;
@@ -588,12 +721,15 @@ static void pending_clear_one(struct spool_pending *p)
 static void pending_clear(struct spool *sp, int unlink_files)
 {
 	for (size_t i = 0; i < sp->npend; i++) {
-		if (unlink_files)
+		/* an in-index message has no file: msg/<id> could only be
+		 * another process's file with the same id */
+		if (unlink_files && !sp->pend[i].inl)
 			(void)unlinkat(sp->msgfd, sp->pend[i].id, 0);
 		pending_clear_one(&sp->pend[i]);
 	}
 	sp->npend = 0;
 	sp->pend_bytes = 0;
+	sp->pend_mem = 0;
 }
 
 void spool_close(struct spool **spp)
@@ -602,9 +738,21 @@ void spool_close(struct spool **spp)
 
 	if (sp == NULL)
 		return;
+	/* a commit in flight ends first; a group it made durable is simply
+	 * not reported (not deleted on the server: the next poll does that) */
+	if (sp->commit_live)
+		(void)spool_commit_finish(sp, NULL, NULL, NULL);
+	commit_handle_free(sp->csp);
+	spool_checkpoint_in_background(sp, 0);
+	spool_journal_close(sp);
 	/* never committed: the server still has them, nothing may refer to them */
 	pending_clear(sp, 1);
 	free(sp->pend);
+	if (sp->spare != NULL) {
+		EVP_MD_CTX_free(sp->spare->md);
+		free(sp->spare);
+	}
+	EVP_MD_free(sp->sha256);
 	spool_recovery_clear(sp);
 	for (int i = 0; i < SQ__COUNT; i++)
 		sqlite3_finalize(sp->sq[i]);
@@ -656,70 +804,34 @@ enum spool_res spool_uidl_known(struct spool *sp, const char *account, const cha
 	return SPOOL_OK;
 }
 
-static enum spool_res random_id(char id[SPOOL_ID_LEN + 1], char **err_r)
+static const char hexdig[] = "0123456789ABCDEF";
+
+static void put_hex32(char *out, uint32_t v)
 {
-	uint32_t rnd;
-	ssize_t n;
-
-	while ((n = getrandom(&rnd, sizeof rnd, 0)) < 0 && errno == EINTR)
-		;
-	if (n != (ssize_t)sizeof rnd)
-		return spool_fail(err_r, SPOOL_IO, "getrandom: %s",
-				  n < 0 ? strerror(errno) : "short read");
-	snprintf(id, SPOOL_ID_LEN + 1, "%08X%08X", (unsigned int)(uint32_t)time(NULL),
-		 (unsigned int)rnd);
-	return SPOOL_OK;
-}
-
-/* id_taken - the id of a committed message (file in msg/, or a sent row
- * whose file is gone) must never be reused: rename would replace a file */
-static enum spool_res id_taken(struct spool *sp, const char *id, int *taken_r, char **err_r)
-{
-	struct stat stbuf;
-	sqlite3_stmt *st = NULL;
-	enum spool_res res;
-	int rc;
-
-	*taken_r = fstatat(sp->msgfd, id, &stbuf, AT_SYMLINK_NOFOLLOW) == 0;
-	if (*taken_r)
-		return SPOOL_OK;
-	if ((res = spool_stmt(sp, SQ_ID_KNOWN, &st, err_r)) != SPOOL_OK)
-		return res;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return spool_dbfail(sp, rc, "id lookup", err_r);
-	*taken_r = rc == SQLITE_ROW;
-	return SPOOL_OK;
-}
-
-/* create_tmp - O_EXCL in tmp/ reserves the id against concurrent writers */
-static enum spool_res create_tmp(struct spool *sp, struct spool_writer *w, char **err_r)
-{
-	enum spool_res res;
-	int taken;
-
-	for (int tries = 0; tries < SPOOL_ID_TRIES; tries++) {
-		if ((res = random_id(w->id, err_r)) != SPOOL_OK)
-			return res;
-		w->fd = openat(sp->tmpfd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (w->fd < 0 && errno == EEXIST)
-			continue;
-		if (w->fd < 0)
-			return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: open: %s",
-					  sp->dir, w->id, strerror(errno));
-		res = id_taken(sp, w->id, &taken, err_r);
-		if (res == SPOOL_OK && !taken)
-			return SPOOL_OK;
-		close(w->fd);
-		w->fd = -1;
-		(void)unlinkat(sp->tmpfd, w->id, 0);
-		if (res != SPOOL_OK)
-			return res;
+	for (int i = 7; i >= 0; i--) {
+		out[i] = hexdig[v & 0xf];
+		v >>= 4;
 	}
-	return spool_fail(err_r, SPOOL_IO, "%s/tmp: no free message id after %d tries",
-			  sp->dir, SPOOL_ID_TRIES);
+}
+
+/* next_id - the second, then the handle's counter from a random start:
+ * unique within this handle; across processes see spool.h (ids) */
+static enum spool_res next_id(struct spool *sp, char id[SPOOL_ID_LEN + 1], char **err_r)
+{
+	if (!sp->id_seeded) {
+		ssize_t n;
+
+		while ((n = getrandom(&sp->id_next, sizeof sp->id_next, 0)) < 0 && errno == EINTR)
+			;
+		if (n != (ssize_t)sizeof sp->id_next)
+			return spool_fail(err_r, SPOOL_IO, "getrandom: %s",
+					  n < 0 ? strerror(errno) : "short read");
+		sp->id_seeded = 1;
+	}
+	put_hex32(id, (uint32_t)time(NULL));
+	put_hex32(id + 8, sp->id_next++);
+	id[SPOOL_ID_LEN] = '\0';
+	return SPOOL_OK;
 }
 
 static void writer_free(struct spool_writer **wp, int unlink_tmp)
@@ -730,12 +842,17 @@ static void writer_free(struct spool_writer **wp, int unlink_tmp)
 		return;
 	if (w->fd >= 0)
 		close(w->fd);
-	if (unlink_tmp && w->id[0] != '\0')
+	if (unlink_tmp && w->has_file)
 		(void)unlinkat(w->sp->tmpfd, w->id, 0);
-	EVP_MD_CTX_free(w->md);
 	free(w->account);
 	free(w->uidl);
-	free(w);
+	w->account = w->uidl = NULL;
+	if (w->sp->spare == NULL) {
+		w->sp->spare = w; /* keeps its digest context and buffer */
+	} else {
+		EVP_MD_CTX_free(w->md);
+		free(w);
+	}
 	*wp = NULL;
 }
 
@@ -743,27 +860,40 @@ enum spool_res spool_writer_begin(struct spool *sp, const char *account, const c
 				  struct spool_writer **w_r, char **err_r)
 {
 	struct spool_writer *w;
+	EVP_MD_CTX *md;
 	enum spool_res res;
 
 	*w_r = NULL;
 	if (account == NULL || uidl == NULL)
 		return spool_fail(err_r, SPOOL_INVAL, "spool_writer_begin: account or uidl missing");
-	w = spool_xcalloc(1, sizeof *w);
+	if (sp->sha256 == NULL && (sp->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL)
+		return spool_fail(err_r, SPOOL_IO, "sha256: not available");
+	if (sp->spare != NULL) {
+		w = sp->spare;
+		sp->spare = NULL;
+	} else {
+		/* the 64 KiB buffer is not cleared: only what is written is read */
+		w = malloc(sizeof *w);
+		if (w == NULL)
+			spool_oom();
+		w->md = NULL;
+	}
+	md = w->md;
+	memset(w, 0, offsetof(struct spool_writer, buf));
+	w->md = md != NULL ? md : EVP_MD_CTX_new();
 	w->sp = sp;
 	w->fd = -1;
 	w->account = spool_xstrdup(account);
 	w->uidl = spool_xstrdup(uidl);
-	w->md = EVP_MD_CTX_new();
-	if (w->md == NULL || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
+	if (w->md == NULL || EVP_DigestInit_ex(w->md, sp->sha256, NULL) != 1) {
 		res = spool_fail(err_r, SPOOL_IO, "sha256: cannot initialise digest");
 		goto fail;
 	}
-	if ((res = create_tmp(sp, w, err_r)) != SPOOL_OK)
+	if ((res = next_id(sp, w->id, err_r)) != SPOOL_OK)
 		goto fail;
 	*w_r = w;
 	return SPOOL_OK;
 fail:
-	w->id[0] = '\0'; /* create_tmp removed its own file */
 	writer_free(&w, 0);
 	return res;
 }
@@ -773,10 +903,22 @@ const char *spool_writer_id(const struct spool_writer *w)
 	return w->id;
 }
 
+/* writer_flush - the buffer to tmp/<id>, created (O_EXCL) at the first flush:
+ * only a message that outgrows the buffer gets a file */
 static enum spool_res writer_flush(struct spool_writer *w, char **err_r)
 {
 	size_t off = 0;
 
+	if (w->fd < 0 && w->flushed == 0) {
+		w->fd = openat(w->sp->tmpfd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (w->fd < 0 && errno == EEXIST)
+			return spool_fail(err_r, SPOOL_BUSY, "%s/tmp/%s: exists: another process "
+					  "drew the same id", w->sp->dir, w->id);
+		if (w->fd < 0)
+			return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: open: %s",
+					  w->sp->dir, w->id, strerror(errno));
+		w->has_file = 1;
+	}
 	while (off < w->blen) {
 		ssize_t n = write(w->fd, w->buf + off, w->blen - off);
 
@@ -795,6 +937,21 @@ static enum spool_res writer_flush(struct spool_writer *w, char **err_r)
 	return SPOOL_OK;
 }
 
+/* has_8bit - any octet over 127 in p[0..len) */
+static int has_8bit(const unsigned char *p, size_t len)
+{
+	uint64_t acc = 0, word;
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		memcpy(&word, p + i, 8);
+		acc |= word;
+	}
+	for (; i < len; i++)
+		acc |= p[i];
+	return (acc & UINT64_C(0x8080808080808080)) != 0;
+}
+
 enum spool_res spool_writer_write(struct spool_writer *w, const void *data, size_t len,
 				  char **err_r)
 {
@@ -810,6 +967,8 @@ enum spool_res spool_writer_write(struct spool_writer *w, const void *data, size
 		w->failed = 1;
 		return spool_fail(err_r, SPOOL_IO, "sha256: digest update failed");
 	}
+	if (!w->eightbit)
+		w->eightbit = has_8bit(p, len);
 	w->size += len;
 	while (len > 0) {
 		size_t n = SPOOL_WBUF - w->blen;
@@ -820,7 +979,9 @@ enum spool_res spool_writer_write(struct spool_writer *w, const void *data, size
 		w->blen += n;
 		p += n;
 		len -= n;
-		if (w->blen == SPOOL_WBUF && (res = writer_flush(w, err_r)) != SPOOL_OK) {
+		/* flushed only when more follows: a message of exactly 64 KiB
+		 * still fits the index */
+		if (w->blen == SPOOL_WBUF && len > 0 && (res = writer_flush(w, err_r)) != SPOOL_OK) {
 			w->failed = 1;
 			return res;
 		}
@@ -840,31 +1001,37 @@ static enum spool_res env_check(const struct spool_envelope *env, char **err_r)
 	return SPOOL_OK;
 }
 
-/* writer_seal - flush, fsync and close the temp file; digest in hex.  A
- * message that never left the buffer (inl) is not fsync'd: its durable copy
- * is the row of `bodies` written by the commit. */
+/* writer_seal - the digest in hex; a message with a file: flush, fsync and
+ * close it.  A message that never left the buffer (inl) has no file: its
+ * durable copy is the row of `bodies` written by the commit. */
 static enum spool_res writer_seal(struct spool_writer *w, int inl, char digest[65], char **err_r)
 {
+	static const char lower[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	enum spool_res res;
 	int fd;
 
-	if ((res = writer_flush(w, err_r)) != SPOOL_OK)
-		return res;
-	if (!inl && fsync(w->fd) < 0)
-		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: fsync: %s",
-				  w->sp->dir, w->id, strerror(errno));
-	fd = w->fd;
-	w->fd = -1;
-	/* close can report a delayed write error (NFS, quota) */
-	if (close(fd) < 0)
-		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: close: %s",
-				  w->sp->dir, w->id, strerror(errno));
+	if (!inl) {
+		if ((res = writer_flush(w, err_r)) != SPOOL_OK)
+			return res;
+		if (fsync(w->fd) < 0)
+			return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: fsync: %s",
+					  w->sp->dir, w->id, strerror(errno));
+		fd = w->fd;
+		w->fd = -1;
+		/* close can report a delayed write error (NFS, quota) */
+		if (close(fd) < 0)
+			return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: close: %s",
+					  w->sp->dir, w->id, strerror(errno));
+	}
 	if (EVP_DigestFinal_ex(w->md, md, &mdlen) != 1 || mdlen != 32)
 		return spool_fail(err_r, SPOOL_IO, "sha256: digest final failed");
-	for (unsigned int i = 0; i < mdlen; i++)
-		snprintf(digest + 2 * i, 3, "%02x", md[i]);
+	for (unsigned int i = 0; i < mdlen; i++) {
+		digest[2 * i] = lower[md[i] >> 4];
+		digest[2 * i + 1] = lower[md[i] & 0xf];
+	}
+	digest[2 * mdlen] = '\0';
 	return SPOOL_OK;
 }
 
@@ -877,18 +1044,13 @@ static enum spool_res writer_publish(struct spool_writer *w, char **err_r)
 	rc = renameat2(sp->tmpfd, w->id, sp->msgfd, w->id, RENAME_NOREPLACE);
 	if (rc < 0 && (errno == EINVAL || errno == ENOSYS))
 		rc = renameat(sp->tmpfd, w->id, sp->msgfd, w->id); /* fs without NOREPLACE */
+	if (rc < 0 && errno == EEXIST)
+		return spool_fail(err_r, SPOOL_BUSY, "%s/msg/%s: exists: another process drew "
+				  "the same id", sp->dir, w->id);
 	if (rc < 0)
 		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: rename to msg/: %s",
 				  sp->dir, w->id, strerror(errno));
 	return SPOOL_OK;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void pending_add(struct spool *sp, const struct spool_writer *w, const char *digest,
@@ -899,6 +1061,8 @@ static void pending_add(struct spool *sp, const struct spool_writer *w, const ch
 	if (sp->npend == 0)
 		sp->pend_since_ms = mono_ms();
 	sp->pend_bytes += w->size;
+	if (inl)
+		sp->pend_mem += w->size;
 	if (sp->npend == sp->pendcap) {
 		sp->pendcap = sp->pendcap ? sp->pendcap * 2 : 16;
 		sp->pend = spool_xrealloc(sp->pend, sp->pendcap, sizeof *sp->pend);
@@ -916,10 +1080,13 @@ static void pending_add(struct spool *sp, const struct spool_writer *w, const ch
 	p->hold_reason = env->hold_reason ? spool_xstrdup(env->hold_reason) : NULL;
 	p->size = w->size;
 	p->inl = inl;
+	p->eightbit = w->eightbit;
 	if (inl) {
-		/* still in the writer's buffer (it was never flushed before
-		 * seal); kept for the commit, at most 64 KiB per message */
-		p->body = spool_xcalloc(1, w->size);
+		/* still in the writer's buffer (it was never flushed); kept
+		 * for the commit, at most 64 KiB per message */
+		p->body = malloc(w->size > 0 ? w->size : 1);
+		if (p->body == NULL)
+			spool_oom();
 		memcpy(p->body, w->buf, w->size);
 	}
 	memcpy(p->digest, digest, sizeof p->digest);
@@ -945,7 +1112,7 @@ enum spool_res spool_writer_finish(struct spool_writer **wp, const struct spool_
 		goto fail;
 	if ((res = writer_seal(w, inl, digest, err_r)) != SPOOL_OK)
 		goto fail;
-	if ((res = writer_publish(w, err_r)) != SPOOL_OK)
+	if (!inl && (res = writer_publish(w, err_r)) != SPOOL_OK)
 		goto fail;
 	pending_add(w->sp, w, digest, env, inl);
 	writer_free(wp, 0);
@@ -970,6 +1137,7 @@ int spool_group_full(const struct spool *sp)
 	if (sp->npend == 0)
 		return 0;
 	return sp->npend >= SPOOL_GROUP_MSGS || sp->pend_bytes >= SPOOL_GROUP_BYTES ||
+	       sp->pend_mem >= SPOOL_GROUP_MEM_BYTES ||
 	       mono_ms() - sp->pend_since_ms >= SPOOL_GROUP_MS;
 }
 
@@ -1014,18 +1182,58 @@ static enum spool_res insert_body(struct spool *sp, const struct spool_pending *
 
 /* ---- group commit ---- */
 
-static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, time_t now,
-				     char **err_r)
+/* insert_conflict - the message row hit a UNIQUE constraint (only that
+ * statement was undone): (account, uidl) already committed by another
+ * process -> SPOOL_DUP; the id drawn by another process too -> SPOOL_BUSY
+ * (not committed, stays on the server).  Its file, if any, is ours: it was
+ * renamed with NOREPLACE. */
+static enum spool_res insert_conflict(struct spool *sp, struct spool_pending *p,
+				      const char *why, char **err_r)
 {
 	sqlite3_stmt *st = NULL;
 	enum spool_res res;
 	int known, rc;
 
-	/* checked under BEGIN IMMEDIATE, so nobody can insert in between */
 	if ((res = spool_uidl_known(sp, p->account, p->uidl, &known, err_r)) != SPOOL_OK)
 		return res;
-	p->res = known ? SPOOL_DUP : SPOOL_OK;
-	if (known)
+	if (known) {
+		p->res = SPOOL_DUP;
+		return SPOOL_OK;
+	}
+	if ((res = spool_stmt(sp, SQ_ID_KNOWN, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW) {
+		p->res = SPOOL_BUSY;
+		return SPOOL_OK;
+	}
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "id lookup", err_r);
+	return spool_fail(err_r, SPOOL_IO, "index.db: insert message %s: %s", p->id, why);
+}
+
+static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, time_t now,
+				     char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	/* checked under BEGIN IMMEDIATE, so nobody can insert in between: an
+	 * operator's delete (tombstone) here, a copy already committed by
+	 * another process by the UNIQUE constraints of the insert */
+	if ((res = spool_stmt(sp, SQ_TOMB_KNOWN, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, p->account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, p->uidl, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "tombstone lookup", err_r);
+	p->res = rc == SQLITE_ROW ? SPOOL_DUP : SPOOL_OK;
+	if (p->res == SPOOL_DUP)
 		return SPOOL_OK;
 	if ((res = spool_stmt(sp, SQ_INS_MSG, &st, err_r)) != SPOOL_OK)
 		return res;
@@ -1041,7 +1249,16 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 		sqlite3_bind_text(st, 9, p->hold_reason, -1, SQLITE_STATIC);
 	else
 		sqlite3_bind_null(st, 9);
+	sqlite3_bind_int(st, 10, p->inl);
+	sqlite3_bind_int(st, 11, p->eightbit);
 	rc = sqlite3_step(st);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+		char why[256];
+
+		snprintf(why, sizeof why, "%s", sqlite3_errmsg(sp->db));
+		sqlite3_reset(st);
+		return insert_conflict(sp, p, why, err_r);
+	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return spool_dbfail(sp, rc, "insert message", err_r);
@@ -1062,8 +1279,11 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 	}
 	if (p->inl && (res = insert_body(sp, p, err_r)) != SPOOL_OK)
 		return res;
-	return spool_history_add(sp, p->id, now, p->hold_reason ? "held" : "queued",
-				 p->hold_reason ? p->hold_reason : "fetched", err_r);
+	/* a queued message's fetch is its `created` (spool_history); only a
+	 * hold at fetch needs a row, for its reason */
+	if (p->hold_reason == NULL)
+		return SPOOL_OK;
+	return spool_history_add(sp, p->id, now, "fetched-held", p->hold_reason, err_r);
 }
 
 /* commit_tx - insert every pending row in one transaction.  *uncertain_r is
@@ -1101,28 +1321,34 @@ static enum spool_res commit_tx(struct spool *sp, int *uncertain_r, char **err_r
 	return res;
 }
 
-enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, char **err_r)
+/* commit_run - make sp's pending group durable: one directory fsync for
+ * the renames of its files (in-index messages need none), one transaction.
+ * Leaves the group in sp->pend for commit_done. */
+static enum spool_res commit_run(struct spool *sp, int *uncertain_r, char **err_r)
 {
-	struct spool_pending *pend;
-	enum spool_res res;
-	size_t n;
-	int uncertain = 0, files = 0;
+	int files = 0;
 
-	if (sp->npend == 0)
-		return SPOOL_OK;
+	*uncertain_r = 0;
 	for (size_t i = 0; i < sp->npend; i++)
 		files += !sp->pend[i].inl;
-	/* one directory fsync makes every rename of this group durable (the
-	 * inline copies need none: recovery rewrites a lost one) */
-	if (files > 0 && fsync(sp->msgfd) < 0) {
-		res = spool_fail(err_r, spool_errno_res(errno), "%s/msg: fsync: %s", sp->dir,
-				 strerror(errno));
-		pending_clear(sp, 1);
-		return res;
-	}
-	if ((res = commit_tx(sp, &uncertain, err_r)) != SPOOL_OK) {
+	if (files > 0 && fsync(sp->msgfd) < 0)
+		return spool_fail(err_r, spool_errno_res(errno), "%s/msg: fsync: %s", sp->dir,
+				  strerror(errno));
+	return commit_tx(sp, uncertain_r, err_r);
+}
+
+/* commit_done - after commit_run: on failure forget the group (removing its
+ * files unless the commit may have happened); on success remove the files
+ * of messages reported DUP or BUSY, and report each message to cb */
+static void commit_done(struct spool *sp, enum spool_res res, int uncertain, spool_commit_cb cb,
+			void *ctx)
+{
+	struct spool_pending *pend;
+	size_t n;
+
+	if (res != SPOOL_OK) {
 		pending_clear(sp, !uncertain);
-		return res;
+		return;
 	}
 	/* detach first: a callback may start the next group */
 	pend = sp->pend;
@@ -1130,8 +1356,9 @@ enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, cha
 	sp->pend = NULL;
 	sp->npend = sp->pendcap = 0;
 	sp->pend_bytes = 0;
+	sp->pend_mem = 0;
 	for (size_t i = 0; i < n; i++)
-		if (pend[i].res == SPOOL_DUP)
+		if (pend[i].res != SPOOL_OK && !pend[i].inl)
 			(void)unlinkat(sp->msgfd, pend[i].id, 0);
 	for (size_t i = 0; i < n; i++) {
 		if (cb != NULL)
@@ -1139,7 +1366,142 @@ enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, cha
 		pending_clear_one(&pend[i]);
 	}
 	free(pend);
+}
+
+enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, char **err_r)
+{
+	enum spool_res res;
+	int uncertain = 0;
+
+	/* a group in flight first, reported like this one */
+	if ((res = spool_commit_finish(sp, cb, ctx, err_r)) != SPOOL_OK)
+		return res;
+	if (sp->npend == 0)
+		return SPOOL_OK;
+	res = commit_run(sp, &uncertain, err_r);
+	commit_done(sp, res, uncertain, cb, ctx);
+	return res;
+}
+
+/* ---- the commit thread ---- */
+
+static void *commit_thread(void *arg)
+{
+	struct spool *csp = arg;
+
+	csp->cres = commit_run(csp, &csp->cuncertain, &csp->cerr);
+	return NULL;
+}
+
+/* commit_handle - the commit thread's own handle: the same tree and file
+ * descriptors, its own SQLite connection (a connection is never used by
+ * two threads at once) */
+static enum spool_res commit_handle(struct spool *sp, char **err_r)
+{
+	struct spool *csp;
+	enum spool_res res;
+
+	if (sp->csp != NULL)
+		return SPOOL_OK;
+	csp = spool_xcalloc(1, sizeof *csp);
+	csp->dir = sp->dir;
+	csp->rootfd = csp->tmpfd = csp->jfd = -1; /* not its own: never closed */
+	csp->msgfd = sp->msgfd;
+	csp->is_commit_handle = 1;
+	if ((res = open_db(csp, err_r)) != SPOOL_OK) {
+		commit_handle_free(csp);
+		return res;
+	}
+	/* this connection only inserts a message's rows after the message row
+	 * itself, in one transaction: the foreign key checks could never fail
+	 * (the ON DELETE CASCADEs of the other handles stay on) */
+	if (sqlite3_exec(csp->db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL) != SQLITE_OK) {
+		res = spool_dbfail(csp, SQLITE_ERROR, "pragmas", err_r);
+		commit_handle_free(csp);
+		return res;
+	}
+	sp->csp = csp;
 	return SPOOL_OK;
+}
+
+static void commit_handle_free(struct spool *csp)
+{
+	if (csp == NULL)
+		return;
+	for (int i = 0; i < SQ__COUNT; i++)
+		sqlite3_finalize(csp->sq[i]);
+	if (csp->db != NULL)
+		sqlite3_close(csp->db);
+	free(csp->pend);
+	free(csp);
+}
+
+enum spool_res spool_commit_start(struct spool *sp, char **err_r)
+{
+	struct spool *csp;
+	enum spool_res res;
+	int rc;
+
+	if (sp->commit_live)
+		return spool_fail(err_r, SPOOL_INVAL, "spool_commit_start: a commit is in flight");
+	if (sp->npend == 0)
+		return SPOOL_OK;
+	if ((res = commit_handle(sp, err_r)) != SPOOL_OK)
+		return res;
+	csp = sp->csp;
+	if (csp->defer_ckpt != sp->defer_ckpt)
+		spool_defer_checkpoints(csp, sp->defer_ckpt);
+	/* the group moves to the commit handle; sp starts the next one (the
+	 * array of an earlier failed group, emptied by commit_done, goes) */
+	free(csp->pend);
+	csp->pend = sp->pend;
+	csp->npend = sp->npend;
+	csp->pendcap = sp->pendcap;
+	csp->pend_bytes = sp->pend_bytes;
+	csp->pend_mem = sp->pend_mem;
+	sp->pend = NULL;
+	sp->npend = sp->pendcap = 0;
+	sp->pend_bytes = 0;
+	sp->pend_mem = 0;
+	csp->cres = SPOOL_OK;
+	csp->cuncertain = 0;
+	csp->cerr = NULL;
+	rc = pthread_create(&sp->commit_thr, NULL, commit_thread, csp);
+	if (rc != 0) {
+		/* no thread: commit here, the result waits for finish */
+		csp->cres = commit_run(csp, &csp->cuncertain, &csp->cerr);
+		sp->commit_joined = 1;
+	} else {
+		sp->commit_joined = 0;
+	}
+	sp->commit_live = 1;
+	return SPOOL_OK;
+}
+
+int spool_commit_in_flight(const struct spool *sp)
+{
+	return sp->commit_live;
+}
+
+enum spool_res spool_commit_finish(struct spool *sp, spool_commit_cb cb, void *ctx,
+				   char **err_r)
+{
+	struct spool *csp = sp->csp;
+	enum spool_res res;
+
+	if (!sp->commit_live)
+		return SPOOL_OK;
+	if (!sp->commit_joined)
+		pthread_join(sp->commit_thr, NULL);
+	sp->commit_live = 0;
+	res = csp->cres;
+	commit_done(csp, res, csp->cuncertain, cb, ctx);
+	if (res != SPOOL_OK && err_r != NULL)
+		*err_r = csp->cerr;
+	else
+		free(csp->cerr);
+	csp->cerr = NULL;
+	return res;
 }
 
 /* ---- relay ---- */
@@ -1326,12 +1688,12 @@ static void finish_apply(struct spool *sp, struct spool_outcome *o, time_t now)
 	free(m->last_reply);
 	m->last_reply = o->reply ? spool_xstrdup(o->reply) : NULL;
 	/* a failed unlink leaves an orphan that recovery removes: the row says sent */
-	if (o->state == SPOOL_SENT && sp->keep_sent_days == 0)
+	if (o->state == SPOOL_SENT && sp->keep_sent_days == 0 && !m->in_index)
 		(void)unlinkat(sp->msgfd, m->id, 0);
 }
 
-enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
-				     char **err_r)
+static enum spool_res finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
+				      char **err_r)
 {
 	time_t now = time(NULL);
 	enum spool_res res;
@@ -1356,6 +1718,7 @@ enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *out
 		spool_rollback(sp);
 		return res;
 	}
+	spool_journal_reset(sp);
 	for (size_t i = 0; i < n; i++)
 		finish_apply(sp, &outs[i], now);
 	/* retained files whose time is up go with the relay's rounds, at
@@ -1365,6 +1728,105 @@ enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *out
 		(void)spool_purge_sent(sp, now, NULL, NULL);
 	}
 	return SPOOL_OK;
+}
+
+enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
+				     char **err_r)
+{
+	return finish_attempts(sp, outs, n, err_r);
+}
+
+enum spool_res spool_body_get(struct spool *sp, const char *id, unsigned char **body_r,
+			      size_t *len_r, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int rc;
+
+	*body_r = NULL;
+	*len_r = 0;
+	if ((res = spool_stmt(sp, SQ_GET_BODY, &st, err_r)) != SPOOL_OK)
+		return res;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		size_t len = (size_t)sqlite3_column_bytes(st, 0);
+		const void *b = sqlite3_column_blob(st, 0);
+
+		*body_r = malloc(len > 0 ? len : 1);
+		if (*body_r == NULL)
+			spool_oom();
+		if (len > 0)
+			memcpy(*body_r, b, len);
+		*len_r = len;
+	}
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return spool_fail(err_r, SPOOL_NOTFOUND, "index.db: message %s: no body in the "
+				  "index", id);
+	if (rc != SQLITE_ROW)
+		return spool_dbfail(sp, rc, "read body", err_r);
+	return SPOOL_OK;
+}
+
+enum spool_res spool_msg_open(struct spool *sp, const struct spool_msg *m, int *fd_r,
+			      char **err_r)
+{
+	unsigned char *body = NULL;
+	enum spool_res res;
+	size_t len = 0, off = 0;
+	int fd;
+
+	*fd_r = -1;
+	if (!m->in_index) {
+		fd = openat(sp->msgfd, m->id, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return spool_fail(err_r, errno == ENOENT ? SPOOL_NOTFOUND : SPOOL_IO,
+					  "%s: open: %s", m->path, strerror(errno));
+		*fd_r = fd;
+		return SPOOL_OK;
+	}
+	if ((res = spool_body_get(sp, m->id, &body, &len, err_r)) != SPOOL_OK)
+		return res;
+	fd = memfd_create("popgate-body", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) {
+		res = spool_fail(err_r, SPOOL_IO, "memfd_create: %s", strerror(errno));
+		goto out;
+	}
+	while (off < len) {
+		ssize_t n = write(fd, body + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			res = spool_fail(err_r, SPOOL_IO, "memfd write: %s",
+					 n < 0 ? strerror(errno) : "short write");
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	/* sealed: the reader cannot change what it was given */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0 ||
+	    lseek(fd, 0, SEEK_SET) < 0) {
+		res = spool_fail(err_r, SPOOL_IO, "memfd seal: %s", strerror(errno));
+		goto out;
+	}
+	*fd_r = fd;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(body);
+	return res;
+}
+
+void spool_defer_checkpoints(struct spool *sp, int on)
+{
+	sp->defer_ckpt = on != 0;
+	if (sp->db != NULL && sp->ckpt_close_off != sp->defer_ckpt &&
+	    sqlite3_db_config(sp->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, sp->defer_ckpt, NULL) ==
+		    SQLITE_OK)
+		sp->ckpt_close_off = sp->defer_ckpt;
 }
 
 enum spool_res spool_next_due(struct spool *sp, time_t *when_r, char **err_r)
@@ -1390,42 +1852,5 @@ enum spool_res spool_next_due(struct spool *sp, time_t *when_r, char **err_r)
 	/* queued means due now; 0 is reserved for "nothing to do" */
 	if (count > 0)
 		*when_r = first > 0 ? (time_t)first : time(NULL);
-	return SPOOL_OK;
-}
-
-enum spool_res spool_write_copy(struct spool *sp, const char *id, const void *body, size_t len,
-				char **err_r)
-{
-	const unsigned char *p = body;
-	int fd, err = 0;
-
-	fd = openat(sp->tmpfd, id, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return spool_fail(err_r, spool_errno_res(errno), "%s/tmp/%s: open: %s", sp->dir, id,
-				  strerror(errno));
-	while (len > 0 && err == 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			err = n < 0 ? errno : EIO;
-		else {
-			p += n;
-			len -= (size_t)n;
-		}
-	}
-	/* recovery is rare: this copy is fsync'd like a large message */
-	if (err == 0 && fsync(fd) < 0)
-		err = errno;
-	if (close(fd) < 0 && err == 0)
-		err = errno;
-	if (err == 0 && renameat(sp->tmpfd, id, sp->msgfd, id) < 0)
-		err = errno;
-	if (err != 0) {
-		(void)unlinkat(sp->tmpfd, id, 0);
-		return spool_fail(err_r, spool_errno_res(err), "%s/msg/%s: restore: %s", sp->dir,
-				  id, strerror(err));
-	}
 	return SPOOL_OK;
 }

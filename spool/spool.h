@@ -5,30 +5,37 @@
  * library is the only code that includes sqlite3.h.
  *
  * Layout under the spool root:
- *   tmp/<id>      being written (created O_EXCL)
- *   msg/<id>      committed message files (canonical CRLF, our Received first)
- *   index.db      SQLite index (WAL, synchronous=FULL, busy timeout)
+ *   tmp/<id>      a large message being written (created O_EXCL)
+ *   msg/<id>      committed large message files (canonical CRLF, our
+ *                 Received first)
+ *   index.db      SQLite index (WAL, synchronous=FULL, busy timeout); small
+ *                 messages live here only (table bodies)
  *
  * Contract:
  *  - Every function returns enum spool_res; on anything but SPOOL_OK it sets
  *    *err_r to a malloc'd message naming the file or the SQL step, which the
  *    caller frees.  SPOOL_BUSY is "try again" (locked database), SPOOL_FULL
  *    "no space left", SPOOL_IO any other failure.
- *  - Ingest order (invariant 1): spool_writer_begin() creates tmp/<id>;
- *    spool_writer_write() buffers and writes; spool_writer_finish() fsyncs the
- *    file and renames it into msg/ (the message is then "pending");
- *    spool_commit() fsyncs msg/ once and inserts the index rows of every
- *    pending message in one BEGIN IMMEDIATE transaction.  Only when
- *    spool_commit() returns SPOOL_OK may the caller DELE those messages.
- *    A message whose finish or commit failed is not in the spool (its file is
- *    removed or left for recovery) and must not be deleted from the server.
+ *  - Ingest order (invariant 1): spool_writer_begin() picks the id;
+ *    spool_writer_write() buffers; a message that outgrows the 64 KiB buffer
+ *    is written to tmp/<id> (created O_EXCL at the first flush), and
+ *    spool_writer_finish() fsyncs that file and renames it into msg/.  A
+ *    message that fits the buffer never gets a file: finish keeps it in
+ *    memory and the commit stores it as a row of `bodies` (in_index).
+ *    Either way it is then "pending"; spool_commit() fsyncs msg/ once (if a
+ *    file was renamed) and inserts the index rows of every pending message
+ *    in one BEGIN IMMEDIATE transaction.  Only when spool_commit() reports a
+ *    message SPOOL_OK (or SPOOL_DUP) may the caller DELE it.  A message whose
+ *    finish or commit failed is not in the spool (its file is removed or
+ *    left for recovery) and must not be deleted from the server.
  *  - (account, uidl) is unique: spool_uidl_known() says whether a message
  *    was ever committed; a commit that collides reports SPOOL_DUP for that
  *    message via the callback and removes its file.
- *  - Small messages (under 64 KiB) are made durable as a row of the
- *    index (table bodies) inside the group's transaction; their msg/<id>
- *    is a copy written without fsync, rewritten by recovery after a reboot
- *    (docs/internals.md, "Group commit").  Larger ones are fsync'd files.
+ *  - Ids are the second (8 hex) and a per-handle random start plus a
+ *    counter (8 hex): unique within a handle by construction.  Two
+ *    processes can draw the same id only by chance; the commit checks under
+ *    its write lock and reports the later one SPOOL_BUSY (not committed,
+ *    not to be deleted: the next poll fetches it again under a new id).
  *  - Relay side: spool_claim_due() moves due messages to `sending` and
  *    returns them; spool_finish_attempts() records every outcome of a session
  *    in one transaction, then unlinks the files of sent messages.
@@ -101,7 +108,8 @@ struct spool_msg {
 	char id[SPOOL_ID_LEN + 1];
 	char *account;
 	char *uidl;
-	char *path;             /* absolute path of msg/<id> */
+	char *path;             /* absolute path of msg/<id> (no such file when
+				 * in_index: read it with spool_msg_open) */
 	uint64_t size;
 	char digest[65];        /* sha256 hex of the file */
 	char *sender;
@@ -113,6 +121,8 @@ struct spool_msg {
 	time_t created;
 	time_t updated;
 	char *last_reply;       /* NULL if none */
+	int in_index;           /* the body is a row of `bodies`, no file */
+	int eightbit;           /* 1: an octet > 127, 0: none, -1: not known */
 };
 
 /* Outcome of one delivery attempt, filled by the relay. */
@@ -145,8 +155,11 @@ struct spool_recovery {
 	unsigned int missing_file_held;
 	unsigned int orphans_removed; /* files of sent rows */
 	int skipped;                  /* another handle had the spool open */
-	unsigned int inline_restored; /* msg/<id> rewritten from its inline body */
+	unsigned int copies_removed;  /* msg/<id> copies of in-index bodies
+				       * (left by an older popgate) */
 	unsigned int sent_purged;     /* retained sent files past keep_sent_days */
+	unsigned int journal_rcpts;   /* recipients marked sent from relay journals */
+	unsigned int journal_sent;    /* messages that became sent by them */
 	/* ids of the messages requeued from `sending` (sending_requeued of
 	 * them): each may reach the SMTP host twice, so each is logged */
 	char **requeued_ids;
@@ -178,16 +191,20 @@ void spool_writer_abort(struct spool_writer **w);
 size_t spool_pending(const struct spool *sp);
 
 /* Group commit bounds: commit when the pending group holds this many
- * messages or octets, or its first message has waited this long (a slow
- * server must not hold finished messages undeleted for long). */
-#define SPOOL_GROUP_MSGS 100
+ * messages, or octets, or octets held in memory (in-index messages, until
+ * their commit), or its first message has waited this long (a slow server
+ * must not hold finished messages undeleted for long). */
+#define SPOOL_GROUP_MSGS 1000
 #define SPOOL_GROUP_BYTES (16u * 1024 * 1024)
+#define SPOOL_GROUP_MEM_BYTES (4u * 1024 * 1024)
 #define SPOOL_GROUP_MS 1000
 /* spool_group_full - 1 when the pending group should be committed now */
 int spool_group_full(const struct spool *sp);
 
-/* Called once per pending message by spool_commit(): res is SPOOL_OK or
- * SPOOL_DUP (already present: the new copy was removed). */
+/* Called once per pending message by spool_commit(): res is SPOOL_OK,
+ * SPOOL_DUP (already present: the new copy was removed; delete it on the
+ * server) or SPOOL_BUSY (not committed: another process drew the same id;
+ * leave it on the server). */
 typedef void (*spool_commit_cb)(void *ctx, const char *account, const char *uidl,
 				const char *id, enum spool_res res);
 
@@ -195,6 +212,18 @@ typedef void (*spool_commit_cb)(void *ctx, const char *account, const char *uidl
  * transaction).  On failure no pending message is committed; their files
  * are removed and the caller must not DELE them. */
 enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, char **err_r);
+
+/* The same commit in a thread, so the caller goes on fetching the next
+ * group meanwhile.  spool_commit_start hands the pending group to the
+ * commit thread (its own SQLite connection) and returns; the caller may go
+ * on with spool_writer_* and spool_group_full only.  spool_commit_finish
+ * waits for it and reports like spool_commit (cb per message, or the error
+ * for the whole group): only then may the caller DELE.  One commit is in
+ * flight at a time; spool_commit and spool_close finish it first. */
+enum spool_res spool_commit_start(struct spool *sp, char **err_r);
+enum spool_res spool_commit_finish(struct spool *sp, spool_commit_cb cb, void *ctx,
+				   char **err_r);
+int spool_commit_in_flight(const struct spool *sp);
 
 /* ---- relay ---- */
 
@@ -204,9 +233,34 @@ enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, cha
 enum spool_res spool_claim_due(struct spool *sp, time_t now, size_t max,
 			       struct spool_msg ***msgs_r, size_t *n_r, char **err_r);
 /* spool_finish_attempts - record n outcomes in one transaction, then unlink
- * the files of the messages that became sent */
+ * the files of the messages that became sent.  fsync'd (synchronous=FULL). */
 enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
 				     char **err_r);
+/* spool_journal_note - before the outcome of m reaches the index (the
+ * relay commits outcomes in batches): append its recipients in state
+ * SPOOL_SENT to this handle's relay journal, so that recovery after a kill
+ * marks them sent instead of sending them again.  One write(), no fsync
+ * (spool_journal.c).  Emptied by every successful spool_finish_attempts. */
+enum spool_res spool_journal_note(struct spool *sp, const struct spool_msg *m, char **err_r);
+/* spool_body_get - the body of an in_index message (malloc'd copy) */
+enum spool_res spool_body_get(struct spool *sp, const char *id, unsigned char **body_r,
+			      size_t *len_r, char **err_r);
+/* spool_msg_open - a read-only fd at offset 0 on the message: its file, or a
+ * sealed memfd holding its in-index body.  SPOOL_NOTFOUND when it is gone (a sent
+ * message that was not retained). */
+enum spool_res spool_msg_open(struct spool *sp, const struct spool_msg *m, int *fd_r,
+			      char **err_r);
+/* spool_defer_checkpoints - on: this handle leaves WAL checkpoints to the
+ * other handles (the relay, admin commands) unless the WAL passes 64 MiB,
+ * and does not checkpoint on close: a poll spends its time on the POP3
+ * session, not copying pages into the database file. */
+void spool_defer_checkpoints(struct spool *sp, int on);
+/* spool_checkpoint_in_background - on: this handle's checkpoints run in a
+ * thread with its own connection, so a commit never waits for one (the
+ * relay: the first commit after a large poll would copy its whole WAL).
+ * off (and spool_close) waits for a checkpoint under way.  Only for a
+ * process that does not fork while it is on. */
+void spool_checkpoint_in_background(struct spool *sp, int on);
 /* spool_next_due - earliest next_attempt among queued/deferred, 0 if none */
 enum spool_res spool_next_due(struct spool *sp, time_t *when_r, char **err_r);
 
@@ -301,6 +355,11 @@ struct spool_uidl_row {
 enum spool_res spool_account_uidls(struct spool *sp, const char *account,
 				   struct spool_uidl_row **rows_r, size_t *n_r, char **err_r);
 void spool_uidl_rows_free(struct spool_uidl_row **rows, size_t n);
+/* spool_account_tombstones - the UIDLs of the account's messages an
+ * operator deleted (never fetched again), sorted (strcmp); free each and
+ * the array */
+enum spool_res spool_account_tombstones(struct spool *sp, const char *account,
+					char ***uidls_r, size_t *n_r, char **err_r);
 /* spool_uidl_prune - forget the given UIDLs of the account (gone from the
  * server): only rows sent (updated) before sent_before and not retained
  * are deleted, with their tombstones older than that; one transaction.

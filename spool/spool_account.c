@@ -193,6 +193,38 @@ enum spool_res spool_account_uidls(struct spool *sp, const char *account,
 	return SPOOL_OK;
 }
 
+enum spool_res spool_account_tombstones(struct spool *sp, const char *account,
+					char ***uidls_r, size_t *n_r, char **err_r)
+{
+	static const char sql[] = "SELECT uidl FROM tombstones WHERE account = ?1 ORDER BY uidl";
+	sqlite3_stmt *st = NULL;
+	char **v = NULL;
+	size_t n = 0, cap = 0;
+	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+	while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+		rc = sqlite3_step(st);
+		if (rc != SQLITE_ROW)
+			break;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = spool_xrealloc(v, cap, sizeof *v);
+		}
+		v[n++] = spool_xstrdup((const char *)sqlite3_column_text(st, 0));
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		for (size_t i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return spool_dbfail(sp, rc, "account tombstones", err_r);
+	}
+	*uidls_r = v;
+	*n_r = n;
+	return SPOOL_OK;
+}
+
 static int table_exists(struct spool *sp, const char *name)
 {
 	sqlite3_stmt *st = NULL;

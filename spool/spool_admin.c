@@ -265,6 +265,22 @@ static enum spool_res state_of(struct spool *sp, const char *id, enum spool_stat
 	return res;
 }
 
+/* in_index_of - 1 if the message's body is a row of `bodies` (no file:
+ * a msg/<id> could only belong to another process with the same id) */
+static int in_index_of(struct spool *sp, const char *id)
+{
+	sqlite3_stmt *st = NULL;
+	int found = 0;
+
+	if (sqlite3_prepare_v2(sp->db, "SELECT in_index FROM messages WHERE id = ?1", -1, &st,
+			       NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		found = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+	}
+	sqlite3_finalize(st);
+	return found;
+}
+
 static enum spool_res busy_sending(const char *id, char **err_r)
 {
 	return spool_fail(err_r, SPOOL_BUSY, "%s: being sent by a relay session right now; "
@@ -388,6 +404,7 @@ enum spool_res spool_delete(struct spool *sp, const char *id, char **err_r)
 	res = state_of(sp, uid, &state, &account, &uidl, err_r);
 	if (res == SPOOL_OK && state == SPOOL_SENDING)
 		res = busy_sending(uid, err_r);
+	int inidx = res == SPOOL_OK && in_index_of(sp, uid);
 	/* the tombstone keeps a kept (keep = true) message from coming back */
 	if (res == SPOOL_OK)
 		res = run_sql(sp, "INSERT OR IGNORE INTO tombstones (account, uidl, deleted) "
@@ -402,7 +419,7 @@ enum spool_res spool_delete(struct spool *sp, const char *id, char **err_r)
 		return res;
 	/* after the commit; a crash before this unlink leaves a file without a
 	 * row, which recovery removes */
-	if (unlinkat(sp->msgfd, uid, 0) < 0 && errno != ENOENT)
+	if (!inidx && unlinkat(sp->msgfd, uid, 0) < 0 && errno != ENOENT)
 		return spool_fail(err_r, SPOOL_IO, "%s/msg/%s: unlink: %s", sp->dir, uid,
 				  strerror(errno));
 	return SPOOL_OK;
@@ -428,8 +445,15 @@ enum spool_res spool_history(struct spool *sp, const char *id, spool_history_cb 
 
 	if ((res = norm_id(id, uid, err_r)) != SPOOL_OK)
 		return res;
-	rc = sqlite3_prepare_v2(sp->db, "SELECT at, state, reply FROM history WHERE msg_id = ?1 "
-				"ORDER BY rowid", -1, &st, NULL);
+	/* the fetch of a queued message has no row (it is the message's
+	 * `created`); one held at fetch has its 'fetched-held' row */
+	rc = sqlite3_prepare_v2(sp->db,
+				"SELECT created, 'queued', 'fetched', 0 FROM messages WHERE id = ?1 "
+				"AND NOT EXISTS (SELECT 1 FROM history WHERE msg_id = ?1 AND "
+				"state = 'fetched-held') "
+				"UNION ALL SELECT at, CASE state WHEN 'fetched-held' THEN 'held' "
+				"ELSE state END, reply, rowid FROM history WHERE msg_id = ?1 "
+				"ORDER BY 4", -1, &st, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
 		while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW)
@@ -444,7 +468,7 @@ enum spool_res spool_history(struct spool *sp, const char *id, spool_history_cb 
 }
 
 enum spool_res spool_purge_tx(struct spool *sp, time_t now, char ***ids_r, size_t *n_r,
-			      char **err_r)
+			      unsigned int *purged_r, char **err_r)
 {
 	sqlite3_stmt *st = NULL;
 	size_t cap = 0;
@@ -452,11 +476,15 @@ enum spool_res spool_purge_tx(struct spool *sp, time_t now, char ***ids_r, size_
 
 	*ids_r = NULL;
 	*n_r = 0;
-	rc = sqlite3_prepare_v2(sp->db, "SELECT msg_id FROM retained WHERE until <= ?1", -1, &st,
-				NULL);
+	*purged_r = 0;
+	rc = sqlite3_prepare_v2(sp->db, "SELECT r.msg_id, m.in_index FROM retained r JOIN "
+				"messages m ON m.id = r.msg_id WHERE r.until <= ?1", -1, &st, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			(*purged_r)++;
+			if (sqlite3_column_int(st, 1) != 0)
+				continue; /* its body goes below; it has no file */
 			if (*n_r == cap) {
 				cap = cap ? cap * 2 : 16;
 				*ids_r = spool_xrealloc(*ids_r, cap, sizeof **ids_r);
@@ -467,7 +495,7 @@ enum spool_res spool_purge_tx(struct spool *sp, time_t now, char ***ids_r, size_
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE)
 		return spool_dbfail(sp, rc, "purge select", err_r);
-	if (*n_r == 0)
+	if (*purged_r == 0)
 		return SPOOL_OK;
 	enum spool_res res = run_sql(sp, "DELETE FROM bodies WHERE msg_id IN (SELECT msg_id "
 				     "FROM retained WHERE until <= ?1)", "purge bodies", NULL,
@@ -488,12 +516,15 @@ enum spool_res spool_purge_sent(struct spool *sp, time_t now, unsigned int *n_r,
 		*n_r = 0;
 	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin purge", err_r)) != SPOOL_OK)
 		return res;
-	res = end_tx(sp, spool_purge_tx(sp, now, &ids, &n, err_r), err_r);
+	unsigned int purged = 0;
+	res = end_tx(sp, spool_purge_tx(sp, now, &ids, &n, &purged, err_r), err_r);
+	if (res == SPOOL_OK && n_r != NULL)
+		*n_r = purged;
 	for (size_t i = 0; i < n; i++) {
 		/* after the commit: a crash in between leaves a sent file
 		 * without retention, which recovery removes */
-		if (res == SPOOL_OK && unlinkat(sp->msgfd, ids[i], 0) == 0 && n_r != NULL)
-			(*n_r)++;
+		if (res == SPOOL_OK)
+			(void)unlinkat(sp->msgfd, ids[i], 0);
 		free(ids[i]);
 	}
 	free(ids);

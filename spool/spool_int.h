@@ -17,6 +17,9 @@ extern const unsigned int spool_nmigrations;
 /* Everything below needs the full library headers; schema_sql.c (generated)
  * only needs the migration table above. */
 #ifdef POPGATE_SPOOL_H
+#include <pthread.h>
+
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 /* Cached prepared statements, prepared on first use (SQLITE_PREPARE_PERSISTENT)
@@ -27,6 +30,7 @@ enum spool_sq {
 	SQ_ROLLBACK,
 	SQ_UIDL_KNOWN,
 	SQ_ID_KNOWN,
+	SQ_TOMB_KNOWN,
 	SQ_INS_MSG,
 	SQ_INS_RCPT,
 	SQ_CLAIM_SEL,
@@ -56,8 +60,8 @@ struct spool_pending {
 	uint64_t size;
 	char digest[65];
 	char *hold_reason;  /* NULL, or commit as held with this reply */
-	int inl;            /* small: durable as a row of `bodies`, the file is a
-			     * copy for the relay (never fsync'd) */
+	int inl;            /* small: no file, stored as a row of `bodies` */
+	int eightbit;       /* an octet > 127 */
 	unsigned char *body; /* inl: the message (size octets), for the commit */
 	enum spool_res res; /* SPOOL_OK or SPOOL_DUP, decided inside the commit */
 };
@@ -67,12 +71,39 @@ struct spool {
 	int rootfd;         /* flock'd: LOCK_EX while recovering, then LOCK_SH */
 	int tmpfd;
 	int msgfd;          /* kept open: fsync'd once per commit */
+	uint32_t id_next;   /* low half of the next message id (random start) */
+	int id_seeded;
+	EVP_MD *sha256;     /* fetched once */
+	struct spool_writer *spare; /* a finished writer, reused (its buffer) */
+	/* spool_checkpoint_in_background: the checkpoint thread */
+	int bg_ckpt;
+	pthread_t ck_thr;
+	pthread_mutex_t ck_mu;
+	pthread_cond_t ck_cv;
+	int ck_want, ck_stop;
+	int jfd;            /* the relay journal (spool_journal.c), -1: none yet */
+	int jdirty;         /* it holds entries not yet in the index */
+	char jname[64];
+	int defer_ckpt;     /* spool_defer_checkpoints() */
+	/* spool_commit_start: the group in flight lives in csp, a second handle
+	 * on the same tree with its own connection, used by the thread only */
+	struct spool *csp;
+	pthread_t commit_thr;
+	int commit_live;    /* a commit is in flight (or done, not finished) */
+	int commit_joined;  /* it ran without a thread: nothing to join */
+	int is_commit_handle;
+	enum spool_res cres; /* csp: the thread's result */
+	int cuncertain;
+	char *cerr;
+	int ckpt_close_off; /* NO_CKPT_ON_CLOSE was set */
 	sqlite3 *db;
 	sqlite3_stmt *sq[SQ__COUNT];
 	struct spool_pending *pend;
 	size_t npend, pendcap;
 	uint64_t pend_bytes;     /* octets of the pending group */
+	uint64_t pend_mem;       /* of them in memory (in-index bodies) */
 	int64_t pend_since_ms;   /* CLOCK_MONOTONIC ms of its first message */
+	int64_t busy_since_ms;   /* busy_wait: when this wait began */
 	int keep_sent_days;      /* retention of sent files (spool_params) */
 	time_t last_purge;       /* last spool_purge_sent() by finish_attempts */
 	struct spool_recovery rec;
@@ -81,7 +112,7 @@ struct spool {
 /* Columns every message SELECT returns, in this order (see spool_msg_from_row). */
 #define SPOOL_MSG_COLS \
 	"id, account, uidl, size, digest, sender, state, attempts, next_attempt, " \
-	"created, updated, last_reply"
+	"created, updated, last_reply, in_index, eightbit"
 
 /* allocation: abort with a message on failure (never NULL) */
 void *spool_xcalloc(size_t n, size_t size);
@@ -116,13 +147,22 @@ enum spool_res spool_load_rcpts(struct spool *sp, struct spool_msg *m, char **er
 enum spool_res spool_history_add(struct spool *sp, const char *id, time_t now, const char *state,
 				 const char *reply, char **err_r);
 /* spool_purge_tx - inside the caller's transaction: forget the retention of
- * files whose time is up; *ids_r gets their ids (the caller unlinks them
- * after the commit) */
+ * messages whose time is up (*purged_r of them; their bodies go here);
+ * *ids_r gets the ids of those with files (the caller unlinks them after
+ * the commit) */
 enum spool_res spool_purge_tx(struct spool *sp, time_t now, char ***ids_r, size_t *n_r,
-			      char **err_r);
-/* spool_write_copy - (re)write msg/<id> from an inline body: tmp/<id>, rename */
-enum spool_res spool_write_copy(struct spool *sp, const char *id, const void *body, size_t len,
-				char **err_r);
+			      unsigned int *purged_r, char **err_r);
+
+/* spool_journal_reset - after an fsync'd finish: the journal's entries are
+ * recorded; empty it */
+void spool_journal_reset(struct spool *sp);
+/* spool_journal_close - close it; removed unless entries may be unrecorded */
+void spool_journal_close(struct spool *sp);
+/* spool_journal_recover - inside recovery's transaction, before `sending`
+ * rows are requeued: apply every relay journal; *names_r (malloc'd) gets
+ * their names, removed by the caller after the commit */
+enum spool_res spool_journal_recover(struct spool *sp, time_t now, char ***names_r,
+				     size_t *n_r, char **err_r);
 
 /* spool_recovery_clear - free and zero sp->rec */
 void spool_recovery_clear(struct spool *sp);

@@ -8,6 +8,10 @@
  *
  *   tmp/<id>, any index state          removed: never finished, so never
  *                                      committed, so the server still has it
+ *   relay.<r>.journal entry, its row   the recipient -> `sent`; a message
+ *   and recipient `sending`            with nothing left to do -> `sent`
+ *                                      (the host accepted it before the
+ *                                      relay died; applied first)
  *   row `sending`                      -> `queued` (recipients in `sending`
  *                                      -> `queued`), with a history row
  *                                      saying it may go out twice; the
@@ -15,16 +19,16 @@
  *                                      once says retry
  *   retained row, until passed         retention dropped (its body too);
  *                                      the file goes with the next rule
- *   inline body row, and a new boot    msg/<id> rewritten from the body
- *   (or no msg/<id>)                   (the copy was never fsync'd: after
- *                                      a reboot it may be short or gone)
+ *   msg/<id>, row in_index             removed: a copy an older popgate
+ *                                      wrote beside the body (the body in
+ *                                      the index is the message)
  *   msg/<id>, no row                   removed: its commit never returned,
  *                                      so it was not deleted on the server
  *   msg/<id>, row `sent`, no retained  removed: the unlink after the commit
  *                                      did not happen
  *   msg/<id>, row `sent`, retained     kept for audit (keep_sent_days)
  *   row queued/deferred/sending,       -> `held`, last_reply "spool file
- *   no msg/<id>, no body               missing at recovery" (an operator
+ *   not in_index, no msg/<id>          missing at recovery" (an operator
  *                                      decides; never silently dropped)
  *   row held, no file                  left alone (already for an operator)
  *   row sent, no file; row + file      the normal states: nothing to do
@@ -164,7 +168,7 @@ static enum spool_res requeue_sending(struct spool *sp, time_t now, char **err_r
 
 /* row_state - *found_r = 0 if msg/<name> has no row, else its state */
 static enum spool_res row_state(struct spool *sp, sqlite3_stmt *st, const char *name,
-				int *found_r, enum spool_state *st_r, char **err_r)
+				int *found_r, enum spool_state *st_r, int *inidx_r, char **err_r)
 {
 	int rc;
 
@@ -172,6 +176,7 @@ static enum spool_res row_state(struct spool *sp, sqlite3_stmt *st, const char *
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	*found_r = rc == SQLITE_ROW;
+	*inidx_r = rc == SQLITE_ROW && sqlite3_column_int(st, 2) != 0;
 	if (rc == SQLITE_ROW && spool_state_from_text(sqlite3_column_text(st, 0), st_r) < 0)
 		*st_r = SPOOL_HELD;
 	/* a retained sent file counts as not sent here: it stays */
@@ -183,7 +188,8 @@ static enum spool_res row_state(struct spool *sp, sqlite3_stmt *st, const char *
 	return SPOOL_OK;
 }
 
-/* scan_msg - remove files of msg/ that have no row or a `sent` row */
+/* scan_msg - remove files of msg/ that have no row, a `sent` row, or an
+ * in-index row (an old copy) */
 static enum spool_res scan_msg(struct spool *sp, char **err_r)
 {
 	sqlite3_stmt *st = NULL;
@@ -191,10 +197,11 @@ static enum spool_res scan_msg(struct spool *sp, char **err_r)
 	enum spool_state state = SPOOL_QUEUED;
 	struct dirent *de;
 	DIR *d = NULL;
-	int rc, found;
+	int rc, found, inidx;
 
-	rc = sqlite3_prepare_v2(sp->db, "SELECT m.state, r.until FROM messages m LEFT JOIN "
-				"retained r ON r.msg_id = m.id WHERE m.id = ?1", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(sp->db, "SELECT m.state, r.until, m.in_index FROM messages m "
+				"LEFT JOIN retained r ON r.msg_id = m.id WHERE m.id = ?1", -1, &st,
+				NULL);
 	if (rc != SQLITE_OK)
 		return spool_dbfail(sp, rc, "recovery prepare", err_r);
 	if ((res = open_dir(sp, sp->msgfd, "msg", &d, err_r)) != SPOOL_OK)
@@ -202,8 +209,8 @@ static enum spool_res scan_msg(struct spool *sp, char **err_r)
 	while (res == SPOOL_OK && (de = readdir(d)) != NULL) {
 		if (skip_entry(de))
 			continue;
-		res = row_state(sp, st, de->d_name, &found, &state, err_r);
-		if (res != SPOOL_OK || (found && state != SPOOL_SENT))
+		res = row_state(sp, st, de->d_name, &found, &state, &inidx, err_r);
+		if (res != SPOOL_OK || (found && state != SPOOL_SENT && !inidx))
 			continue;
 		if (unlinkat(sp->msgfd, de->d_name, 0) < 0) {
 			if (errno != ENOENT)
@@ -211,7 +218,9 @@ static enum spool_res scan_msg(struct spool *sp, char **err_r)
 						 de->d_name, strerror(errno));
 			continue;
 		}
-		if (found)
+		if (found && inidx)
+			sp->rec.copies_removed++;
+		else if (found)
 			sp->rec.orphans_removed++;
 		else
 			sp->rec.uncommitted_removed++;
@@ -232,8 +241,8 @@ static enum spool_res missing_ids(struct spool *sp, char ***ids_r, size_t *n_r, 
 	int rc;
 
 	rc = sqlite3_prepare_v2(sp->db, "SELECT id FROM messages WHERE state IN "
-				"('queued', 'deferred', 'sending') AND id NOT IN "
-				"(SELECT msg_id FROM bodies) ORDER BY id", -1, &st, NULL);
+				"('queued', 'deferred', 'sending') AND in_index = 0 ORDER BY id",
+				-1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return spool_dbfail(sp, rc, "recovery prepare", err_r);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -286,113 +295,6 @@ out:
 	return res;
 }
 
-/* boot_id - the kernel's id of this boot ("" if unknown: then every
- * recovery rewrites the inline copies, which is safe, only slower) */
-static void boot_id(char out[64])
-{
-	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
-
-	out[0] = '\0';
-	if (f != NULL) {
-		if (fgets(out, 64, f) == NULL)
-			out[0] = '\0';
-		fclose(f);
-	}
-	out[strcspn(out, "\n")] = '\0';
-}
-
-/* boot_changed - is this boot another than the one recorded in meta? */
-static enum spool_res boot_changed(struct spool *sp, const char *boot, int *changed_r,
-				   char **err_r)
-{
-	sqlite3_stmt *st = NULL;
-	int rc;
-
-	rc = sqlite3_prepare_v2(sp->db, "SELECT value FROM meta WHERE key = 'boot_id'", -1, &st,
-				NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(st);
-	*changed_r = boot[0] == '\0' || rc != SQLITE_ROW ||
-		     strcmp((const char *)sqlite3_column_text(st, 0), boot) != 0;
-	sqlite3_finalize(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return spool_dbfail(sp, rc, "recovery boot id", err_r);
-	return SPOOL_OK;
-}
-
-/* restore_one - rewrite msg/<id> from its inline body */
-static enum spool_res restore_one(struct spool *sp, const char *id, char **err_r)
-{
-	sqlite3_stmt *st = NULL;
-	enum spool_res res;
-	int rc;
-
-	if ((res = spool_stmt(sp, SQ_GET_BODY, &st, err_r)) != SPOOL_OK)
-		return res;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		res = spool_write_copy(sp, id, sqlite3_column_blob(st, 0),
-				       (size_t)sqlite3_column_bytes(st, 0), err_r);
-	else if (rc != SQLITE_DONE)
-		res = spool_dbfail(sp, rc, "recovery body", err_r);
-	sqlite3_reset(st);
-	if (res == SPOOL_OK && rc == SQLITE_ROW)
-		sp->rec.inline_restored++;
-	return res;
-}
-
-/* restore_inline - the inline copies: all of them after a reboot, else
- * only missing ones */
-static enum spool_res restore_inline(struct spool *sp, char **err_r)
-{
-	sqlite3_stmt *st = NULL;
-	struct stat stbuf;
-	enum spool_res res;
-	char boot[64], **ids = NULL;
-	size_t n = 0, cap = 0, i;
-	int changed, rc;
-
-	boot_id(boot);
-	if ((res = boot_changed(sp, boot, &changed, err_r)) != SPOOL_OK)
-		return res;
-	rc = sqlite3_prepare_v2(sp->db, "SELECT msg_id FROM bodies", -1, &st, NULL);
-	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(st, 0);
-
-		if (id == NULL || (!changed && fstatat(sp->msgfd, id, &stbuf, 0) == 0))
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			ids = spool_xrealloc(ids, cap, sizeof *ids);
-		}
-		ids[n++] = spool_xstrdup(id);
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
-		res = spool_dbfail(sp, rc, "recovery bodies", err_r);
-	for (i = 0; res == SPOOL_OK && i < n; i++)
-		res = restore_one(sp, ids[i], err_r);
-	for (i = 0; i < n; i++)
-		free(ids[i]);
-	free(ids);
-	if (res == SPOOL_OK && n > 0 && fsync(sp->msgfd) < 0)
-		res = spool_fail(err_r, spool_errno_res(errno), "%s/msg: fsync: %s", sp->dir,
-				 strerror(errno));
-	if (res != SPOOL_OK || !changed || boot[0] == '\0')
-		return res;
-	rc = sqlite3_prepare_v2(sp->db, "INSERT OR REPLACE INTO meta (key, value) VALUES "
-				"('boot_id', ?1)", -1, &st, NULL);
-	if (rc == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, boot, -1, SQLITE_STATIC);
-		rc = sqlite3_step(st);
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
-		return spool_dbfail(sp, rc, "recovery boot id", err_r);
-	return SPOOL_OK;
-}
-
 /* purge_expired - retention whose time is up; scan_msg removes the files */
 static enum spool_res purge_expired(struct spool *sp, time_t now, char **err_r)
 {
@@ -400,12 +302,14 @@ static enum spool_res purge_expired(struct spool *sp, time_t now, char **err_r)
 	char **ids = NULL;
 	size_t n = 0;
 
-	res = spool_purge_tx(sp, now, &ids, &n, err_r);
+	unsigned int purged = 0;
+
+	res = spool_purge_tx(sp, now, &ids, &n, &purged, err_r);
 	for (size_t i = 0; i < n; i++)
 		free(ids[i]);
 	free(ids);
 	if (res == SPOOL_OK)
-		sp->rec.sent_purged = (unsigned int)n;
+		sp->rec.sent_purged = purged;
 	return res;
 }
 
@@ -421,25 +325,35 @@ enum spool_res spool_recover(struct spool *sp, char **err_r)
 {
 	time_t now = time(NULL);
 	enum spool_res res;
+	char **jnames = NULL;
+	size_t njnames = 0;
 
 	spool_recovery_clear(sp);
 	if ((res = clean_tmp(sp, err_r)) != SPOOL_OK)
 		return res;
 	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin recovery", err_r)) != SPOOL_OK)
 		return res;
+	if ((res = spool_journal_recover(sp, now, &jnames, &njnames, err_r)) != SPOOL_OK)
+		goto fail;
 	if ((res = requeue_sending(sp, now, err_r)) != SPOOL_OK)
 		goto fail;
 	if ((res = purge_expired(sp, now, err_r)) != SPOOL_OK)
-		goto fail;
-	if ((res = restore_inline(sp, err_r)) != SPOOL_OK)
 		goto fail;
 	if ((res = scan_msg(sp, err_r)) != SPOOL_OK)
 		goto fail;
 	if ((res = hold_missing(sp, now, err_r)) != SPOOL_OK)
 		goto fail;
-	return spool_exec_sq(sp, SQ_COMMIT, "commit recovery", err_r);
+	res = spool_exec_sq(sp, SQ_COMMIT, "commit recovery", err_r);
+	/* applied and committed: the journals are done with */
+	for (size_t i = 0; res == SPOOL_OK && i < njnames; i++)
+		(void)unlinkat(sp->rootfd, jnames[i], 0);
+	goto out;
 fail:
 	spool_rollback(sp);
+out:
+	for (size_t i = 0; i < njnames; i++)
+		free(jnames[i]);
+	free(jnames);
 	return res;
 }
 

@@ -8,6 +8,7 @@
 #   top_builddir=. [SESSIONS=2] bash test/bench/bench_relay.sh [N]
 #
 # SESSIONS sets smtp.max_sessions (parallel relay sessions; default 1).
+# RELAY_WRAPPER runs the timed relay under a profiler (perf record, strace -c).
 #
 # The spool is filled by polling a private Dovecot (not timed).  Prints both
 # times and the ratio popgate/baseline (target: at most 1.5).
@@ -51,12 +52,11 @@ sed -i "s/^smtp {\$/smtp {\n  max_messages_per_session = 100000\n  max_sessions 
 pg "$TESTDIR/b.log" -c "$TESTDIR/b.conf" poll --once
 got=$(spool_sql "$SPOOL" "select count(*) from messages where state='queued'")
 [ "$got" = "$N" ] || bail_out "spooled $got of $N messages"
-mkdir -p "$TESTDIR/copy"
-cp "$SPOOL"/msg/* "$TESTDIR/copy/"
+spool_export "$SPOOL" "$TESTDIR/copy"
 sync
 
 t0=$(date +%s.%N)
-pg "$TESTDIR/b.log" -c "$TESTDIR/b.conf" relay --once
+POPGATE_WRAPPER="${RELAY_WRAPPER:-}" pg "$TESTDIR/b.log" -c "$TESTDIR/b.conf" relay --once
 t1=$(date +%s.%N)
 sent=$(spool_sql "$SPOOL" "select count(*) from messages where state='sent'")
 

@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--sink", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--kills", default="")
+    ap.add_argument("--relay-kills", type=int, default=-1,
+                    help="kills of the relay: no more SMTP-side duplicates than that")
     ap.add_argument("expected", nargs="+")
     a = ap.parse_args()
 
@@ -78,6 +80,11 @@ def main():
     for i in unexplained[:10]:
         print("# unexplained duplicate: %s sent %d times, requeued %d times"
               % (i, per_id[i], requeued[i]))
+    if a.relay_kills >= 0:
+        # accepted recipients are journalled at once: only a kill between the
+        # host's reply and that write can send a message twice, one per kill
+        print("CHECK %d SMTP-side duplicates (%d) are no more than the relay kills (%d)"
+              % (1 if smtp_dups > a.relay_kills else 0, smtp_dups, a.relay_kills))
     return 0
 
 

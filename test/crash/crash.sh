@@ -3,7 +3,8 @@
 # mailbox drains through a private Dovecot into smtp-sink, restart after
 # every kill, and prove the promise (test/crash/analyze.py): 0 lost, 0
 # duplicates from the POP3 side, and every duplicate at the SMTP host fell
-# in the window between the host's 250 and the commit (logged by recovery).
+# in the window between the host's 250 and the journal write (logged by
+# recovery), so there are no more of them than relay kills.
 #
 # Environment: CRASH_MESSAGES (default 2000) messages per batch; CRASH_KILLS
 # (default 30) kills that must land (the process died of SIGKILL); a new
@@ -106,6 +107,15 @@ is "$(maildir_count crash)" 0 "the mailbox is empty at the end (every DELE after
 is "$(unsent)" 0 "every spooled message is sent"
 is "$(count_files "$SPOOL/tmp")" 0 "no temp file is left"
 run_checks "$PYTHON" "$top_srcdir/test/crash/analyze.py" --sink "$SINK_DIR" --log "$LOG" \
-	--kills "$kills ($kill_poll poller, $kill_relay relay)" "${batches[@]}"
+	--kills "$kills ($kill_poll poller, $kill_relay relay)" --relay-kills "$kill_relay" \
+	"${batches[@]}"
+# the journal did its work: recovery found recipients the host had accepted
+# before the kill, and recorded them instead of sending them again
+jsent=$(grep -o 'journal_sent=[0-9]*' "$LOG" | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }')
+diag "recovery marked $jsent messages sent from relay journals"
+ok "[ $kill_relay -lt 5 ] || [ $jsent -gt 0 ]" \
+	"recovery recorded journalled messages as sent ($jsent) instead of sending them again"
+journals=$(find "$SPOOL" -maxdepth 1 -name 'relay.*.journal' | wc -l)
+is "$journals" 0 "no relay journal is left once the spool was recovered and the relay finished"
 
 done_testing

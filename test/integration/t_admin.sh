@@ -49,11 +49,24 @@ pg "$LOG" -c "$CONF" show 0000000000000000 >/dev/null
 is "$PG_RC" 65 "show of an unknown id exits 65"
 pg "$LOG" -c "$CONF" delete "${ids[1]}" >/dev/null
 is "$PG_RC" 64 "delete without --yes is refused"
-deleted_tid=$(sed -n 's/^X-Test-Id: \([^[:space:]]*\).*/\1/p' "$SPOOL/msg/${ids[1]}")
+deleted_tid=$(spool_msg "$SPOOL" "${ids[1]}" | sed -n 's/^X-Test-Id: \([^[:space:]]*\).*/\1/p')
+ok "[ -n '$deleted_tid' ]" "show --raw / the stored message carries its test id"
+pg "$LOG" -c "$CONF" show --raw "${ids[1]}" >"$TESTDIR/raw"
+is "$PG_RC" 0 "show --raw exits 0"
+ok "cmp -s '$TESTDIR/raw' <(spool_msg '$SPOOL' '${ids[1]}')" \
+	"show --raw writes the stored message byte for byte"
+is "$(head -c 15 "$TESTDIR/raw")" "Received: from " "show --raw starts with popgate's Received header"
+is "$(sha256sum <"$TESTDIR/raw" | cut -d' ' -f1)" \
+	"$(spool_sql "$SPOOL" "select digest from messages where id='${ids[1]}'")" \
+	"show --raw: the bytes match the index digest"
+pg "$LOG" -c "$CONF" show --raw 0000000000000000 >/dev/null
+is "$PG_RC" 65 "show --raw of an unknown id exits 65"
 pg "$LOG" -c "$CONF" delete "${ids[1]}" --yes >/dev/null
 is "$PG_RC $(spool_sql "$SPOOL" "select count(*) from messages where id='${ids[1]}'")" "0 0" \
 	"delete --yes removes the row"
-ok "[ ! -e '$SPOOL/msg/${ids[1]}' ]" "delete --yes removes the file"
+ok "[ ! -e '$SPOOL/msg/${ids[1]}' ]" "delete --yes leaves no file"
+is "$(spool_sql "$SPOOL" "select count(*) from bodies where msg_id='${ids[1]}'")" 0 \
+	"delete --yes removes the stored body"
 like "$(cat "$LOG")" "id=${ids[1]} status=deleted by=operator" "the deletion is logged"
 
 # ---- relay: held stays, sent files are kept for audit ----------------------
@@ -61,7 +74,7 @@ spool_sql "$SPOOL" "update messages set state='deferred', next_attempt=strftime(
 pg "$LOG" -c "$CONF" relay --once
 is "$(sink_count)" 3 "relay sends the 3 due messages (not held, deferred, deleted)"
 is "$(state_of "${ids[0]}") $(state_of "${ids[2]}")" "held deferred" "held and deferred stay"
-is "$(count_files "$SPOOL/msg")" 5 "keep_sent_days: the 3 sent files are kept with the 2 unsent"
+is "$(spool_count_stored "$SPOOL")" 5 "keep_sent_days: the 3 sent messages are kept with the 2 unsent"
 pg "$LOG" -c "$CONF" requeue "${ids[3]}" >/dev/null
 is "$PG_RC" 65 "requeue of a sent message is refused (exit 65)"
 
@@ -87,7 +100,7 @@ mail_gen --maildir "$(maildir_of adm)" --expected "$TESTDIR/exp2" --count 2 --pr
 pg "$LOG" -c "$CONF" poll --once
 spool_sql "$SPOOL" "update retained set until = 1; update messages set created = 1 where state <> 'sent'"
 pg "$LOG" -c "$CONF" queue >/dev/null
-is "$(count_files "$SPOOL/msg")" 2 "expired sent files are purged; the 2 unsent (however old) stay"
+is "$(spool_count_stored "$SPOOL")" 2 "expired sent messages are purged; the 2 unsent (however old) stay"
 like "$(cat "$LOG")" "sent_purged=5" "the purge is logged"
 pg "$LOG" -c "$CONF" requeue --all >/dev/null
 is "$PG_RC" 0 "requeue --all exits 0"

@@ -50,7 +50,7 @@ ids_in_maildir() { cat "$(maildir_of df)"/new/* "$(maildir_of df)"/cur/* 2>/dev/
 ids_in_spool() {
 	local id
 	for id in $(spool_sql "$SPOOL" "select id from messages"); do
-		sed -n 's/^X-Test-Id: //p' "$SPOOL/msg/$id" 2>/dev/null | tr -d '\r'
+		spool_msg "$SPOOL" "$id" 2>/dev/null | sed -n 's/^X-Test-Id: //p' | tr -d '\r'
 	done | sort
 }
 ids_at_sink() { cat "$SINK_DIR"/dump.* 2>/dev/null | sed -n 's/^X-Test-Id: //p' | sort; }

@@ -49,27 +49,35 @@ is "$(spool_sql "$SPOOL" "select account, count(*) from messages group by accoun
 remote|$N_REMOTE" "index has one row per fetched message"
 is "$(spool_sql "$SPOOL" "select state, count(*) from messages group by state")" \
 	"queued|$((N_OFFICE + N_REMOTE))" "every row is queued after the poll"
-is "$(count_files "$SPOOL/msg")" "$((N_OFFICE + N_REMOTE))" "one spool file per message"
+# a message that fits 64 KiB lives in the index only, a larger one in msg/
+nbig=$(spool_sql "$SPOOL" "select count(*) from messages where size > 65536")
+ok "[ $nbig -gt 0 ] && [ $nbig -lt $((N_OFFICE + N_REMOTE)) ]" "the mailboxes hold small and large messages ($nbig large)"
+is "$(spool_sql "$SPOOL" "select count(*) from messages where in_index <> (size <= 65536)")" 0 \
+	"in_index is set exactly for the messages of at most 64 KiB"
+is "$(count_files "$SPOOL/msg")" "$nbig" "one spool file per large message"
+is "$(spool_sql "$SPOOL" "select count(*) from bodies b join messages m on m.id = b.msg_id where m.in_index = 1")" \
+	"$((N_OFFICE + N_REMOTE - nbig))" "one index body per small message"
 is "$(count_files "$SPOOL/tmp")" 0 "nothing left in SPOOL/tmp"
 
 for acct in office remote; do
 	files=()
-	while IFS= read -r id; do files+=("$SPOOL/msg/$id"); done \
+	spool_export "$SPOOL" "$TESTDIR/export-$acct" "account = '$acct'"
+	while IFS= read -r id; do files+=("$TESTDIR/export-$acct/$id"); done \
 		< <(spool_sql "$SPOOL" "select id from messages where account='$acct'")
 	run_checks mail_check --expected "$TESTDIR/exp-$acct" --format spool \
 		--rcpt "$acct@corp.example" --hostname gw.test "${files[@]}"
 done
 
-# size and digest columns describe the stored file
+# size and digest columns describe the stored message (file or index row)
 bad=0
-while IFS='|' read -r id size digest; do
-	f=$SPOOL/msg/$id
+while IFS='|' read -r id size digest acct; do
+	f=$TESTDIR/export-$acct/$id
 	if [ "$(stat -c %s "$f" 2>/dev/null)" != "$size" ] ||
 		[ "$(sha256sum <"$f" | cut -d' ' -f1)" != "$digest" ]; then
 		bad=$((bad + 1))
 		[ $bad -le 3 ] && diag "$id: size/digest $size $digest do not match the file"
 	fi
-done < <(spool_sql "$SPOOL" "select id, size, digest from messages")
+done < <(spool_sql "$SPOOL" "select id, size, digest, account from messages")
 is "$bad" 0 "size and sha256 digest in the index match each spool file"
 
 # envelope sender recorded at ingest: the Return-Path address, else ''
@@ -85,6 +93,7 @@ is "$(spool_sql "$SPOOL" "select state, count(*) from messages group by state")"
 is "$(spool_sql "$SPOOL" "select count(*) from recipients where state <> 'sent'")" 0 \
 	"every recipient row is 'sent'"
 is "$(count_files "$SPOOL/msg")" 0 "no files remain in SPOOL/msg"
+is "$(spool_sql "$SPOOL" "select count(*) from bodies")" 0 "no bodies remain in the index"
 
 for acct in office remote; do
 	files=()

@@ -52,7 +52,7 @@ like "$(spool_sql "$SPOOL" "select last_reply from messages limit 1")" \
 	'550.*Recipient address rejected: t_smtp_errors' "5xx RCPT: last_reply holds the server's reply"
 like "$(spool_sql "$SPOOL" "select group_concat(state) from recipients")" '^held,held$' \
 	"5xx RCPT: the recipient rows are held"
-is "$(count_files "$SPOOL/msg")" 2 "5xx RCPT: the spool files stay"
+is "$(spool_count_stored "$SPOOL")" 2 "5xx RCPT: the stored messages stay"
 is "$(sink_count)" 0 "5xx RCPT: nothing reached the sink"
 id=$(spool_sql "$SPOOL" "select id from messages limit 1")
 like "$(pg "$LOG" -c "$CONF" queue --state held)" "$id.*held" "queue --state held lists the message"
@@ -71,7 +71,7 @@ pg "$LOG" -c "$CONF" relay --once
 is "$(states)" "held|2" "5xx after DATA: both messages held" || note "$LOG"
 like "$(spool_sql "$SPOOL" "select last_reply from messages limit 1")" \
 	'554.*Message refused: t_smtp_errors' "5xx after DATA: last_reply holds the reply"
-is "$(count_files "$SPOOL/msg")" 2 "5xx after DATA: the spool files stay"
+is "$(spool_count_stored "$SPOOL")" 2 "5xx after DATA: the stored messages stay"
 stop_smtp_sink
 
 # ---- 4xx to RCPT: deferred -----------------------------------------------
@@ -87,7 +87,7 @@ like "$(spool_sql "$SPOOL" "select last_reply from messages limit 1")" \
 is "$(spool_sql "$SPOOL" "select count(*) from messages where next_attempt > $now")" 2 \
 	"4xx RCPT: next_attempt is in the future"
 is "$(spool_sql "$SPOOL" "select group_concat(attempts) from messages")" "1,1" "4xx RCPT: one attempt counted"
-is "$(count_files "$SPOOL/msg")" 2 "4xx RCPT: the spool files stay"
+is "$(spool_count_stored "$SPOOL")" 2 "4xx RCPT: the stored messages stay"
 stop_smtp_sink
 
 # a working sink now: nothing is due yet, so nothing is sent ...
@@ -100,7 +100,7 @@ spool_sql "$SPOOL" "update messages set next_attempt = 0"
 pg "$LOG" -c "$CONF" relay --once
 is "$(states)" "sent|2" "4xx: sent once due" || note "$LOG"
 run_checks mail_check --expected "$TESTDIR/exp-soft" --format sink --rcpt soft@corp.example $(sink_files)
-is "$(count_files "$SPOOL/msg")" 0 "4xx: the files are gone once sent"
+is "$(spool_count_stored "$SPOOL")" 0 "4xx: the stored messages are gone once sent"
 stop_smtp_sink
 
 # ---- SMTP host down: deferred -------------------------------------------
@@ -112,6 +112,6 @@ isnt "$PG_RC" 0 "host down: relay reports failure"
 is "$(states)" "deferred|2" "host down: both messages deferred" || note "$LOG"
 is "$(spool_sql "$SPOOL" "select count(*) from messages where next_attempt > $now")" 2 \
 	"host down: next_attempt is in the future"
-is "$(count_files "$SPOOL/msg")" 2 "host down: the spool files stay"
+is "$(spool_count_stored "$SPOOL")" 2 "host down: the stored messages stay"
 
 done_testing

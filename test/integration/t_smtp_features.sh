@@ -46,10 +46,11 @@ conf mix 'host = "127.0.0.1"' "port = $SMTP_PORT" 'helo_name = "relay.test"'
 LOG=$TESTDIR/mix.log
 pg "$LOG" -c "$TESTDIR/mix.conf" poll --once
 is "$(states mix)" "queued|20" "mix: 20 messages queued" || note "$LOG"
-# id, size, 8-bit flag and X-Test-Id of every spool file, before the relay
-# removes them
+# id, size, 8-bit flag and X-Test-Id of every stored message, before the
+# relay removes them
 spool_sql "$TESTDIR/spool-mix" "select id, size from messages" >"$TESTDIR/mix.ids"
-"$PYTHON" - "$TESTDIR/spool-mix/msg" "$TESTDIR/mix.ids" >"$TESTDIR/mix.table" <<'EOF'
+spool_export "$TESTDIR/spool-mix" "$TESTDIR/export-mix"
+"$PYTHON" - "$TESTDIR/export-mix" "$TESTDIR/mix.ids" >"$TESTDIR/mix.table" <<'EOF'
 import os, re, sys
 d = sys.argv[1]
 for line in open(sys.argv[2]):
@@ -61,6 +62,9 @@ for line in open(sys.argv[2]):
 EOF
 ok "awk '\$4 == 1' '$TESTDIR/mix.table' | grep -q . && awk '\$4 == 0' '$TESTDIR/mix.table' | grep -q ." \
 	"mix: both 8-bit and 7-bit messages in the spool"
+spool_sql "$TESTDIR/spool-mix" "select id || ' ' || eightbit from messages" | sort >"$TESTDIR/mix.8bit"
+is "$(awk '{print $1, $4}' "$TESTDIR/mix.table" | sort)" "$(cat "$TESTDIR/mix.8bit")" \
+	"mix: the index's eightbit column (set at fetch) matches every message's octets"
 pg "$LOG" -c "$TESTDIR/mix.conf" relay --once
 is "$(states mix)" "sent|20" "mix: all 20 sent" || note "$LOG"
 is "$(sink_count)" 20 "mix: 20 transactions at the sink"
@@ -122,7 +126,8 @@ conf size 'host = "127.0.0.1"' "port = $(cat "$FAKE/port")"
 LOG=$TESTDIR/size.log
 pg "$LOG" -c "$TESTDIR/size.conf" poll --once
 spool_sql "$TESTDIR/spool-size" "select id, size from messages" >"$TESTDIR/size.ids"
-"$PYTHON" - "$TESTDIR/spool-size/msg" "$TESTDIR/size.ids" >"$TESTDIR/size.table" <<'EOF'
+spool_export "$TESTDIR/spool-size" "$TESTDIR/export-size"
+"$PYTHON" - "$TESTDIR/export-size" "$TESTDIR/size.ids" >"$TESTDIR/size.table" <<'EOF'
 import os, sys
 for line in open(sys.argv[2]):
     mid, size = line.strip().split("|")
@@ -187,7 +192,7 @@ pg "$LOG" -c "$TESTDIR/auth.conf" relay --once
 isnt "$PG_RC" 0 "(6) auth without TLS: relay reports failure"
 like "$(states auth)" '^(queued|deferred)\|3$' "(6) auth without TLS: the messages stay queued or deferred" ||
 	note "$LOG"
-is "$(count_files "$TESTDIR/spool-auth/msg")" 3 "(6) auth without TLS: the spool files stay"
+is "$(spool_count_stored "$TESTDIR/spool-auth")" 3 "(6) auth without TLS: the stored messages stay"
 is "$(sink_count)" 0 "(6) auth without TLS: no transaction at the sink"
 like "$(cat "$LOG")" "refusing SMTP AUTH as 'relay' without TLS" "(6) auth without TLS: the log says why"
 ok "! grep -q -e 'relay-S3cret' -e AUTH -e 'MAIL FROM' '$TESTDIR/sink-auth/smtp-sink.log'" \

@@ -46,7 +46,7 @@ pg "$LOG" -c "$TESTDIR/smug.conf" poll --once
 is "$(spool_sql "$SPOOL" "select count(*) from messages where state='queued'")" 4 \
 	"4 messages spooled" || note "$LOG"
 mkdir -p "$TESTDIR/canon"
-cp "$SPOOL"/msg/* "$TESTDIR/canon/"
+spool_export "$SPOOL" "$TESTDIR/canon"
 run_checks "$PYTHON" - "$TESTDIR/canon" <<'EOF'
 import os, re, sys
 d = sys.argv[1]

@@ -124,6 +124,36 @@ spool_sql() {
 	sqlite3 -batch -noheader -cmd '.timeout 5000' "$1/index.db" "$2"
 }
 
+# spool_export SPOOL DIR [WHERE] - every message of the spool as DIR/<id>,
+# byte for byte: msg/<id> files copied, in-index bodies written out by
+# sqlite3 (WHERE: an SQL condition on messages, default all)
+spool_export() {
+	mkdir -p "$2" || return 1
+	local where=${3:-1} id
+	spool_sql "$1" "SELECT writefile('$2/' || b.msg_id, b.body) FROM bodies b JOIN messages m
+		ON m.id = b.msg_id WHERE m.in_index = 1 AND ($where)" >/dev/null || return 1
+	for id in $(spool_sql "$1" "SELECT id FROM messages WHERE in_index = 0 AND ($where)"); do
+		[ -e "$1/msg/$id" ] && cp "$1/msg/$id" "$2/$id"
+	done
+	return 0
+}
+
+# spool_msg SPOOL ID - one message's stored bytes to stdout (file or index)
+spool_msg() {
+	if [ -e "$1/msg/$2" ]; then
+		cat "$1/msg/$2"
+	else
+		# the body to fd 3 (our stdout), the count writefile returns to null
+		spool_sql "$1" "SELECT writefile('/dev/fd/3', body) FROM bodies WHERE msg_id = '$2'" \
+			3>&1 >/dev/null
+	fi
+}
+
+# spool_count_stored SPOOL - messages with a stored body (msg/ file or index row)
+spool_count_stored() {
+	echo $(( $(count_files "$1/msg") + $(spool_sql "$1" "SELECT COUNT(*) FROM bodies") ))
+}
+
 count_files() {
 	if [ -d "$1" ]; then
 		find "$1" -mindepth 1 -maxdepth 1 -type f | wc -l
