@@ -64,11 +64,12 @@ struct poll_args {
 	int argc;
 	char **argv;
 	int relay; /* run: relay too */
+	int run_once; /* run --once: each account once, relaying meanwhile, then exit */
 };
 int do_poll(const struct conf *c, struct spool *sp, void *arg);
 /* schedule - the daemon loop (daemon.c) */
 int schedule(const struct conf *c, struct spool *sp, const struct conf_account **sel,
-	     size_t n, int do_poll, int do_relay);
+	     size_t n, int do_poll, int do_relay, int once);
 
 /* cli_install_signals - SIGTERM/SIGINT set cli_stop and wake cli_sleep() */
 void cli_install_signals(void);

@@ -228,7 +228,7 @@ static cfg_opt_t smtp_opts[] = {
 	CFG_STR("user", NULL, CFGF_NONE),
 	CFG_STR("password_file", NULL, CFGF_NONE),
 	CFG_BOOL("allow_plaintext_auth", cfg_false, CFGF_NONE),
-	CFG_INT("max_sessions", 1, CFGF_NONE),
+	CFG_INT("max_sessions", 4, CFGF_NONE),
 	CFG_INT("max_messages_per_session", 1000, CFGF_NONE),
 	CFG_END(),
 };

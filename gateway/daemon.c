@@ -118,6 +118,7 @@ struct slot {
 	time_t next;  /* next poll due; 0: now */
 	int force;    /* SIGUSR1 or a new account: skip the readiness check */
 	pid_t pid;    /* running poll, or 0 */
+	int done;     /* run --once: polled (or skipped) */
 };
 
 struct sched {
@@ -133,6 +134,9 @@ struct sched {
 	time_t relay_not_before;
 	int do_poll, do_relay;
 	int verbose;
+	int once;                  /* run --once */
+	int once_code;             /* its exit code: the first failure */
+	int relay_failed;          /* run --once: the last relay failed */
 };
 
 static int selected(const struct sched *s, const char *name)
@@ -282,9 +286,31 @@ static void relay_child(const struct conf *c)
 	_exit(code == EX_OK && st.attempted == 0 ? RELAY_EXIT_IDLE : code);
 }
 
+/* fork_clean - fork() with no SQLite connection open in this process (see
+ * spool_fork_prepare); the parent's handle is reopened at once */
+static pid_t fork_clean(struct spool *sp)
+{
+	char *err = NULL;
+	if (spool_fork_prepare(sp, &err) != SPOOL_OK) {
+		LOG_ERR("spool status=fork-refused reason=\"%s\"", err);
+		free(err);
+		errno = EBUSY;
+		return -1;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	int saved = errno;
+	if (pid != 0 && spool_fork_done(sp, &err) != SPOOL_OK) {
+		LOG_ERR("spool status=reopen-failed reason=\"%s\"", err);
+		free(err);
+	}
+	errno = saved;
+	return pid;
+}
+
 static void start_poll(struct sched *s, struct slot *sl, const struct conf_account *a)
 {
-	pid_t pid = fork();
+	pid_t pid = fork_clean(s->sp);
 	if (pid < 0) {
 		LOG_ERR("account=%s status=deferred reason=\"fork: %s\"", a->name, strerror(errno));
 		sl->next = time(NULL) + 10;
@@ -310,9 +336,12 @@ static void start_due_polls(struct sched *s, time_t now)
 		const struct conf_account *a = conf_find_account(s->c, sl->name);
 		time_t nb = 0;
 		char *why = NULL;
+		if (sl->done)
+			continue;
 		if (!sl->force && !poller_account_ready(a, s->sp, now, &nb, &why)) {
 			char *w = sanitize_for_log(why ? why : "", why ? strlen(why) : 0, 300);
 			sl->next = nb > now ? nb : now + a->interval;
+			sl->done = s->once; /* run --once waits for no account */
 			LOG_INFO("account=%s status=skipped reason=\"%s\" next=%lds", a->name, w,
 				 (long)(sl->next - now));
 			free(w);
@@ -337,7 +366,7 @@ static void maybe_relay(struct sched *s, time_t now)
 	}
 	if (due == 0 || due > now)
 		return;
-	pid_t pid = fork();
+	pid_t pid = fork_clean(s->sp);
 	if (pid < 0) {
 		LOG_ERR("relay status=deferred reason=\"fork: %s\"", strerror(errno));
 		s->relay_not_before = now + RELAY_RETRY_SECS;
@@ -355,6 +384,9 @@ static void child_done(struct sched *s, pid_t pid, int status)
 	if (pid == s->relay_pid) {
 		s->relay_pid = 0;
 		s->relay_not_before = code == EX_OK ? 0 : now + RELAY_RETRY_SECS;
+		s->relay_failed = code != EX_OK && code != RELAY_EXIT_IDLE;
+		if (s->once && s->relay_failed && s->once_code == EX_OK)
+			s->once_code = code < 0 ? EX_SOFTWARE : code;
 		if (code < 0)
 			LOG_ERR("relay status=killed signal=%d", WTERMSIG(status));
 		metrics_after_round(s->c, s->sp);
@@ -367,6 +399,9 @@ static void child_done(struct sched *s, pid_t pid, int status)
 		const struct conf_account *a = conf_find_account(s->c, sl->name);
 		sl->pid = 0;
 		sl->next = now + a->interval + sched_jitter(a->name, a->interval);
+		sl->done = s->once;
+		if (s->once && s->once_code == EX_OK)
+			s->once_code = code < 0 ? EX_SOFTWARE : pg_exit_code((enum pg_res)code);
 		break;
 	}
 	if (code < 0)
@@ -432,6 +467,26 @@ static void shutdown_children(struct sched *s)
 	}
 }
 
+/* once_finished - run --once: every account polled, nothing running, and
+ * nothing due (or the relay just failed: the next run retries) */
+static int once_finished(struct sched *s, time_t now)
+{
+	time_t due = 0;
+	char *err = NULL;
+	for (size_t i = 0; i < s->nslots; i++)
+		if (!s->slots[i].done)
+			return 0;
+	if (s->running > 0 || s->relay_pid != 0)
+		return 0;
+	if (!s->do_relay || s->relay_failed)
+		return 1;
+	if (spool_next_due(s->sp, &due, &err) != SPOOL_OK) {
+		free(err);
+		return 1;
+	}
+	return due == 0 || due > now;
+}
+
 static void sched_loop(struct sched *s)
 {
 	while (!cli_stop) {
@@ -449,6 +504,8 @@ static void sched_loop(struct sched *s)
 		}
 		reap(s);
 		time_t now = time(NULL);
+		if (s->once && once_finished(s, now))
+			return;
 		start_due_polls(s, now);
 		maybe_relay(s, now);
 		wait_wake(next_wake(s, time(NULL)));
@@ -458,10 +515,10 @@ static void sched_loop(struct sched *s)
 /* schedule - the daemon loop: poll each selected account on its interval,
  * relay whenever mail is due */
 int schedule(const struct conf *c, struct spool *sp, const struct conf_account **sel,
-	     size_t n, int do_poll, int do_relay)
+	     size_t n, int do_poll, int do_relay, int once)
 {
 	struct sched s = { .c = c, .sp = sp, .do_poll = do_poll, .do_relay = do_relay,
-			   .verbose = log_get_level() == LOGL_DEBUG };
+			   .verbose = log_get_level() == LOGL_DEBUG, .once = once };
 	unsigned added, removed;
 	daemon_signals();
 	if (sel != NULL && n < c->naccounts) {
@@ -470,14 +527,20 @@ int schedule(const struct conf *c, struct spool *sp, const struct conf_account *
 			s.only[s.nonly++] = xstrdup(sel[i]->name);
 	}
 	build_slots(&s, &added, &removed);
-	LOG_INFO("status=started accounts=%zu max_parallel_polls=%d relay=%s", s.nslots,
-		 c->max_parallel_polls, do_relay ? "yes" : "no");
+	if (once) /* every account now, each once (named ones even if not ready) */
+		for (size_t i = 0; i < s.nslots; i++) {
+			s.slots[i].next = 0;
+			s.slots[i].force = s.only != NULL;
+		}
+	LOG_INFO("status=started accounts=%zu max_parallel_polls=%d relay=%s%s", s.nslots,
+		 c->max_parallel_polls, do_relay ? "yes" : "no", once ? " once=yes" : "");
 	sched_loop(&s);
-	LOG_INFO("status=stopping reason=\"signal\" polls_running=%zu relay_running=%s",
+	const char *why = cli_stop ? "signal" : "done";
+	LOG_INFO("status=stopping reason=\"%s\" polls_running=%zu relay_running=%s", why,
 		 s.running, s.relay_pid ? "yes" : "no");
 	shutdown_children(&s);
 	metrics_after_round(s.c, s.sp);
-	LOG_INFO("status=stopped reason=\"signal\"");
+	LOG_INFO("status=stopped reason=\"%s\"", why);
 	for (size_t i = 0; i < s.nslots; i++)
 		free(s.slots[i].name);
 	free(s.slots);
@@ -485,5 +548,5 @@ int schedule(const struct conf *c, struct spool *sp, const struct conf_account *
 		free(s.only[i]);
 	free(s.only);
 	conf_free(&s.owned);
-	return EX_OK;
+	return once && !cli_stop ? s.once_code : EX_OK;
 }

@@ -27,6 +27,8 @@
 #include <time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -818,13 +820,18 @@ struct child_report {
 /* child_main - one of max_sessions parallel senders: its own spool handle
  * (SQLite handles must not cross fork), disjoint batches (claims are
  * transactional) */
-static void child_main(const struct conf *c, const char *dir, int wfd,
+static void child_main(const struct conf *c, const char *dir, int wfd, pid_t parent,
 		       const volatile sig_atomic_t *stop_flag)
 {
 	struct child_report rep;
 	struct spool *sp = NULL;
 	char *err = NULL;
 	memset(&rep, 0, sizeof rep);
+	/* the relay that started this session dies (kill -9, or killed after
+	 * its stop grace): stop like on SIGTERM, after the batch in flight,
+	 * instead of claiming on as an orphan */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+		raise(SIGTERM);
 	if (spool_open(dir, &sp, &err) != SPOOL_OK) {
 		rep.res = PG_IO;
 	} else {
@@ -842,9 +849,12 @@ static enum pg_res relay_parallel(const struct conf *c, struct spool *sp,
 				  const volatile sig_atomic_t *stop_flag, struct relay_stats *st_r,
 				  char **err_r)
 {
-	int n = c->smtp.max_sessions, fds[64];
-	pid_t pids[64];
+	int n = c->smtp.max_sessions, fds[64], forwarded = 0;
+	pid_t pids[64], self = getpid();
 	enum pg_res res = PG_OK;
+	/* no SQLite connection may cross the forks (spool_fork_prepare) */
+	if (spool_fork_prepare(sp, err_r) != SPOOL_OK)
+		return PG_IO;
 	for (int i = 0; i < n; i++) {
 		int p[2];
 		pids[i] = -1;
@@ -855,7 +865,7 @@ static enum pg_res relay_parallel(const struct conf *c, struct spool *sp,
 		pids[i] = fork();
 		if (pids[i] == 0) {
 			close(p[0]);
-			child_main(c, spool_dir(sp), p[1], stop_flag);
+			child_main(c, spool_dir(sp), p[1], self, stop_flag);
 		}
 		close(p[1]);
 		fds[i] = p[0];
@@ -863,6 +873,13 @@ static enum pg_res relay_parallel(const struct conf *c, struct spool *sp,
 			close(p[0]);
 			fds[i] = -1;
 		}
+	}
+	char *rerr = NULL;
+	if (spool_fork_done(sp, &rerr) != SPOOL_OK) {
+		LOG_ERR("relay status=spool-error reason=\"%s\"", rerr);
+		res = PG_IO;
+		set_err(err_r, "spool: %s", rerr);
+		free(rerr);
 	}
 	for (int i = 0; i < n; i++) {
 		struct child_report rep;
@@ -873,7 +890,18 @@ static enum pg_res relay_parallel(const struct conf *c, struct spool *sp,
 			}
 			continue;
 		}
-		ssize_t r = read(fds[i], &rep, sizeof rep);
+		ssize_t r;
+		/* a stop (SIGTERM, SIGINT) reaches every session: each ends
+		 * after its batch in flight, none claims another */
+		do {
+			if (stop_flag != NULL && *stop_flag && !forwarded) {
+				for (int j = 0; j < n; j++)
+					if (pids[j] > 0)
+						kill(pids[j], SIGTERM);
+				forwarded = 1;
+			}
+			r = read(fds[i], &rep, sizeof rep);
+		} while (r < 0 && errno == EINTR);
 		close(fds[i]);
 		waitpid(pids[i], NULL, 0);
 		if (r != (ssize_t)sizeof rep) {

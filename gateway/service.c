@@ -185,7 +185,7 @@ int cmd_run(const struct cli_opts *o, int argc, char **argv)
 {
 	struct poll_args pa = { .relay = 1 };
 	int fg = o->foreground;
-	int first = parse_once(argc, argv, "+f", NULL, &fg);
+	int first = parse_once(argc, argv, "+f", &pa.run_once, &fg);
 	if (first < 0 || first != argc) {
 		if (first >= 0)
 			fprintf(stderr, "popgate run: unexpected argument '%s'\n", argv[first]);
@@ -194,6 +194,8 @@ int cmd_run(const struct cli_opts *o, int argc, char **argv)
 	struct conf *c = load(o, 1); /* errors to the terminal, before detaching */
 	if (c == NULL)
 		return EX_CONFIG;
+	if (pa.run_once)
+		fg = 1; /* one cycle from a timer or a shell: stays in the foreground */
 	int code = EX_TEMPFAIL;
 	int lockfd = take_lock(c->spool_dir);
 	const char *pid_file = c->pid_file;

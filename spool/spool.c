@@ -1820,6 +1820,36 @@ out:
 	return res;
 }
 
+enum spool_res spool_fork_prepare(struct spool *sp, char **err_r)
+{
+	if (sp->commit_live)
+		return spool_fail(err_r, SPOOL_INVAL, "spool_fork_prepare: a commit is in flight");
+	spool_checkpoint_in_background(sp, 0);
+	commit_handle_free(sp->csp);
+	sp->csp = NULL;
+	for (int i = 0; i < SQ__COUNT; i++) {
+		sqlite3_finalize(sp->sq[i]);
+		sp->sq[i] = NULL;
+	}
+	if (sp->db != NULL && sqlite3_close(sp->db) != SQLITE_OK)
+		return spool_dbfail(sp, SQLITE_BUSY, "close before fork", err_r);
+	sp->db = NULL;
+	sp->ckpt_close_off = 0;
+	return SPOOL_OK;
+}
+
+enum spool_res spool_fork_done(struct spool *sp, char **err_r)
+{
+	enum spool_res res;
+
+	if (sp->db != NULL)
+		return SPOOL_OK;
+	if ((res = open_db(sp, err_r)) != SPOOL_OK)
+		return res;
+	spool_defer_checkpoints(sp, sp->defer_ckpt);
+	return SPOOL_OK;
+}
+
 void spool_defer_checkpoints(struct spool *sp, int on)
 {
 	sp->defer_ckpt = on != 0;

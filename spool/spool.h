@@ -255,6 +255,15 @@ enum spool_res spool_msg_open(struct spool *sp, const struct spool_msg *m, int *
  * and does not checkpoint on close: a poll spends its time on the POP3
  * session, not copying pages into the database file. */
 void spool_defer_checkpoints(struct spool *sp, int on);
+/* spool_fork_prepare - before fork(): close this handle's SQLite
+ * connections (the handle, its lock and its directories stay).  SQLite
+ * keeps per-process state about the locks of its connections (POSIX
+ * locks, the WAL's shared memory); a child that inherits it believes it
+ * holds locks it does not, and its own connections then write without
+ * them.  A child opens its own handle; the parent calls spool_fork_done. */
+enum spool_res spool_fork_prepare(struct spool *sp, char **err_r);
+/* spool_fork_done - in the parent after fork(): reopen the connection */
+enum spool_res spool_fork_done(struct spool *sp, char **err_r);
 /* spool_checkpoint_in_background - on: this handle's checkpoints run in a
  * thread with its own connection, so a commit never waits for one (the
  * relay: the first commit after a large poll would copy its whole WAL).

@@ -4,21 +4,21 @@
 # A private Dovecot and Postfix's smtp-sink on loopback.  For each scenario
 # the same mailbox is generated anew before every run, and each tool drains
 # it into the same sink, alternating, BENCH_RUNS times (default 3):
-#   popgate           `poll --once` then `relay --once`, spool on disk
-#                     (durable: fsync'd files and SQLite synchronous=FULL)
+#   popgate           `run --once`: polls the account once and relays while
+#                     it polls (what fetchmail does), then exits; spool on
+#                     disk and durable (fsync'd files, SQLite
+#                     synchronous=FULL) before any DELE
+#   popgate-poll+relay `poll --once`, then `relay --once` (one after the other)
 #   fetchmail         as shipped (forwarding to smtphost, fetchall, no keep)
 #   fetchmail+nodelay the same with TCP_NODELAY forced (test/bench/nodelay.c)
-#   popgate+nodelay   popgate with the same shim on the relay only: what the
-#                     relay does once it sets TCP_NODELAY on libesmtp's
-#                     socket (libesmtp 1.1 does not, and has no API for it)
 # Timed from start until the tool exits (every message accepted by the
 # sink), verified by counting the sink's transactions and the emptied
 # mailbox.  Prints per tool the median wall time, messages/s, MB/s, the
 # peak RSS (/usr/bin/time -f %M) and how many times faster popgate is than
 # the faster fetchmail, as a Markdown table (docs/performance.md).
 #
-# fetchmail as shipped, and popgate's relay (libesmtp without TCP_NODELAY),
-# need ~45 ms per message here, so on scenarios where that would exceed
+# fetchmail as shipped needs ~45 ms per message here (Nagle's algorithm),
+# so on scenarios where that would exceed
 # BENCH_SLOW_SECS (default 30 s) a run they are measured once, not
 # BENCH_RUNS times.  BENCH_SCENARIOS picks scenarios by name;
 # BENCH_LOG_LEVEL (default warning) popgate's log level (B/popgate.log).
@@ -112,13 +112,12 @@ run_tool() {
 	t0=$(date +%s.%N)
 	case $1 in
 	popgate)
+		/usr/bin/time -f %M -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" run --once \
+			2>>"$B/popgate.log"
+		;;
+	popgate-poll+relay)
 		/usr/bin/time -f %M -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" poll --once 2>>"$B/popgate.log" &&
 			/usr/bin/time -f %M -o "$B/rss.2" "$POPGATE" -c "$B/popgate.conf" relay --once 2>>"$B/popgate.log"
-		;;
-	popgate+nodelay)
-		/usr/bin/time -f %M -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" poll --once 2>>"$B/popgate.log" &&
-			LD_PRELOAD=$B/nodelay.so /usr/bin/time -f %M -o "$B/rss.2" "$POPGATE" \
-				-c "$B/popgate.conf" relay --once 2>>"$B/popgate.log"
 		;;
 	fetchmail)
 		HOME=$B/fm /usr/bin/time -f %M -o "$B/rss.1" fetchmail -f "$B/fm/fetchmailrc" -N \
@@ -146,7 +145,7 @@ run_tool() {
 	echo "$t0 $t1 $rss $ok" | awk '{ printf "%.3f %d %d\n", $2 - $1, $3, $4 }'
 }
 
-TOOLS=${BENCH_TOOLS:-"popgate popgate+nodelay fetchmail+nodelay fetchmail"}
+TOOLS=${BENCH_TOOLS:-"popgate popgate-poll+relay fetchmail+nodelay fetchmail"}
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo
@@ -169,7 +168,7 @@ for sc in $BENCH_SCENARIOS; do
 	for ((r = 1; r <= BENCH_RUNS; r++)); do
 		for tool in $TOOLS; do
 			# ~45 ms a message: measured once when that is long
-			if { [ "$tool" = fetchmail ] || [ "$tool" = popgate ]; } && [ "$r" -gt 1 ] &&
+			if [ "$tool" = fetchmail ] && [ "$r" -gt 1 ] &&
 				[ $((COUNT * 45 / 1000)) -gt "$BENCH_SLOW_SECS" ]; then
 				continue
 			fi

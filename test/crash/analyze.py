@@ -32,7 +32,7 @@ def main():
     ap.add_argument("--log", required=True)
     ap.add_argument("--kills", default="")
     ap.add_argument("--relay-kills", type=int, default=-1,
-                    help="kills of the relay: no more SMTP-side duplicates than that")
+                    help="relay sessions killed: no more SMTP-side duplicates than that")
     ap.add_argument("expected", nargs="+")
     a = ap.parse_args()
 
@@ -83,7 +83,7 @@ def main():
     if a.relay_kills >= 0:
         # accepted recipients are journalled at once: only a kill between the
         # host's reply and that write can send a message twice, one per kill
-        print("CHECK %d SMTP-side duplicates (%d) are no more than the relay kills (%d)"
+        print("CHECK %d SMTP-side duplicates (%d) are no more than the relay sessions killed (%d)"
               % (1 if smtp_dups > a.relay_kills else 0, smtp_dups, a.relay_kills))
     return 0
 

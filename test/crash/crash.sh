@@ -4,7 +4,7 @@
 # every kill, and prove the promise (test/crash/analyze.py): 0 lost, 0
 # duplicates from the POP3 side, and every duplicate at the SMTP host fell
 # in the window between the host's 250 and the journal write (logged by
-# recovery), so there are no more of them than relay kills.
+# recovery), so there are no more of them than relay sessions killed.
 #
 # Environment: CRASH_MESSAGES (default 2000) messages per batch; CRASH_KILLS
 # (default 30) kills that must land (the process died of SIGKILL); a new
@@ -68,7 +68,7 @@ reap() {
 
 diag "seed $CRASH_SEED, $CRASH_MESSAGES messages per batch, $CRASH_KILLS kills"
 add_batch
-kills=0 kill_poll=0 kill_relay=0 cycles=0
+kills=0 kill_poll=0 kill_relay=0 kill_sessions=0 cycles=0
 exec 3>&2 2>>"$TESTDIR/jobs.log" # bash's "Killed" job notices
 while [ "$kills" -lt "$CRASH_KILLS" ] && [ "$cycles" -lt $((CRASH_KILLS * 20)) ]; do
 	cycles=$((cycles + 1))
@@ -82,18 +82,28 @@ while [ "$kills" -lt "$CRASH_KILLS" ] && [ "$cycles" -lt $((CRASH_KILLS * 20)) ]
 	victim=$((RANDOM % 3)) # 0 poller, 1 relay, 2 both
 	sleep "$(printf '0.%03d' $((RANDOM % CRASH_MAX_MS)))"
 	[ "$victim" != 1 ] && kill -KILL "$pp" 2>/dev/null
-	[ "$victim" != 0 ] && kill -KILL "$rp" 2>/dev/null
+	# the relay with its session processes (max_sessions): the whole
+	# tree dies at once, mid-session; each session can lose the one
+	# message between the host's reply and the journal
+	nsess=1
+	if [ "$victim" != 0 ]; then
+		nsess=$(pgrep -c -P "$rp" 2>/dev/null || true)
+		[ "${nsess:-0}" -ge 1 ] || nsess=1
+		pkill -KILL -P "$rp" 2>/dev/null
+		kill -KILL "$rp" 2>/dev/null
+	fi
 	if reap "$pp"; then
 		kills=$((kills + 1)) kill_poll=$((kill_poll + 1))
 		echo "### killed poll" >>"$LOG"
 	fi
 	if reap "$rp"; then
 		kills=$((kills + 1)) kill_relay=$((kill_relay + 1))
+		kill_sessions=$((kill_sessions + nsess))
 		echo "### killed relay" >>"$LOG"
 	fi
 done
 exec 2>&3 3>&-
-diag "$cycles cycles, $kills kills ($kill_poll poller, $kill_relay relay), ${#batches[@]} batches"
+diag "$cycles cycles, $kills kills ($kill_poll poller, $kill_relay relay: $kill_sessions relay sessions), ${#batches[@]} batches"
 ok "[ $kills -ge $CRASH_KILLS ]" "at least $CRASH_KILLS kills landed ($kills)"
 ok "[ $kill_poll -gt 0 ] && [ $kill_relay -gt 0 ]" "both the poller and the relay were killed"
 
@@ -107,7 +117,7 @@ is "$(maildir_count crash)" 0 "the mailbox is empty at the end (every DELE after
 is "$(unsent)" 0 "every spooled message is sent"
 is "$(count_files "$SPOOL/tmp")" 0 "no temp file is left"
 run_checks "$PYTHON" "$top_srcdir/test/crash/analyze.py" --sink "$SINK_DIR" --log "$LOG" \
-	--kills "$kills ($kill_poll poller, $kill_relay relay)" --relay-kills "$kill_relay" \
+	--kills "$kills ($kill_poll poller, $kill_relay relay)" --relay-kills "$kill_sessions" \
 	"${batches[@]}"
 # the journal did its work: recovery found recipients the host had accepted
 # before the kill, and recorded them instead of sending them again

@@ -17,7 +17,7 @@ SPOOL=$TESTDIR/spool
 CONF=$TESTDIR/popgate.conf
 LOG=$TESTDIR/popgate.log
 RCPT=vg@corp.example
-VG="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
+VG="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
 VG="$VG --log-file=$TESTDIR/valgrind.%p.log"
 
 start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
