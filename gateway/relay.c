@@ -47,7 +47,9 @@
  * recipients a host accepted are journalled at once (spool_journal_note), so
  * a relay killed before the batch is recorded sends none of them again;
  * this many is what a power loss can send twice. */
-#define RELAY_COMMIT_EVERY 64
+#define RELAY_COMMIT_EVERY 256
+/* the most one of several parallel sessions claims at a time */
+#define RELAY_SHARE 256
 
 /* One message in flight: the spool record and its open file, or its body
  * read from the index (in_index). */
@@ -105,6 +107,12 @@ static const char *body_cb(struct relay_item *it, int *len)
 {
 	if (len == NULL) {
 		it->body_sent = 0;
+		if (it->body == NULL && it->msg->body != NULL) {
+			/* read with the claim: the item owns it from here */
+			it->body = it->msg->body;
+			it->blen = it->msg->body_len;
+			it->msg->body = NULL;
+		}
 		if (it->body == NULL && !it->open_failed) {
 			char *err = NULL;
 			if (spool_body_get(it->sp, it->msg->id, &it->body, &it->blen, &err) !=
@@ -783,8 +791,13 @@ static enum pg_res relay_loop(const struct conf *c, struct spool *sp,
 		if (stop_flag != NULL && *stop_flag)
 			break;
 		run.now = time(NULL);
-		enum spool_res sr = spool_claim_due(sp, run.now, (size_t)c->smtp.max_messages_per_session,
-						    &msgs, &n, &err);
+		/* with parallel sessions a claim is at most RELAY_SHARE, so a
+		 * queue that is still filling (a poll going on) is shared by
+		 * all of them instead of going to the first in one batch */
+		size_t max = (size_t)c->smtp.max_messages_per_session;
+		if (c->smtp.max_sessions > 1 && max > RELAY_SHARE)
+			max = RELAY_SHARE;
+		enum spool_res sr = spool_claim_due(sp, run.now, max, &msgs, &n, &err);
 		if (sr != SPOOL_OK) {
 			set_err(err_r, "spool: %s", err);
 			free(err);

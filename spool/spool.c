@@ -94,6 +94,8 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_DEL_BODY] = "DELETE FROM bodies WHERE msg_id = ?1",
 	[SQ_INS_RETAINED] = "INSERT OR REPLACE INTO retained (msg_id, until) VALUES (?1, ?2)",
 	[SQ_GET_BODY] = "SELECT body FROM bodies WHERE msg_id = ?1",
+	[SQ_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+	[SQ_SYNC_FULL] = "PRAGMA synchronous = FULL",
 };
 
 static const char *const state_names[] = {
@@ -1577,15 +1579,31 @@ enum spool_res spool_claim_due(struct spool *sp, time_t now, size_t max,
 	*n_r = 0;
 	if (max == 0)
 		return SPOOL_OK;
-	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin claim", err_r)) != SPOOL_OK)
+	if ((res = spool_exec_sq(sp, SQ_SYNC_NORMAL, "claim", err_r)) != SPOOL_OK)
 		return res;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin claim", err_r)) != SPOOL_OK)
+		goto out;
 	res = claim_select(sp, now, max, &msgs, &n, err_r);
-	for (size_t i = 0; res == SPOOL_OK && i < n; i++)
+	size_t bytes = 0;
+	for (size_t i = 0; res == SPOOL_OK && i < n; i++) {
 		res = claim_one(sp, msgs[i], now, err_r);
+		/* the bodies with the claim: one read transaction, not one per
+		 * message in the middle of the SMTP session */
+		if (res == SPOOL_OK && msgs[i]->in_index &&
+		    bytes + msgs[i]->size <= SPOOL_CLAIM_BODY_BYTES) {
+			res = spool_body_get(sp, msgs[i]->id, &msgs[i]->body, &msgs[i]->body_len,
+					     err_r);
+			bytes += msgs[i]->body_len;
+		}
+	}
 	if (res == SPOOL_OK)
 		res = spool_exec_sq(sp, SQ_COMMIT, "commit claim", err_r);
-	if (res != SPOOL_OK) {
+out:
+	if (res != SPOOL_OK)
 		spool_rollback(sp);
+	/* every other commit of this handle stays fsync'd */
+	(void)spool_exec_sq(sp, SQ_SYNC_FULL, "claim", NULL);
+	if (res != SPOOL_OK) {
 		spool_msgs_free(&msgs, n);
 		return res;
 	}

@@ -123,6 +123,9 @@ struct spool_msg {
 	char *last_reply;       /* NULL if none */
 	int in_index;           /* the body is a row of `bodies`, no file */
 	int eightbit;           /* 1: an octet > 127, 0: none, -1: not known */
+	unsigned char *body;    /* spool_claim_due: an in-index body read with
+				 * the claim (NULL: read it with spool_body_get) */
+	size_t body_len;
 };
 
 /* Outcome of one delivery attempt, filled by the relay. */
@@ -229,7 +232,12 @@ int spool_commit_in_flight(const struct spool *sp);
 
 /* spool_claim_due - up to max messages in state queued, or deferred with
  * next_attempt <= now, oldest first; they become `sending` (attempts+1).
- * Only recipients not yet sent/held are returned in rcpts. */
+ * Only recipients not yet sent/held are returned in rcpts.  In-index
+ * bodies come with the claim (m->body) up to SPOOL_CLAIM_BODY_BYTES in all.
+ * The claim is committed without fsync: a claim lost to a power failure
+ * only leaves the message queued, and the next fsync'd commit (the
+ * outcomes) makes it durable with them. */
+#define SPOOL_CLAIM_BODY_BYTES (8u * 1024 * 1024)
 enum spool_res spool_claim_due(struct spool *sp, time_t now, size_t max,
 			       struct spool_msg ***msgs_r, size_t *n_r, char **err_r);
 /* spool_finish_attempts - record n outcomes in one transaction, then unlink

@@ -169,6 +169,7 @@ void spool_msg_free(struct spool_msg **mp)
 	free(m->path);
 	free(m->sender);
 	free(m->last_reply);
+	free(m->body);
 	free(m);
 	*mp = NULL;
 }

@@ -46,6 +46,8 @@ enum spool_sq {
 	SQ_DEL_BODY,
 	SQ_INS_RETAINED,
 	SQ_GET_BODY,
+	SQ_SYNC_NORMAL,
+	SQ_SYNC_FULL,
 	SQ__COUNT
 };
 
