@@ -11,8 +11,9 @@
 #   popgate-poll+relay `poll --once`, then `relay --once` (one after the other)
 #   fetchmail         as shipped (forwarding to smtphost, fetchall, no keep)
 #   fetchmail+nodelay the same with TCP_NODELAY forced (test/bench/nodelay.c)
-# Timed from start until the tool exits (every message accepted by the
-# sink), verified by counting the sink's transactions and the emptied
+# Timed from start (after `sync`: the mailbox generation and the previous
+# run's removals are on disk) until the tool exits (every message accepted
+# by the sink), verified by counting the sink's transactions and the emptied
 # mailbox.  Prints per tool the median wall time, messages/s, MB/s, the
 # peak RSS (/usr/bin/time -f %M) and how many times faster popgate is than
 # the faster fetchmail, as a Markdown table (docs/performance.md).
@@ -109,6 +110,10 @@ run_tool() {
 	local t0 t1 rss=0 r
 	rm -f "$SINK_DIR"/dump.* "$B/rss".*
 	rm -rf "$B/spool" "$B/fm/.fetchids"
+	# the generated mailbox and the removals reach the disk before the
+	# clock starts: no run pays for the previous one's writeback (it
+	# slowed whichever tool came next, most the one that fsyncs)
+	sync
 	t0=$(date +%s.%N)
 	case $1 in
 	popgate)
