@@ -1710,8 +1710,8 @@ static void finish_apply(struct spool *sp, struct spool_outcome *o, time_t now)
 		(void)unlinkat(sp->msgfd, m->id, 0);
 }
 
-static enum spool_res finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
-				      char **err_r)
+enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
+				     char **err_r)
 {
 	time_t now = time(NULL);
 	enum spool_res res;
@@ -1746,12 +1746,6 @@ static enum spool_res finish_attempts(struct spool *sp, struct spool_outcome *ou
 		(void)spool_purge_sent(sp, now, NULL, NULL);
 	}
 	return SPOOL_OK;
-}
-
-enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *outs, size_t n,
-				     char **err_r)
-{
-	return finish_attempts(sp, outs, n, err_r);
 }
 
 enum spool_res spool_body_get(struct spool *sp, const char *id, unsigned char **body_r,
