@@ -76,12 +76,13 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 			 "WHERE state = 'queued' OR (state = 'deferred' AND next_attempt <= ?1) "
 			 "ORDER BY created, rowid LIMIT ?2",
 	[SQ_CLAIM_UPD] = "UPDATE messages SET state = 'sending', attempts = attempts + 1, "
-			 "updated = ?2 WHERE id = ?1",
+			 "updated = ?2, claim = ?3 WHERE id = ?1",
 	[SQ_RCPT_TODO] = "SELECT addr, state, last_reply FROM recipients "
 			 "WHERE msg_id = ?1 AND state NOT IN ('sent', 'held') ORDER BY rowid",
 	[SQ_RCPT_SENDING] = "UPDATE recipients SET state = 'sending' "
 			    "WHERE msg_id = ?1 AND state NOT IN ('sent', 'held')",
 	[SQ_MSG_FINISH] = "UPDATE messages SET state = ?2, last_reply = ?3, updated = ?5, "
+			  "claim = NULL, "
 			  "next_attempt = CASE WHEN ?2 = 'deferred' THEN ?4 ELSE next_attempt END "
 			  "WHERE id = ?1",
 	[SQ_RCPT_FINISH] = "UPDATE recipients SET state = ?3, last_reply = ?4 "
@@ -1545,6 +1546,7 @@ static enum spool_res claim_one(struct spool *sp, struct spool_msg *m, time_t no
 		return res;
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+	sqlite3_bind_text(st, 3, sp->jname, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
@@ -1579,6 +1581,10 @@ enum spool_res spool_claim_due(struct spool *sp, time_t now, size_t max,
 	*n_r = 0;
 	if (max == 0)
 		return SPOOL_OK;
+	/* the claims name this handle's journal, locked while it lives: a
+	 * claim whose lock is free belongs to a dead relay (spool_reclaim) */
+	if ((res = spool_journal_ensure(sp, err_r)) != SPOOL_OK)
+		return res;
 	if ((res = spool_exec_sq(sp, SQ_SYNC_NORMAL, "claim", err_r)) != SPOOL_OK)
 		return res;
 	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin claim", err_r)) != SPOOL_OK)

@@ -48,7 +48,10 @@
  *    Recovery runs only when no other handle (process) has the spool open:
  *    every handle holds a shared flock on the spool directory, recovery
  *    needs it exclusive, so a poll run from cron never deletes the pending
- *    files or requeues the `sending` rows of a running daemon.
+ *    files or requeues the `sending` rows of a running daemon.  The claims
+ *    of a relay that died while the spool stays shared are taken back by
+ *    spool_reclaim(): each claim names its handle's journal, locked while
+ *    that handle lives.
  *  - Who frees what: structs returned through *_r are freed with the
  *    matching spool_*_free().
  */
@@ -250,6 +253,15 @@ enum spool_res spool_finish_attempts(struct spool *sp, struct spool_outcome *out
  * marks them sent instead of sending them again.  One write(), no fsync
  * (spool_journal.c).  Emptied by every successful spool_finish_attempts. */
 enum spool_res spool_journal_note(struct spool *sp, const struct spool_msg *m, char **err_r);
+/* spool_reclaim - take back the claims of relays that died while others
+ * keep the spool open (a daemon's relay child or session killed): every
+ * `sending` message whose claiming handle no longer holds the lock on its
+ * journal is handled as recovery would (journalled recipients -> sent,
+ * the rest -> queued with a history row).  Safe at any time, with the
+ * spool shared; live claims are never touched.  Fills the
+ * journal_rcpts, journal_sent, sending_requeued and requeued_ids of
+ * spool_last_recovery() (cleared first; the caller logs them). */
+enum spool_res spool_reclaim(struct spool *sp, char **err_r);
 /* spool_body_get - the body of an in_index message (malloc'd copy) */
 enum spool_res spool_body_get(struct spool *sp, const char *id, unsigned char **body_r,
 			      size_t *len_r, char **err_r);

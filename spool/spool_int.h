@@ -155,6 +155,16 @@ enum spool_res spool_history_add(struct spool *sp, const char *id, time_t now, c
 enum spool_res spool_purge_tx(struct spool *sp, time_t now, char ***ids_r, size_t *n_r,
 			      unsigned int *purged_r, char **err_r);
 
+/* spool_journal_ensure - create and lock this handle's journal if it has
+ * none yet (before its first claim: the claims name it) */
+enum spool_res spool_journal_ensure(struct spool *sp, char **err_r);
+/* spool_journal_is_name - 1 if name has the form of a journal's file name */
+int spool_journal_is_name(const char *name);
+/* spool_journal_apply - inside the caller's transaction: apply the journal
+ * `name` to the `sending` messages claimed as `claim` (NULL: any claim),
+ * then mark sent those messages with nothing left to do */
+enum spool_res spool_journal_apply(struct spool *sp, time_t now, const char *name,
+				   const char *claim, char **err_r);
 /* spool_journal_reset - after an fsync'd finish: the journal's entries are
  * recorded; empty it */
 void spool_journal_reset(struct spool *sp);

@@ -11,10 +11,16 @@
  * at once (no fsync: it survives the process being killed, not a power
  * loss; after a power loss the batch bound applies).
  *
- * File: <spool>/relay.<random>.journal, created O_EXCL at the first note,
+ * File: <spool>/relay.<random>.journal, created O_EXCL before the handle's
+ * first claim and held under an exclusive flock() while the handle lives,
  * emptied after every fsync'd finish of this handle, removed by
  * spool_close().  Line: "<message id>\t<recipient>\n" (a stored recipient
  * never holds a TAB: control characters are refused at ingest).
+ *
+ * Its name is the claim: every message the handle claims carries it in
+ * messages.claim.  The lock tells the living from the dead: a handle that
+ * can take it (or finds no file) knows the claimer is gone, so
+ * spool_reclaim can take its claims back while the spool stays shared.
  *
  * Recovery (spool_journal_recover, exclusive lock, before `sending` rows are
  * requeued) marks each journalled recipient of a still-`sending` message
@@ -28,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,7 +65,22 @@ static enum spool_res journal_open(struct spool *sp, char **err_r)
 	if (sp->jfd < 0)
 		return spool_fail(err_r, spool_errno_res(errno), "%s/%s: open: %s", sp->dir,
 				  sp->jname, strerror(errno));
+	/* a new file: nobody else can hold its lock */
+	if (flock(sp->jfd, LOCK_EX | LOCK_NB) != 0) {
+		int err = errno;
+
+		close(sp->jfd);
+		sp->jfd = -1;
+		(void)unlinkat(sp->rootfd, sp->jname, 0);
+		return spool_fail(err_r, SPOOL_IO, "%s/%s: flock: %s", sp->dir, sp->jname,
+				  strerror(err));
+	}
 	return SPOOL_OK;
+}
+
+enum spool_res spool_journal_ensure(struct spool *sp, char **err_r)
+{
+	return sp->jfd >= 0 ? SPOOL_OK : journal_open(sp, err_r);
 }
 
 enum spool_res spool_journal_note(struct spool *sp, const struct spool_msg *m, char **err_r)
@@ -113,11 +135,12 @@ void spool_journal_close(struct spool *sp)
 {
 	if (sp->jfd < 0)
 		return;
-	close(sp->jfd);
-	sp->jfd = -1;
-	/* kept when entries may be unrecorded: recovery needs them */
+	/* removed under the lock; kept when entries may be unrecorded:
+	 * recovery (or spool_reclaim) needs them */
 	if (!sp->jdirty)
 		(void)unlinkat(sp->rootfd, sp->jname, 0);
+	close(sp->jfd);
+	sp->jfd = -1;
 }
 
 /* apply_line - one journal entry: the recipient of a `sending` message is
@@ -177,16 +200,21 @@ static enum spool_res read_journal(struct spool *sp, sqlite3_stmt *st, const cha
 
 /* finish_sent - messages whose recipients are all sent (or held) by now
  * become sent, as the relay's finish would have recorded them; the body
- * goes (or is retained), a file goes with recovery's scan of msg/ */
-static enum spool_res finish_sent(struct spool *sp, time_t now, char **err_r)
+ * goes (or is retained), a file goes with recovery's scan of msg/ (or the
+ * relay's next finish: an orphan of a sent row is removed by recovery).
+ * claim: only the messages of that claim (NULL: every `sending` one). */
+static enum spool_res finish_sent(struct spool *sp, time_t now, const char *claim,
+				  char **err_r)
 {
 	const char *sql[] = {
-		"CREATE TEMP TABLE jdone AS SELECT id FROM messages m WHERE state = 'sending' "
+		"CREATE TEMP TABLE jdone (id TEXT)",
+		"INSERT INTO jdone SELECT id FROM messages m WHERE state = 'sending' "
+		"AND (?2 IS NULL OR claim = ?2) "
 		"AND EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id AND r.state = "
 		"'sent') AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = m.id AND "
 		"r.state NOT IN ('sent', 'held'))",
 		"UPDATE messages SET state = 'sent', last_reply = '" JOURNAL_REPLY "', "
-		"updated = ?1 WHERE id IN (SELECT id FROM jdone)",
+		"updated = ?1, claim = NULL WHERE id IN (SELECT id FROM jdone)",
 		"INSERT INTO history (msg_id, at, state, reply) SELECT id, ?1, 'sent', '"
 		JOURNAL_REPLY "' FROM jdone",
 		sp->keep_sent_days > 0
@@ -201,28 +229,65 @@ static enum spool_res finish_sent(struct spool *sp, time_t now, char **err_r)
 
 		if (rc == SQLITE_OK) {
 			sqlite3_int64 t = (sqlite3_int64)now;
+			int np = sqlite3_bind_parameter_count(st);
 
-			if (i == 3 && sp->keep_sent_days > 0)
+			if (i == 4 && sp->keep_sent_days > 0)
 				t += (sqlite3_int64)sp->keep_sent_days * 86400;
-			if (sqlite3_bind_parameter_count(st) > 0)
+			if (np >= 1)
 				sqlite3_bind_int64(st, 1, t);
+			if (np >= 2 && claim != NULL)
+				sqlite3_bind_text(st, 2, claim, -1, SQLITE_STATIC);
 			rc = sqlite3_step(st);
-			if (i == 1 && rc == SQLITE_DONE)
-				sp->rec.journal_sent = (unsigned int)sqlite3_changes(sp->db);
+			if (i == 2 && rc == SQLITE_DONE)
+				sp->rec.journal_sent += (unsigned int)sqlite3_changes(sp->db);
 		}
 		sqlite3_finalize(st);
-		if (rc != SQLITE_DONE)
+		if (rc != SQLITE_DONE) {
+			/* the temp table must not outlive a failed step */
+			(void)sqlite3_exec(sp->db, "DROP TABLE IF EXISTS jdone", NULL, NULL, NULL);
 			return spool_dbfail(sp, rc, "recovery journal finish", err_r);
+		}
 	}
 	return SPOOL_OK;
 }
 
-static int is_journal(const char *name)
+int spool_journal_is_name(const char *name)
 {
 	size_t n = strlen(name), p = strlen(JOURNAL_PREFIX), s = strlen(JOURNAL_SUFFIX);
 
 	return n > p + s && strncmp(name, JOURNAL_PREFIX, p) == 0 &&
-	       strcmp(name + n - s, JOURNAL_SUFFIX) == 0;
+	       strcmp(name + n - s, JOURNAL_SUFFIX) == 0 && strchr(name, '/') == NULL;
+}
+
+/* prepare_apply - the statement that marks one journalled recipient sent */
+static enum spool_res prepare_apply(struct spool *sp, const char *claim, sqlite3_stmt **st_r,
+				    char **err_r)
+{
+	int rc = sqlite3_prepare_v2(sp->db, "UPDATE recipients SET state = 'sent', last_reply = ?3 "
+				    "WHERE msg_id = ?1 AND addr = ?2 AND state = 'sending' AND "
+				    "EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND state = "
+				    "'sending' AND (?4 IS NULL OR claim = ?4))", -1, st_r, NULL);
+
+	if (rc != SQLITE_OK)
+		return spool_dbfail(sp, rc, "recovery journal prepare", err_r);
+	if (claim != NULL)
+		sqlite3_bind_text(*st_r, 4, claim, -1, SQLITE_TRANSIENT);
+	return SPOOL_OK;
+}
+
+enum spool_res spool_journal_apply(struct spool *sp, time_t now, const char *name,
+				   const char *claim, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+
+	if ((res = prepare_apply(sp, claim, &st, err_r)) != SPOOL_OK)
+		return res;
+	res = read_journal(sp, st, name, err_r);
+	sqlite3_finalize(st);
+	if (res == SPOOL_OK)
+		res = finish_sent(sp, now, claim, err_r);
+	return res;
 }
 
 enum spool_res spool_journal_recover(struct spool *sp, time_t now, char ***names_r,
@@ -232,7 +297,7 @@ enum spool_res spool_journal_recover(struct spool *sp, time_t now, char ***names
 	sqlite3_stmt *st = NULL;
 	struct dirent *de;
 	DIR *d;
-	int dfd, rc;
+	int dfd;
 
 	*names_r = NULL;
 	*n_r = 0;
@@ -244,14 +309,9 @@ enum spool_res spool_journal_recover(struct spool *sp, time_t now, char ***names
 		return spool_fail(err_r, SPOOL_IO, "%s: opendir: %s", sp->dir, strerror(errno));
 	}
 	rewinddir(d);
-	rc = sqlite3_prepare_v2(sp->db, "UPDATE recipients SET state = 'sent', last_reply = ?3 "
-				"WHERE msg_id = ?1 AND addr = ?2 AND state = 'sending' AND "
-				"(SELECT state FROM messages WHERE id = ?1) = 'sending'", -1, &st,
-				NULL);
-	if (rc != SQLITE_OK)
-		res = spool_dbfail(sp, rc, "recovery journal prepare", err_r);
+	res = prepare_apply(sp, NULL, &st, err_r);
 	while (res == SPOOL_OK && (de = readdir(d)) != NULL) {
-		if (!is_journal(de->d_name))
+		if (!spool_journal_is_name(de->d_name))
 			continue;
 		res = read_journal(sp, st, de->d_name, err_r);
 		*names_r = spool_xrealloc(*names_r, *n_r + 1, sizeof **names_r);
@@ -260,6 +320,6 @@ enum spool_res spool_journal_recover(struct spool *sp, time_t now, char ***names
 	sqlite3_finalize(st);
 	closedir(d);
 	if (res == SPOOL_OK && *n_r > 0)
-		res = finish_sent(sp, now, err_r);
+		res = finish_sent(sp, now, NULL, err_r);
 	return res;
 }

@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -102,36 +103,49 @@ static enum spool_res clean_tmp(struct spool *sp, char **err_r)
 	return res;
 }
 
-/* exec_changes - run one parameterless update, return the rows it changed */
+/* exec_changes - run one update with ?1 = now and ?2 = claim (NULL: any),
+ * return the rows it changed */
 static enum spool_res exec_changes(struct spool *sp, const char *sql, time_t now,
-				   const char *step, unsigned int *n_r, char **err_r)
+				   const char *claim, const char *step, unsigned int *n_r,
+				   char **err_r)
 {
 	sqlite3_stmt *st = NULL;
 	int rc;
 
 	rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
 	if (rc == SQLITE_OK) {
-		if (sqlite3_bind_parameter_count(st) > 0)
+		int np = sqlite3_bind_parameter_count(st);
+
+		if (np >= 1)
 			sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
+		if (np >= 2 && claim != NULL)
+			sqlite3_bind_text(st, 2, claim, -1, SQLITE_STATIC);
 		rc = sqlite3_step(st);
 	}
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE)
 		return spool_dbfail(sp, rc, step, err_r);
 	if (n_r != NULL)
-		*n_r = (unsigned int)sqlite3_changes(sp->db);
+		*n_r += (unsigned int)sqlite3_changes(sp->db);
 	return SPOOL_OK;
 }
 
+/* The `sending` messages of one claim (?2), or all of them (?2 NULL). */
+#define SENDING_OF_CLAIM "state = 'sending' AND (?2 IS NULL OR claim = ?2)"
+
 /* sending_ids - remember which messages recovery requeues (for the log) */
-static enum spool_res sending_ids(struct spool *sp, char **err_r)
+static enum spool_res sending_ids(struct spool *sp, const char *claim, char **err_r)
 {
 	sqlite3_stmt *st = NULL;
 	size_t n = 0;
 	int rc;
 
-	rc = sqlite3_prepare_v2(sp->db, "SELECT id FROM messages WHERE state = 'sending' "
-				"ORDER BY id", -1, &st, NULL);
+	while (sp->rec.requeued_ids != NULL && sp->rec.requeued_ids[n] != NULL)
+		n++;
+	rc = sqlite3_prepare_v2(sp->db, "SELECT id FROM messages WHERE " SENDING_OF_CLAIM
+				" ORDER BY id", -1, &st, NULL);
+	if (st != NULL && claim != NULL)
+		sqlite3_bind_text(st, 2, claim, -1, SQLITE_STATIC);
 	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		/* NULL-terminated; grown one at a time: recovery is rare */
 		sp->rec.requeued_ids = spool_xrealloc(sp->rec.requeued_ids, n + 2, sizeof(char *));
@@ -144,26 +158,31 @@ static enum spool_res sending_ids(struct spool *sp, char **err_r)
 	return SPOOL_OK;
 }
 
-static enum spool_res requeue_sending(struct spool *sp, time_t now, char **err_r)
+/* requeue_sending - `sending` -> `queued` for one claim (NULL: every one) */
+static enum spool_res requeue_sending(struct spool *sp, time_t now, const char *claim,
+				      char **err_r)
 {
 	enum spool_res res;
 
 	/* the one window for a duplicate at the SMTP host: say so per message */
-	if ((res = sending_ids(sp, err_r)) != SPOOL_OK)
+	if ((res = sending_ids(sp, claim, err_r)) != SPOOL_OK)
 		return res;
 	res = exec_changes(sp, "INSERT INTO history (msg_id, at, state, reply) SELECT id, ?1, "
 			   "'queued', 'recovery: the relay stopped while sending it; sent again "
 			   "(a duplicate if the host had already accepted it)' FROM messages "
-			   "WHERE state = 'sending'", now, "recovery history", NULL, err_r);
+			   "WHERE " SENDING_OF_CLAIM, now, claim, "recovery history", NULL, err_r);
 	if (res != SPOOL_OK)
 		return res;
-	res = exec_changes(sp, "UPDATE messages SET state = 'queued', updated = ?1 "
-			   "WHERE state = 'sending'", now, "recovery requeue",
-			   &sp->rec.sending_requeued, err_r);
+	/* recipients first: the message rows still say whose claim they are */
+	res = exec_changes(sp, "UPDATE recipients SET state = 'queued' WHERE state = 'sending' "
+			   "AND (?2 IS NULL OR msg_id IN (SELECT id FROM messages WHERE "
+			   SENDING_OF_CLAIM "))", now, claim, "recovery requeue recipients", NULL,
+			   err_r);
 	if (res != SPOOL_OK)
 		return res;
-	return exec_changes(sp, "UPDATE recipients SET state = 'queued' WHERE state = 'sending'",
-			    now, "recovery requeue recipients", NULL, err_r);
+	return exec_changes(sp, "UPDATE messages SET state = 'queued', updated = ?1, claim = NULL "
+			    "WHERE " SENDING_OF_CLAIM, now, claim, "recovery requeue",
+			    &sp->rec.sending_requeued, err_r);
 }
 
 /* row_state - *found_r = 0 if msg/<name> has no row, else its state */
@@ -335,7 +354,7 @@ enum spool_res spool_recover(struct spool *sp, char **err_r)
 		return res;
 	if ((res = spool_journal_recover(sp, now, &jnames, &njnames, err_r)) != SPOOL_OK)
 		goto fail;
-	if ((res = requeue_sending(sp, now, err_r)) != SPOOL_OK)
+	if ((res = requeue_sending(sp, now, NULL, err_r)) != SPOOL_OK)
 		goto fail;
 	if ((res = purge_expired(sp, now, err_r)) != SPOOL_OK)
 		goto fail;
@@ -380,4 +399,91 @@ enum spool_res spool_recover_guard(struct spool *sp, unsigned int user_version, 
 			  "%s/index.db is new but %s/msg holds %u message files: the index was "
 			  "lost; restore it, or move the files away to start empty",
 			  sp->dir, sp->dir, nfiles);
+}
+
+/* claim_dead - 1 if the handle that claimed as `claim` is gone: its journal
+ * is missing, or its lock can be taken (*fd_r then holds it until the
+ * caller has committed and removed the file); 0 if it lives */
+static int claim_dead(struct spool *sp, const char *claim, int *fd_r)
+{
+	*fd_r = -1;
+	if (!spool_journal_is_name(claim))
+		return 1; /* not a name this library writes: nobody can hold it */
+	if (strcmp(claim, sp->jname) == 0 && sp->jfd >= 0)
+		return 0; /* this handle's own claims */
+	int fd = openat(sp->rootfd, claim, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return errno == ENOENT;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		close(fd);
+		return 0; /* held (or unlockable): treat as alive, never guess */
+	}
+	*fd_r = fd;
+	return 1;
+}
+
+/* dead_claims - the distinct claims of `sending` messages whose claimer is
+ * gone; fds[i] >= 0 holds the lock on names[i] */
+static enum spool_res dead_claims(struct spool *sp, char ***names_r, int **fds_r, size_t *n_r,
+				  char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, fd;
+
+	*names_r = NULL;
+	*fds_r = NULL;
+	*n_r = 0;
+	rc = sqlite3_prepare_v2(sp->db, "SELECT DISTINCT claim FROM messages WHERE state = "
+				"'sending' AND claim IS NOT NULL", -1, &st, NULL);
+	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *c = (const char *)sqlite3_column_text(st, 0);
+
+		if (c == NULL || !claim_dead(sp, c, &fd))
+			continue;
+		*names_r = spool_xrealloc(*names_r, *n_r + 1, sizeof **names_r);
+		*fds_r = spool_xrealloc(*fds_r, *n_r + 1, sizeof **fds_r);
+		(*names_r)[*n_r] = spool_xstrdup(c);
+		(*fds_r)[(*n_r)++] = fd;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "reclaim select", err_r);
+	return SPOOL_OK;
+}
+
+enum spool_res spool_reclaim(struct spool *sp, char **err_r)
+{
+	time_t now = time(NULL);
+	enum spool_res res;
+	char **names = NULL;
+	int *fds = NULL;
+	size_t n = 0;
+
+	spool_recovery_clear(sp);
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin reclaim", err_r)) != SPOOL_OK)
+		return res;
+	res = dead_claims(sp, &names, &fds, &n, err_r);
+	for (size_t i = 0; res == SPOOL_OK && i < n; i++) {
+		/* the journal first: what the host accepted is sent, not resent */
+		if (fds[i] >= 0)
+			res = spool_journal_apply(sp, now, names[i], names[i], err_r);
+		if (res == SPOOL_OK)
+			res = requeue_sending(sp, now, names[i], err_r);
+	}
+	if (res == SPOOL_OK && n > 0)
+		res = spool_exec_sq(sp, SQ_COMMIT, "commit reclaim", err_r);
+	else
+		spool_rollback(sp); /* nothing to change, or a failure */
+	for (size_t i = 0; i < n; i++) {
+		/* removed while still locked: no other reclaimer reads it twice */
+		if (res == SPOOL_OK && fds[i] >= 0)
+			(void)unlinkat(sp->rootfd, names[i], 0);
+		if (fds[i] >= 0)
+			close(fds[i]);
+		free(names[i]);
+	}
+	free(names);
+	free(fds);
+	return res;
 }

@@ -17,12 +17,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -646,7 +648,9 @@ START_TEST(test_migration_006)
 	write_file(tpath("msg/%s", m3), large_msg());
 
 	sp = open_ok();
-	ck_assert_int_eq(db_int("PRAGMA user_version", NULL), 6);
+	ck_assert_int_eq(db_int("PRAGMA user_version", NULL), newest_schema());
+	/* 007: the claim column, NULL for every message not being sent */
+	ck_assert_ptr_null(db_text("SELECT claim FROM messages WHERE id = %Q", m1));
 	/* the body in the index is the message: the copies go, the large file stays */
 	rec = spool_last_recovery(sp);
 	ck_assert_uint_eq(rec->copies_removed, 2);
@@ -1813,18 +1817,24 @@ START_TEST(test_mixed_recipients)
 }
 END_TEST
 
-/* db_synchronous - PRAGMA synchronous of the handle's own connection */
-static int db_synchronous(struct spool *sp)
+/* db_pragma - the value of PRAGMA `name` on the handle's own connection */
+static int db_pragma(struct spool *sp, const char *name)
 {
 	sqlite3_stmt *st = NULL;
+	char sql[64];
 	int v = -1;
 
-	ck_assert_int_eq(sqlite3_prepare_v2(sp->db, "PRAGMA synchronous", -1, &st, NULL),
-			 SQLITE_OK);
+	snprintf(sql, sizeof sql, "PRAGMA %s", name);
+	ck_assert_int_eq(sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL), SQLITE_OK);
 	if (sqlite3_step(st) == SQLITE_ROW)
 		v = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 	return v;
+}
+
+static int db_synchronous(struct spool *sp)
+{
+	return db_pragma(sp, "synchronous");
 }
 
 /* spool_finish_attempts records a batch of outcomes in one transaction,
@@ -1960,9 +1970,10 @@ START_TEST(test_relay_journal)
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(msgs[0]->nrcpts, 1);
 	ck_assert_str_eq(msgs[0]->rcpts[0].addr, "b@local.example");
-	/* nothing accepted: nothing to note, no journal */
+	/* nothing accepted: nothing noted (the claim made the journal, empty) */
 	ck_assert_int_eq(spool_journal_note(sp, msgs[0], &err), SPOOL_OK);
-	ck_assert_uint_eq(journals(&bytes), 0);
+	ck_assert_uint_eq(journals(&bytes), 1);
+	ck_assert_int_eq(bytes, 0);
 	/* an fsync'd finish records it: the journal is emptied, and goes at close */
 	msgs[0]->rcpts[0].state = SPOOL_SENT;
 	ck_assert_int_eq(spool_journal_note(sp, msgs[0], &err), SPOOL_OK);
@@ -1977,6 +1988,161 @@ START_TEST(test_relay_journal)
 	ck_assert_uint_eq(spool_last_recovery(sp)->journal_rcpts, 0);
 	row_str_eq("state", ids[2], "sent");
 	ck_assert_int_eq(body_count(ids[2]), 0);
+	spool_close(&sp);
+}
+END_TEST
+
+/* reclaim_ok - spool_reclaim on sp; its counts */
+static const struct spool_recovery *reclaim_ok(struct spool *sp)
+{
+	char *err = NULL;
+
+	ck_assert_msg(spool_reclaim(sp, &err) == SPOOL_OK, "reclaim: %s", err);
+	return spool_last_recovery(sp);
+}
+
+/* A relay session killed while the daemon keeps the spool open: its claims
+ * come back without an exclusive open, its journal applied first. */
+START_TEST(test_reclaim_dead_relay)
+{
+	const char *two[] = { "a@local.example", "b@local.example" };
+	struct spool *sp = open_ok();
+	const struct spool_recovery *rec;
+	struct commits c = { 0 };
+	char ids[3][SPOOL_ID_LEN + 1], *err = NULL, *claim;
+	off_t bytes = 0;
+	int status = 0;
+	pid_t pid;
+
+	one_msg(sp, "R1", "a@local.example", ids[0]);
+	one_msg(sp, "R2", "a@local.example", ids[1]);
+	ingest(sp, "acct", "R3", MSG1, "s@x", two, 2, ids[2]);
+	commit_ok(sp, &c);
+	/* nothing is claimed: nothing to take back */
+	rec = reclaim_ok(sp);
+	ck_assert_uint_eq(rec->sending_requeued + rec->journal_rcpts + rec->journal_sent, 0);
+	/* a relay process: claims all three, the host accepts R1 and R3's a,
+	 * and it dies (kill -9) before recording any outcome */
+	ck_assert_int_eq(spool_fork_prepare(sp, &err), SPOOL_OK);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct spool *rsp = NULL;
+		struct spool_msg **msgs = NULL;
+		size_t n = 0;
+
+		if (spool_open(tdir, &rsp, &err) != SPOOL_OK ||
+		    spool_claim_due(rsp, time(NULL), 10, &msgs, &n, &err) != SPOOL_OK || n != 3)
+			_exit(2);
+		for (size_t i = 0; i < n; i++) {
+			if (i == 1)
+				continue;
+			msgs[i]->rcpts[0].state = SPOOL_SENT;
+			if (spool_journal_note(rsp, msgs[i], &err) != SPOOL_OK)
+				_exit(3);
+		}
+		raise(SIGKILL);
+		_exit(4);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d",
+		      status);
+	ck_assert_int_eq(spool_fork_done(sp, &err), SPOOL_OK);
+	ck_assert_uint_eq(journals(&bytes), 1);
+	claim = db_text("SELECT claim FROM messages WHERE id = %Q", ids[0]);
+	ck_assert_ptr_nonnull(claim);
+	ck_assert_msg(strncmp(claim, "relay.", 6) == 0, "claim %s", claim);
+	ck_assert(exists(tpath("%s", claim)));
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM messages WHERE state = 'sending' AND "
+				"claim = %Q", claim), 3);
+	/* the daemon's handle takes them back: journalled -> sent, rest queued */
+	rec = reclaim_ok(sp);
+	ck_assert_uint_eq(rec->journal_rcpts, 2);
+	ck_assert_uint_eq(rec->journal_sent, 1);
+	ck_assert_uint_eq(rec->sending_requeued, 2);
+	ck_assert_ptr_nonnull(rec->requeued_ids);
+	ck_assert_str_eq(rec->requeued_ids[0], strcmp(ids[1], ids[2]) < 0 ? ids[1] : ids[2]);
+	ck_assert_str_eq(rec->requeued_ids[1], strcmp(ids[1], ids[2]) < 0 ? ids[2] : ids[1]);
+	ck_assert_ptr_null(rec->requeued_ids[2]);
+	ck_assert(!exists(tpath("%s", claim)));
+	ck_assert_uint_eq(journals(&bytes), 0);
+	row_str_eq("state", ids[0], "sent");
+	ck_assert_int_eq(body_count(ids[0]), 0);
+	row_str_eq("state", ids[1], "queued");
+	row_str_eq("state", ids[2], "queued");
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM recipients WHERE msg_id = %Q AND "
+				"addr = 'a@local.example' AND state = 'sent'", ids[2]), 1);
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM recipients WHERE msg_id = %Q AND "
+				"addr = 'b@local.example' AND state = 'queued'", ids[2]), 1);
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM messages WHERE claim IS NOT NULL "
+				"OR state = %Q", "sending"), 0);
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM history WHERE msg_id = %Q AND state = "
+				"'queued' AND reply LIKE 'recovery: the relay stopped%%'", ids[1]), 1);
+	/* again: nothing left to take back */
+	rec = reclaim_ok(sp);
+	ck_assert_uint_eq(rec->sending_requeued + rec->journal_rcpts + rec->journal_sent, 0);
+	/* the requeued ones are due: R2 whole, R3 for b only */
+	ck_assert_uint_eq(send_all(sp), 2);
+	row_str_eq("state", ids[2], "sent");
+	free(claim);
+	spool_close(&sp);
+}
+END_TEST
+
+/* Live claims are never taken back: another handle's (locked journal),
+ * this handle's own, and a claim from before migration 007 (claim NULL:
+ * only the exclusive recovery may requeue it). */
+START_TEST(test_reclaim_spares_live_claims)
+{
+	struct spool *sp = open_ok(), *sp2 = open_ok();
+	struct spool_msg **m1 = NULL, **m2 = NULL;
+	const struct spool_recovery *rec;
+	char ids[4][SPOOL_ID_LEN + 1];
+	size_t n1 = 0, n2 = 0;
+
+	for (int i = 0; i < 4; i++) {
+		char uidl[8];
+
+		snprintf(uidl, sizeof uidl, "L%d", i);
+		one_msg(sp, uidl, "a@local.example", ids[i]);
+	}
+	claim(sp2, time(NULL), 1, &m2, &n2);
+	ck_assert_uint_eq(n2, 1);
+	claim(sp, time(NULL), 1, &m1, &n1);
+	ck_assert_uint_eq(n1, 1);
+	db_execf("UPDATE messages SET state = 'sending', claim = NULL WHERE id = %Q", ids[2]);
+	db_execf("UPDATE messages SET state = 'sending', claim = '../index.db' WHERE id = %Q",
+		 ids[3]);
+	/* from either handle: only the claim no handle can hold comes back */
+	rec = reclaim_ok(sp);
+	ck_assert_uint_eq(rec->sending_requeued, 1);
+	ck_assert_str_eq(rec->requeued_ids[0], ids[3]);
+	row_str_eq("state", ids[3], "queued");
+	ck_assert(exists(tpath("index.db")));
+	rec = reclaim_ok(sp2);
+	ck_assert_uint_eq(rec->sending_requeued, 0);
+	row_str_eq("state", m1[0]->id, "sending");
+	row_str_eq("state", m2[0]->id, "sending");
+	row_str_eq("state", ids[2], "sending");
+	/* sp2 goes away without recording its outcome (clean journal: removed) */
+	spool_msgs_free(&m2, n2);
+	spool_close(&sp2);
+	rec = reclaim_ok(sp);
+	ck_assert_uint_eq(rec->sending_requeued, 1);
+	ck_assert_uint_eq(rec->journal_rcpts, 0);
+	row_str_eq("state", m1[0]->id, "sending");
+	row_str_eq("state", ids[2], "sending");
+	/* this handle's own claim ends normally */
+	m1[0]->rcpts[0].state = SPOOL_SENT;
+	finish1(sp, m1[0], SPOOL_SENT, "250 ok", 0);
+	row_str_eq("state", m1[0]->id, "sent");
+	ck_assert_ptr_null(db_text("SELECT claim FROM messages WHERE id = %Q", m1[0]->id));
+	spool_msgs_free(&m1, n1);
+	spool_close(&sp);
+	/* the pre-007 claim waits for the exclusive recovery */
+	sp = open_ok();
+	ck_assert_uint_eq(spool_last_recovery(sp)->sending_requeued, 1);
+	row_str_eq("state", ids[2], "queued");
 	spool_close(&sp);
 }
 END_TEST
@@ -2569,7 +2735,8 @@ static Suite *spool_suite(void)
 				     test_commit_thread_failure, test_close_commit_in_flight } },
 		{ "relay", { test_claim_and_sent, test_claim_and_sent_large, test_deferred_and_held,
 			     test_mixed_recipients, test_hold_at_ingest, test_finish_batch,
-			     test_relay_journal } },
+			     test_relay_journal, test_reclaim_dead_relay,
+			     test_reclaim_spares_live_claims } },
 		{ "admin", { test_admin, test_operator_actions, test_account_tombstones,
 			     test_retention } },
 		{ "group", { test_inline_bodies, test_group_bounds, test_defer_checkpoints } },
