@@ -389,6 +389,11 @@ static void child_done(struct sched *s, pid_t pid, int status)
 			s->once_code = code < 0 ? EX_SOFTWARE : code;
 		if (code < 0)
 			LOG_ERR("relay status=killed signal=%d", WTERMSIG(status));
+		/* a relay that died mid-session left its claims `sending`: take
+		 * them back now, not at the next restart (sessions of its that
+		 * still run hold their claims and finish them) */
+		if (s->relay_failed)
+			relay_reclaim(s->sp);
 		metrics_after_round(s->c, s->sp);
 		return;
 	}

@@ -862,7 +862,7 @@ static enum pg_res relay_parallel(const struct conf *c, struct spool *sp,
 				  const volatile sig_atomic_t *stop_flag, struct relay_stats *st_r,
 				  char **err_r)
 {
-	int n = c->smtp.max_sessions, fds[64], forwarded = 0;
+	int n = c->smtp.max_sessions, fds[64], forwarded = 0, reopened = 1;
 	pid_t pids[64], self = getpid();
 	enum pg_res res = PG_OK;
 	/* no SQLite connection may cross the forks (spool_fork_prepare) */
@@ -889,6 +889,7 @@ static enum pg_res relay_parallel(const struct conf *c, struct spool *sp,
 	}
 	char *rerr = NULL;
 	if (spool_fork_done(sp, &rerr) != SPOOL_OK) {
+		reopened = 0;
 		LOG_ERR("relay status=spool-error reason=\"%s\"", rerr);
 		res = PG_IO;
 		set_err(err_r, "spool: %s", rerr);
@@ -932,7 +933,33 @@ static enum pg_res relay_parallel(const struct conf *c, struct spool *sp,
 			set_err(err_r, "%s", rep.err);
 		}
 	}
+	/* a session that died (or failed to record its outcomes) left its
+	 * claims `sending`: take them back now; a live relay elsewhere keeps
+	 * its own */
+	if (reopened)
+		relay_reclaim(sp);
 	return res;
+}
+
+void relay_reclaim(struct spool *sp)
+{
+	char *err = NULL;
+	if (spool_reclaim(sp, &err) != SPOOL_OK) {
+		LOG_ERR("relay status=reclaim-failed reason=\"%s\" note=\"the messages of a "
+			"stopped relay stay sending until the spool is next opened alone\"", err);
+		free(err);
+		return;
+	}
+	const struct spool_recovery *r = spool_last_recovery(sp);
+	if (r->sending_requeued == 0 && r->journal_sent == 0 && r->journal_rcpts == 0)
+		return;
+	LOG_WARN("relay status=reclaimed reason=\"a relay session stopped\" requeued=%u "
+		 "journal_sent=%u journal_rcpts=%u",
+		 r->sending_requeued, r->journal_sent, r->journal_rcpts);
+	for (size_t i = 0; r->requeued_ids != NULL && r->requeued_ids[i] != NULL; i++)
+		LOG_WARN("id=%s status=requeued-after-crash note=\"a relay session stopped while "
+			 "sending it; sent again, a duplicate if the host had accepted it\"",
+			 r->requeued_ids[i]);
 }
 
 enum pg_res relay_run_once(const struct conf *c, struct spool *sp,

@@ -14,6 +14,9 @@
  *    5xx -> held with the server's reply.  A held message gets an RFC 3464
  *    notice (notice.h) per `bounce`.  With smtp.max_sessions > 1 it forks
  *    that many children, each with its own spool handle, and waits for them.
+ *    When they are done it takes back the claims of any that died
+ *    (relay_reclaim), so a killed session's messages are queued again at
+ *    once instead of staying `sending` until the next exclusive open.
  *  - PG_OK when the session ran (whatever the per-message outcomes were);
  *    PG_TEMP when the host could not be reached (messages deferred);
  *    PG_IO when the spool failed.
@@ -39,6 +42,11 @@ struct relay_stats {
 enum pg_res relay_run_once(const struct conf *c, struct spool *sp,
 			   const volatile sig_atomic_t *stop_flag, struct relay_stats *st_r,
 			   char **err_r);
+
+/* relay_reclaim - spool_reclaim(), logged: a `status=reclaimed` summary
+ * and one `status=requeued-after-crash` line per message sent again.  For
+ * whoever has just seen a relay process die (the daemon, relay_run_once). */
+void relay_reclaim(struct spool *sp);
 
 /* relay_backoff - seconds to wait before attempt number `attempts`+1:
  * retry_intervals[attempts-1], the last interval repeating */

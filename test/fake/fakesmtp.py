@@ -19,6 +19,10 @@ DIR/commands.log.
 
 Modes:
   accept   (default) EHLO offers PIPELINING, 8BITMIME, SIZE, DSN; all 250.
+  stall:N  as accept, but the transaction after the first N gets no reply
+           to its final "." (nothing is written for it): the client hangs
+           there until it gives up or is killed; later connections are
+           served as in accept mode.  For killing a relay mid-session.
 """
 
 import argparse
@@ -32,6 +36,16 @@ class Session:
         self.args = args
         self.buf = b""
         self.counter = counter
+
+    def stall_now(self):
+        """stall:N - the first DATA after N transactions is never answered"""
+        mode = self.args.mode
+        if not mode.startswith("stall:") or self.counter[1]:
+            return False
+        if self.counter[0] < int(mode.split(":", 1)[1]):
+            return False
+        self.counter[1] = True
+        return True
 
     def readline(self):
         while b"\n" not in self.buf:
@@ -90,6 +104,10 @@ class Session:
                 self.conn.sendall(b"250 2.1.5 Ok\r\n")
             elif verb == b"DATA":
                 self.conn.sendall(b"354 go ahead\r\n")
+                if self.stall_now():
+                    while self.readline() is not None:
+                        pass
+                    return
                 if not self.data(env):
                     return
                 self.conn.sendall(b"250 2.0.0 Ok: queued\r\n")
@@ -118,7 +136,7 @@ def main():
     with open(tmp, "w") as f:
         f.write("%d\n" % srv.getsockname()[1])
     os.rename(tmp, args.port_file)
-    counter = [0]
+    counter = [0, False]  # transactions written, stalled once
     while True:
         conn, _ = srv.accept()
         conn.settimeout(60)
