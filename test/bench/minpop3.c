@@ -2,9 +2,12 @@
  * minpop3.c - the yardstick for bench_pop3.sh: a minimal pipelined POP3
  * RETR client.  USER/PASS, then RETR 1..N in batches of 64 written with one
  * write each, replies counted by their terminating "." lines; the bodies go
- * nowhere.  No TLS, no parsing beyond what counting needs.
+ * nowhere.  No TLS, no parsing beyond what counting needs.  With a sixth
+ * argument "dele", each RETR is followed by its DELE in the same batch and
+ * the client waits for the reply to QUIT (the server's expunge): the
+ * server's share of any drain, the floor for bench.sh.
  *
- *   minpop3 HOST PORT USER PASS COUNT
+ *   minpop3 HOST PORT USER PASS COUNT [dele]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -51,8 +54,9 @@ static void cmd(int fd, const char *s)
 
 int main(int argc, char **argv)
 {
-	if (argc != 6)
+	if (argc != 6 && !(argc == 7 && strcmp(argv[6], "dele") == 0))
 		return 2;
+	int dele = argc == 7;
 	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[2])) };
 	inet_pton(AF_INET, argv[1], &sa.sin_addr);
@@ -69,10 +73,15 @@ int main(int argc, char **argv)
 	long count = atol(argv[5]), sent = 0, done = 0;
 	unsigned long long octets = 0;
 	while (done < count) {
-		char batch[64 * 24];
+		char batch[64 * 48];
 		size_t bl = 0;
-		while (sent < count && sent - done < 64)
-			bl += (size_t)snprintf(batch + bl, sizeof batch - bl, "RETR %ld\r\n", ++sent);
+		while (sent < count && sent - done < 64) {
+			++sent;
+			bl += (size_t)snprintf(batch + bl, sizeof batch - bl, "RETR %ld\r\n", sent);
+			if (dele)
+				bl += (size_t)snprintf(batch + bl, sizeof batch - bl, "DELE %ld\r\n",
+						       sent);
+		}
 		if (bl > 0 && write(fd, batch, bl) != (ssize_t)bl)
 			return 1;
 		char *l = next_line(fd, &n); /* +OK */
@@ -82,11 +91,15 @@ int main(int argc, char **argv)
 			octets += n + 1;
 		if (l == NULL)
 			return 1;
+		if (dele && ((l = next_line(fd, &n)) == NULL || l[0] != '+'))
+			return 1; /* the DELE's +OK */
 		done++;
 	}
 	if (write(fd, "QUIT\r\n", 6) < 0)
 		return 1;
-	next_line(fd, &n);
+	char *q = next_line(fd, &n);
+	if (dele && (q == NULL || q[0] != '+'))
+		return 1;
 	printf("%ld messages, %llu octets\n", done, octets);
 	return 0;
 }

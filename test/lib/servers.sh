@@ -259,7 +259,10 @@ start_smtp_sink() {
 	chmod 0755 "$d"
 	chown "$MAIL_UID:$MAIL_GID" "$sink"
 	port=$(free_port)
-	/usr/sbin/smtp-sink -u "$MAIL_USER" -d "$sink/dump." "$@" "127.0.0.1:$port" 64 \
+	# SINK_DUMP_TEMPLATE: smtp-sink's -d template under DIR/sink (strftime;
+	# a "/" makes it create directories); sink_files finds dumps below it
+	/usr/sbin/smtp-sink -u "$MAIL_USER" -d "$sink/${SINK_DUMP_TEMPLATE:-dump.}" "$@" \
+		"127.0.0.1:$port" 64 \
 		>>"$d/smtp-sink.log" 2>&1 &
 	pid=$!
 	_track_pid "sink:$pid"
