@@ -16,16 +16,6 @@ one_mailbox daemon 'd-pass'
 		deliver_to "$RCPT" interval 1
 } >"$CONF"
 
-# wait_for DESC CMD EXPECTED - poll CMD until it prints EXPECTED (bounded:
-# this waits for an event, it does not measure time)
-wait_for() {
-	local i
-	for i in $(seq 1 600); do
-		[ "$($2)" = "$3" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
 sinkn() { sink_count; }
 BASE=0
 fetched_more() { spool_sql "$SPOOL" "select count(*) > $BASE + 15 from messages"; }
@@ -34,10 +24,10 @@ mail_gen --maildir "$(maildir_of daemon)" --expected "$TESTDIR/exp" --count 10 -
 	--shapes simple || bail_out "mkmail failed"
 timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
 PID=$!
-ok "wait_for sink sinkn 10" "run -f fetched and relayed the first 10 messages"
+ok "wait_for sinkn 10" "run -f fetched and relayed the first 10 messages"
 mail_gen --maildir "$(maildir_of daemon)" --expected "$TESTDIR/exp" --count 5 --prefix d2 \
 	--shapes simple
-ok "wait_for sink sinkn 15" "new mail is picked up on the next interval and relayed"
+ok "wait_for sinkn 15" "new mail is picked up on the next interval and relayed"
 kill -TERM "$PID"
 wait "$PID"
 is "$?" 0 "SIGTERM: run exits 0"
@@ -58,7 +48,7 @@ for sig in INT TERM; do
 	BASE=$(spool_sql "$SPOOL" "select count(*) from messages")
 	timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
 	PID=$!
-	wait_for "some fetched" fetched_more 1
+	wait_for fetched_more 1
 	kill -"$sig" "$PID"
 	wait "$PID"
 	is "$?" 0 "SIG$sig during a drain: run exits 0"
@@ -74,7 +64,7 @@ for sig in INT TERM; do
 done
 timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
 PID=$!
-ok "wait_for sink sinkn 615" "a restart drains and relays the rest"
+ok "wait_for sinkn 615" "a restart drains and relays the rest"
 kill -TERM "$PID"
 wait "$PID"
 is "$(maildir_count daemon)" 0 "the mailbox is empty at the end"

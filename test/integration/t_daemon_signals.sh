@@ -39,14 +39,6 @@ write_conf() {
 	} >"$CONF.tmp" && mv "$CONF.tmp" "$CONF"
 }
 
-wait_for() {
-	local i
-	for i in $(seq 1 600); do
-		[ "$(eval "$1")" = "$2" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
 gen() { mail_gen --maildir "$(maildir_of "$1")" --expected "$TESTDIR/exp" --count "$2" \
 	--prefix "$3" --shapes simple; }
 

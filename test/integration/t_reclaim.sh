@@ -42,16 +42,6 @@ write_conf() {
 	} | sed "s/^smtp {\$/smtp {\n  max_sessions = $1/" >"$CONF"
 }
 
-# wait_for CMD EXPECTED - poll CMD until it prints EXPECTED (bounded: this
-# waits for an event, it does not measure time)
-wait_for() {
-	local i
-	for i in $(seq 1 600); do
-		[ "$($1)" = "$2" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
 txns() { find "$FAKE" -name 'txn.[0-9][0-9][0-9][0-9]' | wc -l; }
 datas() { grep -c '^DATA' "$FAKE/commands.log" 2>/dev/null || echo 0; }
 states() { spool_sql "$SPOOL" "select state, count(*) from messages group by state order by state" | tr '\n' ' '; }

@@ -182,6 +182,18 @@ mail_check() {
 	"$PYTHON" "$TESTLIB/mkmail.py" check "$@"
 }
 
+# wait_for CMD EXPECTED - run CMD (a command line, eval'd) every 0.1 s until
+# it prints EXPECTED, for at most 60 s; 1 if it never did.  Waits for an
+# event; it measures no time.
+wait_for() {
+	local i
+	for i in $(seq 1 600); do
+		[ "$(eval "$1")" = "$2" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 one_mailbox() {
 	SPOOL=$TESTDIR/spool
 	CONF=$TESTDIR/popgate.conf
