@@ -196,6 +196,7 @@ echo "## popgate vs fetchmail (median of $BENCH_RUNS runs; RSS is the peak of an
 echo
 echo "| scenario | tool | runs | median s | msg/s | MB/s | peak RSS MiB | popgate speed-up |"
 echo "|---|---|---|---|---|---|---|---|"
+each=
 for sc in $BENCH_SCENARIOS; do
 	case $sc in
 	1000x4KiB) COUNT=1000 SIZE=4096 TLS=none ;;
@@ -243,5 +244,10 @@ for sc in $BENCH_SCENARIOS; do
 				fail ? " (DELIVERY FAILED x" fail ")" : "", n, t, c / t,
 				c * s / t / 1048576, rss / 1024, up }'
 	done
+	for tool in $TOOLS; do
+		each+="# $sc $tool, each run in order (s): ${times[$tool]}"$'\n'
+	done
 	unset times rss fails runs med
 done
+# every run, so the spread behind each median is on record
+[ -z "$each" ] || printf '\n%s' "$each"
