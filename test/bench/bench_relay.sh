@@ -7,7 +7,9 @@
 #
 #   top_builddir=. [SESSIONS=2] bash test/bench/bench_relay.sh [N]
 #
-# SESSIONS sets smtp.max_sessions (parallel relay sessions; default 1).
+# SESSIONS sets smtp.max_sessions (parallel relay sessions; default 1);
+# SIZE the message size (default 2048); SINK_DUMP=1 makes smtp-sink write a
+# dump file per message, into a new directory each second (as in bench.sh).
 # RELAY_WRAPPER runs the timed relay under a profiler (perf record, strace -c).
 #
 # The spool is filled by polling a private Dovecot (not timed).  Prints both
@@ -22,21 +24,26 @@ N=${1:-10000}
 start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
 dovecot_add_user bench pw-bench
 password_file "$TESTDIR/pw" pw-bench
-"$PYTHON" - "$(maildir_of bench)/new" "$N" <<'EOF'
+"$PYTHON" - "$(maildir_of bench)/new" "$N" "${SIZE:-2048}" <<'EOF'
 import os, sys
-d, n = sys.argv[1], int(sys.argv[2])
+d, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\n"
 for i in range(n):
     hdr = (b"Return-Path: <s%d@example.org>\nDate: Mon, 1 Jan 2024 12:00:00 +0000\n"
            b"From: <s%d@example.org>\nTo: <bench@corp.example>\nMessage-ID: <b%d@bench>\n"
            b"Subject: bench %d\n\n" % (i, i, i, i))
-    body = line * ((2048 - len(hdr)) // len(line))
+    body = line * ((size - len(hdr)) // len(line))
     with open(os.path.join(d, "%d.b%d.host" % (1000000 + i, i)), "wb") as f:
         f.write(hdr + body)
 EOF
 maildir_fix_owner bench
 PORT=$(free_port)
-/usr/sbin/smtp-sink -u "$MAIL_USER" "127.0.0.1:$PORT" 256 >/dev/null 2>&1 &
+DUMP=()
+if [ "${SINK_DUMP:-0}" = 1 ]; then # a dump file per message, as in bench.sh
+	mkdir -p "$TESTDIR/sink" && chown "$MAIL_UID:$MAIL_GID" "$TESTDIR/sink"
+	DUMP=(-d "$TESTDIR/sink/%H%M%S/dump.")
+fi
+/usr/sbin/smtp-sink -u "$MAIL_USER" "${DUMP[@]}" "127.0.0.1:$PORT" 256 >/dev/null 2>&1 &
 _track_pid "sink:$!"
 wait_port "$PORT" || bail_out "smtp-sink did not start"
 SPOOL=$TESTDIR/spool
