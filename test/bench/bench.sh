@@ -33,10 +33,10 @@
 # table measures the tools.  BENCH_SINK_TMPFS=0 puts the dumps on the disk
 # of the mailbox and the spool instead, into a new directory every second
 # (SINK_DUMP_TEMPLATE %H%M%S/dump.; ext4 creates files slowly right after
-# 10,000 were deleted from the same directory).  On disk, ext4's inode
-# allocation made the single smtp-sink process the bottleneck of every
-# drain: its system time was 3.3-7.1 s of a 4.4-8.2 s popgate run of
-# 10,000 x 2 KiB, and it moved by 2x from run to run.
+# 10,000 were deleted from the same directory).  On disk, writing the dump
+# files made the single smtp-sink process the bottleneck of every drain
+# (docs/performance.md, 2026-12-02): its system time was 3.3-7.1 s of
+# 4.4-8.2 s popgate runs of 10,000 x 2 KiB, and moved by 2x between runs.
 #
 # Each scenario also reports "pop3-floor": test/bench/minpop3 draining the
 # same mailbox with pipelined RETR+DELE and waiting for QUIT (no SMTP): the

@@ -9,7 +9,8 @@
 #
 # SESSIONS sets smtp.max_sessions (parallel relay sessions; default 1);
 # SIZE the message size (default 2048); SINK_DUMP=1 makes smtp-sink write a
-# dump file per message, into a new directory each second (as in bench.sh).
+# dump file per message on disk, into a new directory each second (as
+# bench.sh does with BENCH_SINK_TMPFS=0).
 # RELAY_WRAPPER runs the timed relay under a profiler (perf record, strace -c).
 #
 # The spool is filled by polling a private Dovecot (not timed).  Prints both
@@ -39,7 +40,7 @@ EOF
 maildir_fix_owner bench
 PORT=$(free_port)
 DUMP=()
-if [ "${SINK_DUMP:-0}" = 1 ]; then # a dump file per message, as in bench.sh
+if [ "${SINK_DUMP:-0}" = 1 ]; then # a dump file per message on disk
 	mkdir -p "$TESTDIR/sink" && chown "$MAIL_UID:$MAIL_GID" "$TESTDIR/sink"
 	DUMP=(-d "$TESTDIR/sink/%H%M%S/dump.")
 fi
