@@ -48,6 +48,7 @@ struct msgfilter {
 	void *ctx;
 	enum mf_line st;
 	int pending_cr;   /* a CR inside a line, not yet known to be CRLF */
+	int crlf;         /* CRLF server: only CRLF starts a protocol line */
 	enum pg_res fail; /* sticky sink error */
 	uint64_t bytes;
 	/* header tracking on output lines */
@@ -73,6 +74,7 @@ struct msgfilter *mf_new(mf_sink_fn sink, void *ctx)
 	f->sink = sink;
 	f->ctx = ctx;
 	f->st = MF_START;
+	f->crlf = 0;
 	f->in_header = 1;
 	f->hdr = HDR_NAME;
 	f->rp_st = RP_NONE;
@@ -85,6 +87,11 @@ void mf_free(struct msgfilter **f)
 		return;
 	free(*f);
 	*f = NULL;
+}
+
+void mf_set_crlf(struct msgfilter *f, int crlf)
+{
+	f->crlf = crlf != 0;
 }
 
 uint64_t mf_bytes(const struct msgfilter *f)
@@ -233,7 +240,7 @@ static size_t body_run(struct msgfilter *f, const char *p, size_t n, enum pg_res
 			f->st = MF_START;
 			return 1;
 		}
-		return 0;
+		return 0; /* a bare CR never starts a protocol line */
 	}
 	const char *lf = memchr(p, '\n', n);
 	size_t lim = lf != NULL ? (size_t)(lf - p) : n;
@@ -244,7 +251,10 @@ static size_t body_run(struct msgfilter *f, const char *p, size_t n, enum pg_res
 		return j;
 	if (p[j] == '\n') {
 		*r = emit_eol(f, err_r);
-		f->st = MF_START;
+		/* a bare LF: in a CRLF session the next line is data, not a
+		 * protocol line (no terminator, no dot-unstuffing) */
+		if (!f->crlf)
+			f->st = MF_START;
 	} else {
 		f->pending_cr = 1;
 	}
@@ -264,6 +274,12 @@ static size_t step(struct msgfilter *f, const char *p, size_t n, enum pg_res *r,
 		f->st = MF_BODY;
 		return 0;
 	case MF_DOT:
+		if (p[0] == '\n' && f->crlf) {
+			/* "." + bare LF: data (a lone "." line), not the end */
+			*r = emit(f, ".", 1, err_r);
+			f->st = MF_BODY;
+			return 0;
+		}
 		if (p[0] == '\n') {
 			*r = end_message(f, err_r);
 			return 1;
@@ -279,7 +295,11 @@ static size_t step(struct msgfilter *f, const char *p, size_t n, enum pg_res *r,
 			*r = end_message(f, err_r);
 			return 1;
 		}
-		f->st = MF_BODY; /* "." then a bare CR: the line's content is a CR */
+		/* "." then a bare CR: a LF server's stuffed dot before a bare CR;
+		 * in a CRLF session the dot is data, like "." + bare LF */
+		if (f->crlf)
+			*r = emit(f, ".", 1, err_r);
+		f->st = MF_BODY;
 		f->pending_cr = 1;
 		return 0;
 	case MF_BODY:
@@ -315,9 +335,11 @@ enum pg_res mf_finish(struct msgfilter *f, char **err_r)
 	}
 	if (f->st == MF_DONE)
 		return PG_OK;
+	if ((f->st == MF_DOT || f->st == MF_DOTCR) && f->crlf)
+		r = emit(f, ".", 1, err_r); /* no terminator: the dot is data */
 	if (f->st == MF_DOTCR)
 		f->pending_cr = 1; /* "." + bare CR: content is one CR */
-	if (f->st != MF_START || f->pending_cr) {
+	if (r == PG_OK && (f->st != MF_START || f->pending_cr)) {
 		f->pending_cr = 0;
 		r = emit_eol(f, err_r);
 	}

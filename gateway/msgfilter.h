@@ -8,6 +8,14 @@
  *    and writes the message to the sink in canonical form: every line ends
  *    in CRLF; a bare CR and a bare LF each become CRLF; a missing final line
  *    end is added.  Over-long lines pass through unchanged (never folded).
+ *  - Protocol lines: by default (a server that ends its lines with bare LF)
+ *    every LF ends a protocol line.  After mf_set_crlf(f, 1) (the server's
+ *    greeting ended in CRLF, RFC 1939) only CRLF does: a bare LF or bare CR
+ *    is data that becomes CRLF in the output, the line after it is not
+ *    dot-unstuffed and cannot be the terminator, and only CRLF "." CRLF ends
+ *    the message.  A "." at a protocol line start followed by a bare LF or
+ *    bare CR is then kept as data.  A line that is a lone "." in the output
+ *    is left for the SMTP side to dot-stuff (libesmtp does).
  *  - Output is batched: the sink is called with chunks of up to 64 KiB,
  *    never once per line.
  *  - It records the first Return-Path header of the message (bounded), for
@@ -30,6 +38,9 @@ struct msgfilter;
 
 struct msgfilter *mf_new(mf_sink_fn sink, void *ctx);
 void mf_free(struct msgfilter **f);
+/* mf_set_crlf - 1: the session's server ends lines in CRLF (strict protocol
+ * line ends, see above); 0 (the default): bare LF ends lines too */
+void mf_set_crlf(struct msgfilter *f, int crlf);
 
 /* mf_feed - one piece from lr_read().  Sets *done_r to 1 when the piece was
  * the terminating "." line (the message is then complete and mf_finish()

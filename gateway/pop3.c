@@ -73,6 +73,8 @@ struct pop3 {
 	struct linereader *lr;
 	struct pop3_capa capa;
 	char *apop_ts;         /* the greeting's <timestamp>, if valid */
+	int crlf;              /* the greeting ended in CRLF: strict line ends */
+	int last_crlf;         /* the last line read_line returned ended in CRLF */
 	unsigned int ndeleted; /* DELEs this session: message numbers stay valid */
 	struct buf out;        /* queued commands, written by flush */
 	struct { enum pop3_cmd cmd; unsigned int num; } fifo[POP3_PIPELINE_MAX];
@@ -180,7 +182,8 @@ static enum pg_res read_line(struct pop3 *s, const char **line_r, size_t *len_r,
 		return fail(s, PG_PROTO);
 	}
 	n--; /* LF */
-	if (n > 0 && p[n - 1] == '\r')
+	s->last_crlf = n > 0 && p[n - 1] == '\r';
+	if (s->last_crlf)
 		n--;
 	*line_r = p;
 	*len_r = n;
@@ -335,23 +338,30 @@ static int parse_uint(const char *p, size_t n, uint64_t max, uint64_t *v_r)
 typedef enum pg_res (*ml_line_fn)(struct pop3 *s, void *ctx, const char *p, size_t n,
 				  char **err_r);
 
-/* read_multiline - lines up to ".", dot-unstuffed, at most max_lines */
+/* read_multiline - lines up to ".", dot-unstuffed, at most max_lines.
+ * With a CRLF server (s->crlf) only a line after a CRLF is a protocol line
+ * (the terminator, or dot-stuffed), and only "." CRLF ends the reply, as in
+ * the message filter; a bare LF ends a line of data. */
 static enum pg_res read_multiline(struct pop3 *s, const char *what, size_t max_lines,
 				  ml_line_fn fn, void *ctx, char **err_r)
 {
 	size_t count = 0;
+	int proto = 1; /* this line starts after a protocol line end */
 	for (;;) {
 		const char *p;
 		size_t n;
 		enum pg_res r = read_line(s, &p, &n, what, err_r);
 		if (r != PG_OK)
 			return r;
-		if (n > 0 && p[0] == '.') {
-			if (n == 1)
+		if (proto && n > 0 && p[0] == '.') {
+			if (n == 1 && (s->last_crlf || !s->crlf))
 				return PG_OK;
-			p++;
-			n--;
+			if (n > 1 || !s->crlf) {
+				p++;
+				n--;
+			}
 		}
+		proto = s->last_crlf || !s->crlf;
 		if (++count > max_lines) {
 			set_err(err_r, "%s:%d: %s reply has more than %zu lines", s->host, s->port,
 				what, max_lines);
@@ -488,6 +498,13 @@ static enum pg_res greeting(struct pop3 *s, char **err_r)
 	if (!rep.ok)
 		return fail(s, reply_error(s, &rep, "connection", PG_PERM, err_r));
 	s->apop_ts = sasl_apop_timestamp(rep.text, rep.len);
+	/* RFC 1939 servers end every line in CRLF: then a bare LF inside a
+	 * multi-line reply is data.  A server whose greeting ends in a bare LF
+	 * is read leniently (every LF ends a line), as before. */
+	s->crlf = s->last_crlf;
+	if (!s->crlf)
+		LOG_INFO("account=%s server=%s:%d status=bare-lf-server action=\"every LF ends "
+			 "a line (the greeting did not end in CRLF)\"", s->account, s->host, s->port);
 	pop3_set_state(s, P3_GREETED);
 	return PG_OK;
 }
@@ -1211,6 +1228,7 @@ enum pg_res pop3_read_retr(struct pop3 *s, struct msgfilter *mf, uint64_t listed
 			*refused_r = 1;
 		return reply_error(s, &rep, what, PG_PERM, err_r);
 	}
+	mf_set_crlf(mf, s->crlf);
 	return retr_body(s, num, mf, listed, err_r);
 }
 

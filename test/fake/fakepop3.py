@@ -5,7 +5,8 @@ server will not produce.
   fakepop3.py --port-file FILE [--port N] [--record FILE] [--mode MODE]
               [--capa CAP]... [--max-conn N] [--messages N] [--user U]
               [--password P] [--token T] [--login-reply LINE] [--no-uidl]
-              [--greeting TEXT]
+              [--greeting TEXT] [--message FILE]... [--lf-server]
+              [--retr-err N]... [--apop]
 
 Binds 127.0.0.1 (port 0 = any free port unless --port), writes the port to
 --port-file once listening, serves connections one at a time until killed
@@ -33,6 +34,20 @@ Modes:
                 bytes buffered before the handshake are an attack).
   stall         sends the greeting, then never answers (timeout tests).
   bad-greeting  answers "-ERR go away" and closes.
+  --message FILE  (mailbox mode) the maildrop is these files instead of
+                generated messages, one message each, in order.  Their bytes
+                are sent after RETR's +OK exactly as they are (no
+                dot-stuffing is added: a file holds what the wire should
+                carry), followed by the terminator ".\r\n" (".\n" with
+                --lf-server); LIST gives each file's size.
+  --lf-server   every line the server sends (greeting, status lines,
+                CAPA/LIST/UIDL lists, the terminator) ends in a bare LF,
+                as some broken servers do.
+  --retr-err N  RETR N (a message number) answers "-ERR message is
+                corrupt" (repeatable).
+  --apop        the greeting carries an APOP timestamp; every APOP is
+                refused with "-ERR [AUTH] APOP not available" (the
+                mailutils pop3d case: a timestamp but no APOP secret).
 Hostile modes (a mailbox of --messages messages, default 1, misbehaving):
   garbage-greeting  the greeting is binary garbage
   drop-mid-retr     RETR sends half the message, then closes
@@ -80,7 +95,9 @@ class Session:
             with open(self.args.record, "ab") as f:
                 f.write(data)
 
-    def send(self, data):
+    def send(self, data, raw=False):
+        if self.args.lf_server and not raw:
+            data = data.replace(b"\r\n", b"\n")
         self.conn.sendall(data)
 
     def readline(self):
@@ -108,7 +125,10 @@ class Session:
             self.send(b"\x00\xff\xfeHELLO garbage \x1b[2J\r\n")
             self.stall()
             return
-        self.send(("+OK %s\r\n" % (self.args.greeting or "fakepop3 ready")).encode())
+        greeting = self.args.greeting or "fakepop3 ready"
+        if self.args.apop:
+            greeting += " <%d.%d@fakepop3.test>" % (os.getpid(), int(time.time()))
+        self.send(("+OK %s\r\n" % greeting).encode())
         if mode == "stall":
             self.stall()
             return
@@ -144,6 +164,8 @@ class Session:
             self.send(b"-ERR STLS not available\r\n")
         elif mode == "record" and verb in (b"USER", b"PASS", b"APOP", b"AUTH"):
             self.send(b"-ERR [AUTH] refused by fakepop3\r\n")
+        elif verb == b"APOP":
+            self.send(b"-ERR [AUTH] APOP not available\r\n")
         elif verb == b"USER":
             self.user = arg.decode("latin-1")
             self.send(b"+OK\r\n")
@@ -242,6 +264,15 @@ class Session:
         if n not in live:
             self.send(b"-ERR no such message\r\n")
             return True
+        if n in (self.args.retr_err or []):
+            self.send(b"-ERR message is corrupt\r\n")
+            return True
+        if self.args.message:
+            # raw wire bytes: sent as they are, then the terminator
+            self.send(b"+OK\r\n")
+            self.send(live[n], raw=True)
+            self.send(b".\r\n")
+            return True
         body = live[n].replace(b"\r\n.", b"\r\n..")
         if mode in ("drop-mid-retr", "stall-mid-message"):
             self.send(b"+OK\r\n" + body[:len(body) // 2])
@@ -282,11 +313,18 @@ def main():
     p.add_argument("--login-reply")
     p.add_argument("--no-uidl", action="store_true")
     p.add_argument("--greeting")
+    p.add_argument("--message", action="append")
+    p.add_argument("--lf-server", action="store_true")
+    p.add_argument("--retr-err", action="append", type=int)
+    p.add_argument("--apop", action="store_true")
     args = p.parse_args()
     count = args.messages
     if count is None:
         count = 2 if args.mode == "mailbox" else (2 if args.mode == "dup-uidl" else 1)
-    MAILDROP.extend((i, make_message(i)) for i in range(1, count + 1))
+    if args.message:
+        MAILDROP.extend((i + 1, open(f, "rb").read()) for i, f in enumerate(args.message))
+    else:
+        MAILDROP.extend((i, make_message(i)) for i in range(1, count + 1))
     if args.record:
         open(args.record, "ab").close()
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -14,6 +14,9 @@
 #include "linereader.h"
 #include "msgfilter.h"
 
+/* the filter's mode for run() and check_splits(): 1 = a CRLF server */
+static int g_crlf;
+
 struct sink {
 	char *data;
 	size_t len, cap;
@@ -69,6 +72,7 @@ static char *run(const char *in, size_t len, size_t *outlen, int *done, char **r
 {
 	struct sink s = { 0 };
 	struct msgfilter *f = mf_new(sink_fn, &s);
+	mf_set_crlf(f, g_crlf);
 	char *err = NULL;
 	ck_assert_int_eq(mf_feed_all(f, in, len, done, &err), PG_OK);
 	ck_assert_uint_eq(mf_bytes(f), s.len);
@@ -90,6 +94,7 @@ static void check_splits(const char *in, size_t len, const char *want, size_t wa
 	for (size_t k = 0; k <= len; k++) {
 		struct sink s = { 0 };
 		struct msgfilter *f = mf_new(sink_fn, &s);
+		mf_set_crlf(f, g_crlf);
 		int done = 0;
 		char *err = NULL;
 		ck_assert_int_eq(mf_feed(f, in, k, k > 0 && in[k - 1] == '\n', &done, &err), PG_OK);
@@ -105,6 +110,7 @@ static void check_splits(const char *in, size_t len, const char *want, size_t wa
 	for (size_t j = 0; j < sizeof steps / sizeof steps[0]; j++) {
 		struct sink s = { 0 };
 		struct msgfilter *f = mf_new(sink_fn, &s);
+		mf_set_crlf(f, g_crlf);
 		int done = 0;
 		char *err = NULL;
 		ck_assert_int_eq(feed_split(f, in, len, steps[j], &done, &err), PG_OK);
@@ -149,6 +155,7 @@ static const struct expect cases[] = {
 START_TEST(test_cases)
 {
 	const struct expect *e = &cases[_i];
+	g_crlf = 0;
 	size_t olen;
 	int done;
 	char *out = run(e->in, strlen(e->in), &olen, &done, NULL);
@@ -157,6 +164,72 @@ START_TEST(test_cases)
 	ck_assert_mem_eq(out, e->out, olen);
 	free(out);
 	check_splits(e->in, strlen(e->in), e->out, strlen(e->out));
+}
+END_TEST
+
+/* A CRLF server (issue 12): a bare LF or bare CR is data, the line after
+ * it is not a protocol line, and only CRLF "." CRLF ends the message.  The
+ * stored message is canonical CRLF and keeps every "." that was not a
+ * stuffing dot. */
+static const struct expect crlf_cases[] = {
+	/* the three shapes of a bare-LF "." line, with a smuggling payload */
+	{ "Subject: a\r\n\r\nBefore the payload.\n.\nMAIL FROM:<x@evil.example>\r\n"
+	  "last line\r\n.\r\n",
+	  "Subject: a\r\n\r\nBefore the payload.\r\n.\r\nMAIL FROM:<x@evil.example>\r\n"
+	  "last line\r\n" },
+	{ "Subject: b\r\n\r\nBefore.\n.\r\nMAIL FROM:<x@evil.example>\r\nlast line\r\n.\r\n",
+	  "Subject: b\r\n\r\nBefore.\r\n.\r\nMAIL FROM:<x@evil.example>\r\nlast line\r\n" },
+	{ "Subject: c\r\n\r\nBefore.\r\n.\nMAIL FROM:<x@evil.example>\r\nlast line\r\n.\r\n",
+	  "Subject: c\r\n\r\nBefore.\r\n.\r\nMAIL FROM:<x@evil.example>\r\nlast line\r\n" },
+	/* a bare LF does not start a line for dot-unstuffing either */
+	{ "line1\n.hidden-dot\r\n.\r\n", "line1\r\n.hidden-dot\r\n" },
+	{ "line1\n..two\r\n.\r\n", "line1\r\n..two\r\n" },
+	/* nor does a bare CR */
+	{ "x\r.\r\n.\r\n", "x\r\n.\r\n" },
+	{ "x\r.y\r\n.\r\n", "x\r\n.y\r\n" },
+	/* "." + bare CR at a protocol line start: the dot is data */
+	{ ".\rx\r\n.\r\n", ".\r\nx\r\n" },
+	/* what a CRLF server stuffed is still unstuffed */
+	{ "..\r\n...x\r\n.y\r\n.\r\n", ".\r\n..x\r\ny\r\n" },
+	{ "..\n.\nx\r\n.\r\n", ".\r\n.\r\nx\r\n" },
+	/* only CRLF "." CRLF ends it; what follows is not used */
+	{ "a\r\n.\r\nignored\r\n", "a\r\n" },
+	{ ".\r\n", "" },
+	{ "a\nb\r\n\n\r\n.\r\n", "a\r\nb\r\n\r\n\r\n" },
+};
+
+START_TEST(test_crlf_cases)
+{
+	const struct expect *e = &crlf_cases[_i];
+	g_crlf = 1;
+	size_t olen;
+	int done;
+	char *out = run(e->in, strlen(e->in), &olen, &done, NULL);
+	ck_assert_int_eq(done, 1);
+	ck_assert_uint_eq(olen, strlen(e->out));
+	ck_assert_mem_eq(out, e->out, olen);
+	free(out);
+	check_splits(e->in, strlen(e->in), e->out, strlen(e->out));
+	g_crlf = 0;
+}
+END_TEST
+
+/* a bare-LF "." is not a terminator in a CRLF session, so a reply that has
+ * no CRLF "." CRLF is never complete (the caller does not commit it) */
+START_TEST(test_crlf_no_terminator)
+{
+	static const char *const ins[] = { "a\n.\n", "a\n.\r\n", "a\r\n.\n", "a\r.\r\n" };
+	for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++) {
+		struct sink s = { 0 };
+		struct msgfilter *f = mf_new(sink_fn, &s);
+		mf_set_crlf(f, 1);
+		int done = 1;
+		char *err = NULL;
+		ck_assert_int_eq(mf_feed_all(f, ins[i], strlen(ins[i]), &done, &err), PG_OK);
+		ck_assert_int_eq(done, 0);
+		mf_free(&f);
+		free(s.data);
+	}
 }
 END_TEST
 
@@ -441,6 +514,9 @@ static Suite *mf_suite(void)
 	Suite *s = suite_create("msgfilter");
 	TCase *tc = tcase_create("core");
 	tcase_add_loop_test(tc, test_cases, 0, (int)(sizeof cases / sizeof cases[0]));
+	tcase_add_loop_test(tc, test_crlf_cases, 0,
+			    (int)(sizeof crlf_cases / sizeof crlf_cases[0]));
+	tcase_add_test(tc, test_crlf_no_terminator);
 	tcase_add_test(tc, test_cr_at_piece_end);
 	tcase_add_test(tc, test_long_line);
 	tcase_add_test(tc, test_through_linereader);
