@@ -49,6 +49,7 @@ struct msgfilter {
 	enum mf_line st;
 	int pending_cr;   /* a CR inside a line, not yet known to be CRLF */
 	int crlf;         /* CRLF server: only CRLF starts a protocol line */
+	int discard;      /* output is dropped (a message over its limit) */
 	enum pg_res fail; /* sticky sink error */
 	uint64_t bytes;
 	/* header tracking on output lines */
@@ -92,6 +93,12 @@ void mf_free(struct msgfilter **f)
 void mf_set_crlf(struct msgfilter *f, int crlf)
 {
 	f->crlf = crlf != 0;
+}
+
+void mf_discard(struct msgfilter *f)
+{
+	f->discard = 1;
+	f->out_len = 0;
 }
 
 uint64_t mf_bytes(const struct msgfilter *f)
@@ -192,6 +199,8 @@ static enum pg_res flush(struct msgfilter *f, char **err_r)
 
 static enum pg_res out_put(struct msgfilter *f, const char *p, size_t n, char **err_r)
 {
+	if (f->discard)
+		return PG_OK;
 	f->bytes += n;
 	while (n > 0) {
 		size_t room = MF_OUT_MAX - f->out_len;

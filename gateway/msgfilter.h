@@ -48,6 +48,11 @@ void mf_set_crlf(struct msgfilter *f, int crlf);
 enum pg_res mf_feed(struct msgfilter *f, const char *data, size_t len, int complete,
 		    int *done_r, char **err_r);
 
+/* mf_discard - from now on nothing reaches the sink (not even what is
+ * buffered); the state machine still finds the terminator, so the rest of
+ * a reply that is over its limit can be read and dropped */
+void mf_discard(struct msgfilter *f);
+
 /* mf_bytes - canonical bytes emitted so far */
 uint64_t mf_bytes(const struct msgfilter *f);
 

@@ -40,6 +40,9 @@
 #define BACKOFF_MAX 3600         /* longest ordinary backoff */
 #define BACKOFF_SYS_PERM (6 * 3600) /* [SYS/PERM]: the admin must act */
 #define PRUNE_AFTER 86400        /* a sent row stays a day for `queue`/`show` */
+#define PROBLEM_MAX 32           /* problem UIDLs remembered per account */
+#define SLACK_FACTOR 4           /* RETR may exceed LIST's (estimated) size ... */
+#define SLACK_EXTRA (1024 * 1024) /* ... this many times, plus this */
 
 /* a message the plan decided to fetch */
 struct pick {
@@ -73,6 +76,13 @@ struct poll {
 	poll_progress_fn progress;
 	void *progress_ctx;
 	struct pop3_status status; /* the server's last -ERR */
+	/* problem messages (see problems_*): loaded at the start, stored at
+	 * the end with what this poll learned */
+	char *probs[PROBLEM_MAX];
+	int prob_done[PROBLEM_MAX]; /* spooled this poll */
+	size_t nprobs;
+	char *newprobs[PROBLEM_MAX]; /* broke this session or over the limit */
+	size_t nnew;
 };
 
 static enum pg_res spool_to_pg(enum spool_res r)
@@ -122,6 +132,109 @@ static void received_header(const struct poll *p, const char *id, char *out, siz
 		 p->a->deliver_to ? ">" : "", p->a->deliver_to ? "" : "(multidrop)", date);
 }
 
+/* ---- problem messages ------------------------------------------------
+ * One bad message must never block a mailbox.  A RETR refused with -ERR
+ * leaves the session in step: the message stays on the server and the
+ * rest is fetched and deleted as usual.  A message whose RETR broke the
+ * session (connection lost, timeout, garbage mid-message) or was over its
+ * limit is remembered by UIDL in the account state; later polls leave it
+ * on the server while anything else is to be fetched or deleted, and try
+ * it again (alone) only when nothing else is waiting.  It leaves the list
+ * once it is spooled or gone from the server. */
+
+static int problem_find(char *const *v, size_t n, const char *uidl)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i], uidl) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* problems_load - the account's stored list */
+static void problems_load(struct poll *p)
+{
+	struct spool_account_state st;
+	char *err = NULL;
+	if (spool_account_get(p->sp, p->a->name, &st, &err) != SPOOL_OK) {
+		free(err);
+		return;
+	}
+	char *save = NULL;
+	for (char *t = st.problem_uidls ? strtok_r(st.problem_uidls, " ", &save) : NULL;
+	     t != NULL && p->nprobs < PROBLEM_MAX; t = strtok_r(NULL, " ", &save))
+		p->probs[p->nprobs++] = xstrdup(t);
+	spool_account_state_free(&st);
+}
+
+/* problem_add - this message broke the session or was over its limit */
+static void problem_add(struct poll *p, const char *uidl, const char *why)
+{
+	char *w = sanitize_for_log(why, strlen(why), 300);
+	LOG_WARN("account=%s uidl=%s status=problem-message reason=\"%s\" action=\"left on the "
+		 "server; fetched again only when nothing else is waiting\"", p->a->name, uidl, w);
+	free(w);
+	if (p->nnew < PROBLEM_MAX && problem_find(p->newprobs, p->nnew, uidl) < 0)
+		p->newprobs[p->nnew++] = xstrdup(uidl);
+}
+
+/* problems_string - the list to store: the old entries still on the server
+ * (when the scan got that far) and not spooled, oldest first, then this
+ * poll's; NULL if empty */
+static char *problems_string(const struct poll *p, const struct pop3_msginfo *list, size_t n)
+{
+	struct buf b;
+	size_t kept = 0;
+	buf_init(&b, (size_t)PROBLEM_MAX * 72);
+	for (size_t i = 0; i < p->nprobs + p->nnew && kept < PROBLEM_MAX; i++) {
+		int old = i < p->nprobs;
+		const char *u = old ? p->probs[i] : p->newprobs[i - p->nprobs];
+		if (old && (p->prob_done[i] || problem_find(p->newprobs, p->nnew, u) >= 0))
+			continue;
+		int on = p->dele == NULL; /* no server list: keep it */
+		for (size_t k = 0; k < n && !on; k++)
+			on = list[k].uidl != NULL && strcmp(list[k].uidl, u) == 0;
+		if (!on)
+			continue;
+		buf_printf(&b, "%s%s", kept++ ? " " : "", u);
+	}
+	char *r = kept > 0 ? xstrndup(b.data, b.len) : NULL;
+	buf_free(&b);
+	return r;
+}
+
+static void problems_free(struct poll *p)
+{
+	for (size_t i = 0; i < p->nprobs; i++)
+		free(p->probs[i]);
+	for (size_t i = 0; i < p->nnew; i++)
+		free(p->newprobs[i]);
+	p->nprobs = p->nnew = 0;
+}
+
+/* sat_add, sat_mul - saturating (a LIST size may be anything up to 2^64-1) */
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+	return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+/* retr_limit - the most octets taken for this message: the account's
+ * max_message_size when it has one (the hard cap, whatever LIST said),
+ * else a generous multiple of LIST's size (servers such as Exchange report
+ * estimates); 0: no limit (LIST gave 0) */
+static uint64_t retr_limit(const struct poll *p, const struct pick *pk)
+{
+	if (p->a->max_message_size > 0 && !pk->hold)
+		return p->a->max_message_size;
+	if (pk->mi->size == 0)
+		return 0;
+	return sat_add(sat_mul(pk->mi->size, SLACK_FACTOR), SLACK_EXTRA);
+}
+
 /* fetch_one - read the reply to RETR into a finished (pending) spool file;
  * its envelope is decided here, once.  A -ERR leaves the message on the
  * server (logged) and the session usable. */
@@ -143,12 +256,19 @@ static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 	if (res != PG_OK)
 		goto fail;
 	mf = mf_new(writer_sink, &in);
-	res = pop3_read_retr(p->s, mf, mi->size, &refused, err_r);
-	if (refused) {
+	res = pop3_read_retr(p->s, mf, retr_limit(p, pk), &refused, err_r);
+	if (refused == POP3_RETR_TOO_LARGE) {
+		char *why = xasprintf("%s (LIST gave %llu octets)", *err_r,
+				      (unsigned long long)mi->size);
+		problem_add(p, mi->uidl, why);
+		free(why);
+	} else if (refused) {
 		char *why = sanitize_for_log(*err_r, strlen(*err_r), 300);
 		LOG_WARN("account=%s uidl=%s status=retr-refused action=\"left on the server\" "
 			 "reason=\"%s\"", p->a->name, mi->uidl, why);
 		free(why);
+	}
+	if (refused) {
 		free(*err_r);
 		*err_r = NULL;
 		res = PG_OK;
@@ -211,6 +331,9 @@ static void commit_cb(void *ctx, const char *account, const char *uidl, const ch
 				 "message with the same spool id\"", id, account, uidl);
 			return;
 		}
+		int pi = problem_find(p->probs, p->nprobs, uidl);
+		if (pi >= 0)
+			p->prob_done[pi] = 1;
 		if (r == SPOOL_DUP)
 			LOG_WARN("id=%s account=%s uidl=%s status=duplicate "
 				 "action=\"already in the spool; new copy discarded\"", id, account, uidl);
@@ -296,7 +419,12 @@ static enum pg_res read_one(struct poll *p, char **err_r)
 {
 	if (pop3_next(p->s, NULL) == P3C_DELE)
 		return pop3_read_dele(p->s, err_r);
-	enum pg_res res = fetch_one(p, &p->sel[p->next_read++], err_r);
+	struct pick *pk = &p->sel[p->next_read++];
+	enum pg_res res = fetch_one(p, pk, err_r);
+	/* the session broke inside this message (not a local spool error):
+	 * remember it so the next poll drains the rest first */
+	if (res != PG_OK && res != PG_IO && pop3_failed(p->s))
+		problem_add(p, pk->mi->uidl, *err_r != NULL ? *err_r : "session failed");
 	if (res == PG_OK && (spool_group_full(p->sp) || p->next_read >= p->nsel))
 		res = commit_start(p, err_r);
 	return res;
@@ -365,13 +493,14 @@ static int select_new(struct poll *p, struct pop3_msginfo *mi, uint64_t *bytes)
 		return 1;
 	}
 	if ((a->max_messages_per_poll > 0 && p->nsel >= a->max_messages_per_poll) ||
-	    (a->max_bytes_per_poll > 0 && p->nsel > 0 && *bytes + mi->size > a->max_bytes_per_poll)) {
+	    (a->max_bytes_per_poll > 0 && p->nsel > 0 &&
+	     sat_add(*bytes, mi->size) > a->max_bytes_per_poll)) {
 		p->st->deferred++;
 		return 0;
 	}
 	p->sel[p->nsel].mi = mi;
 	p->sel[p->nsel++].hold = over && a->oversize == OVERSIZE_HOLD;
-	*bytes += mi->size;
+	*bytes = sat_add(*bytes, mi->size);
 	p->total_new++;
 	return 1;
 }
@@ -402,6 +531,38 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* plan_problems - the problem messages on the server: the oldest problem
+ * is tried alone when nothing else is to be fetched or deleted; the others
+ * wait, logged */
+static void plan_problems(struct poll *p, struct pop3_msginfo **waiting, size_t nwait,
+			  uint64_t *bytes)
+{
+	size_t best = nwait;
+	if (p->nsel == 0 && p->ndele == 0) {
+		int bi = PROBLEM_MAX;
+		for (size_t i = 0; i < nwait; i++) {
+			int pi = problem_find(p->probs, p->nprobs, waiting[i]->uidl);
+			if (pi < bi) {
+				bi = pi;
+				best = i;
+			}
+		}
+	}
+	for (size_t i = 0; i < nwait; i++) {
+		if (i == best) {
+			LOG_INFO("account=%s uidl=%s status=retry-problem-message reason=\"nothing "
+				 "else is waiting\"", p->a->name, waiting[i]->uidl);
+			select_new(p, waiting[i], bytes);
+			continue;
+		}
+		p->st->deferred++;
+		LOG_WARN("account=%s uidl=%s status=deferred-problem-message action=\"left on the "
+			 "server while other messages are fetched or deleted\" reason=\"an earlier "
+			 "RETR of it broke the session or was over the size limit\"", p->a->name,
+			 waiting[i]->uidl);
+	}
+}
+
 /* plan - mark what is already in the spool; queue DELEs for those (they
  * were committed before a crash or an earlier failed QUIT) */
 static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
@@ -411,7 +572,8 @@ static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
 	int limited = 0;
 	time_t now = time(NULL);
 	char **tomb = NULL;
-	size_t ntomb = 0;
+	size_t ntomb = 0, nwait = 0;
+	struct pop3_msginfo *waiting[PROBLEM_MAX];
 	enum spool_res tr = spool_account_tombstones(p->sp, p->a->name, &tomb, &ntomb, err_r);
 	if (tr != SPOOL_OK)
 		return spool_to_pg(tr);
@@ -431,6 +593,8 @@ static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
 			(ntomb > 0 && bsearch(&list[i].uidl, tomb, ntomb, sizeof *tomb, cmp_str));
 		if (k)
 			known_action(p, &list[i], row, now);
+		else if (problem_find(p->probs, p->nprobs, list[i].uidl) >= 0)
+			waiting[nwait++] = &list[i];
 		else if (!limited)
 			limited = !select_new(p, &list[i], &bytes);
 		else
@@ -439,6 +603,8 @@ static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
 	for (size_t i = 0; i < ntomb; i++)
 		free(tomb[i]);
 	free(tomb);
+	if (res == PG_OK)
+		plan_problems(p, waiting, nwait, &bytes);
 	if (res == PG_OK && limited)
 		LOG_INFO("account=%s status=limited selected=%zu deferred=%u "
 			 "reason=\"max_messages_per_poll or max_bytes_per_poll reached\"",
@@ -557,7 +723,7 @@ static void failure_state(const struct poll *p, enum pg_res res, struct spool_ac
 /* store_state - the account's state after this poll (poller_account_ready
  * reads it) */
 static void store_state(const struct poll *p, enum pg_res res, const char *err,
-			const struct pop3_capa *capa)
+			const struct pop3_capa *capa, const struct pop3_msginfo *list, size_t n)
 {
 	struct spool_account_state st;
 	char *serr = NULL;
@@ -570,6 +736,8 @@ static void store_state(const struct poll *p, enum pg_res res, const char *err,
 	}
 	free(st.last_error);
 	st.last_error = NULL;
+	free(st.problem_uidls);
+	st.problem_uidls = problems_string(p, list, n);
 	if (res == PG_OK) {
 		st.failures = 0;
 		free(st.auth_failed);
@@ -666,6 +834,7 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	memset(st_r, 0, sizeof *st_r);
 	/* a poll's handle leaves checkpoints to the relay (spool.h) */
 	spool_defer_checkpoints(sp, 1);
+	problems_load(&p);
 	enum pg_res res = session(&p, stop_flag, &list, &n, &rows, &nrows, err_r);
 	res = quit(&p, res, err_r);
 	if (res == PG_OK)
@@ -677,7 +846,10 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 		LOG_WARN("account=%s status=spool-warning reason=\"%s\"", a->name, uerr);
 		free(uerr);
 	}
-	store_state(&p, res, err_r ? *err_r : NULL, p.s != NULL ? pop3_capa(p.s) : NULL);
+	/* the problem list is pruned against the server's list only when the
+	 * scan succeeded (p.dele is allocated right after it) */
+	store_state(&p, res, err_r ? *err_r : NULL, p.s != NULL ? pop3_capa(p.s) : NULL, list, n);
+	problems_free(&p);
 	pop3_close(&p.s);
 	pop3_msginfo_free(&list, n);
 	spool_uidl_rows_free(&rows, nrows);

@@ -1173,13 +1173,18 @@ static enum pg_res reply_start(struct pop3 *s, enum pop3_cmd cmd, struct reply *
 	return read_status(s, rep, what, err_r);
 }
 
-/* retr_body - stream the multi-line body into the filter */
+/* retr_body - stream the multi-line body into the filter.  Lines of any
+ * length are streamed (the reader hands out pieces; memory stays bounded).
+ * Past `limit` octets (0: none) the rest is read to the terminator and
+ * discarded, so the session stays in step (*over_r = 1); a reply that goes
+ * on for POP3_DRAIN_MAX octets beyond the limit is given up (session out of
+ * step). */
 static enum pg_res retr_body(struct pop3 *s, unsigned int num, struct msgfilter *mf,
-			     uint64_t listed, char **err_r)
+			     uint64_t limit, int *over_r, char **err_r)
 {
-	uint64_t limit = listed > 0 ? 2 * listed + 65536 : UINT64_MAX, got = 0;
-	size_t line = 0; /* octets of the current line so far */
+	uint64_t got = 0;
 	int done = 0;
+	*over_r = 0;
 	while (!done) {
 		const char *p;
 		size_t n;
@@ -1193,31 +1198,37 @@ static enum pg_res retr_body(struct pop3 *s, unsigned int num, struct msgfilter 
 			free(e);
 			return fail(s, r);
 		}
-		if ((got += n) > limit) {
-			set_err(err_r, "%s:%d: RETR %u: server sent more than %llu octets for a "
-				"message LIST gave as %llu", s->host, s->port, num,
-				(unsigned long long)limit, (unsigned long long)listed);
-			return fail(s, PG_PROTO);
+		got += n;
+		if (limit > 0 && got > limit && !*over_r) {
+			*over_r = 1;
+			mf_discard(mf); /* nothing more reaches the spool */
 		}
-		line = complete ? 0 : line + n;
-		if (line > POP3_BODY_LINE_MAX) {
-			set_err(err_r, "%s:%d: RETR %u: a line longer than %d octets (hostile or "
-				"broken server)", s->host, s->port, num, POP3_BODY_LINE_MAX);
+		if (*over_r && got - limit > POP3_DRAIN_MAX) {
+			set_err(err_r, "%s:%d: RETR %u: gave up after %llu octets (limit %llu; the "
+				"reply did not end)", s->host, s->port, num, (unsigned long long)got,
+				(unsigned long long)limit);
 			return fail(s, PG_PROTO);
 		}
 		r = mf_feed(mf, p, n, complete, &done, err_r);
 		if (r != PG_OK)
 			return fail(s, r); /* the rest of the body is still unread */
 	}
+	if (*over_r) {
+		set_err(err_r, "%s:%d: RETR %u: the message has %llu octets, over the limit of "
+			"%llu (read to its end and discarded)", s->host, s->port, num,
+			(unsigned long long)got, (unsigned long long)limit);
+		return PG_PERM;
+	}
 	return PG_OK;
 }
 
-enum pg_res pop3_read_retr(struct pop3 *s, struct msgfilter *mf, uint64_t listed,
+enum pg_res pop3_read_retr(struct pop3 *s, struct msgfilter *mf, uint64_t limit,
 			   int *refused_r, char **err_r)
 {
 	struct reply rep;
 	unsigned int num = 0;
 	char what[32];
+	int over = 0;
 	if (refused_r != NULL)
 		*refused_r = 0;
 	enum pg_res r = reply_start(s, P3C_RETR, &rep, &num, what, sizeof what, err_r);
@@ -1225,11 +1236,14 @@ enum pg_res pop3_read_retr(struct pop3 *s, struct msgfilter *mf, uint64_t listed
 		return r;
 	if (!rep.ok) {
 		if (refused_r != NULL)
-			*refused_r = 1;
+			*refused_r = POP3_RETR_REFUSED;
 		return reply_error(s, &rep, what, PG_PERM, err_r);
 	}
 	mf_set_crlf(mf, s->crlf);
-	return retr_body(s, num, mf, listed, err_r);
+	r = retr_body(s, num, mf, limit, &over, err_r);
+	if (over && r == PG_PERM && refused_r != NULL)
+		*refused_r = POP3_RETR_TOO_LARGE;
+	return r;
 }
 
 enum pg_res pop3_read_dele(struct pop3 *s, char **err_r)

@@ -48,7 +48,7 @@
 #define POP3_LIST_MAX 1000000 /* lines in a UIDL/LIST reply */
 #define POP3_CAPA_MAX 1000    /* lines in a CAPA reply */
 #define POP3_PIPELINE_MAX 64  /* commands outstanding at once */
-#define POP3_BODY_LINE_MAX (1024 * 1024) /* one line of a message (RFC 5322: 998) */
+#define POP3_DRAIN_MAX (64ULL * 1024 * 1024) /* octets read past a RETR limit */
 #define POP3_SASL_ROUNDS 8    /* continuation rounds in one AUTH */
 
 /* What the server said in its last -ERR (RFC 2449 response code). */
@@ -139,10 +139,15 @@ enum pg_res pop3_flush(struct pop3 *s, char **err_r);
 /* pop3_next - the oldest command without a reply (P3C_NONE if none) */
 enum pop3_cmd pop3_next(const struct pop3 *s, unsigned int *num_r);
 /* pop3_read_retr - the reply to the oldest command, which must be a RETR:
- * streamed through mf.  listed is LIST's size (0: unknown); a body much
- * longer than that (2x + 64 KiB) is PG_PROTO.  A -ERR reply keeps the
- * session usable (*refused_r = 1 when given). */
-enum pg_res pop3_read_retr(struct pop3 *s, struct msgfilter *mf, uint64_t listed,
+ * streamed through mf (lines of any length pass through in pieces).  limit
+ * (0: none) is the most octets of body taken: a longer body is read to its
+ * terminator and discarded (at most POP3_DRAIN_MAX more octets, else the
+ * session fails), so the session stays in step.  *refused_r (when given)
+ * says why a message was not taken while the session stays usable:
+ * POP3_RETR_REFUSED for a -ERR reply, POP3_RETR_TOO_LARGE for a body over
+ * the limit (both PG_PERM, the reason in *err_r); 0 otherwise. */
+enum { POP3_RETR_REFUSED = 1, POP3_RETR_TOO_LARGE = 2 };
+enum pg_res pop3_read_retr(struct pop3 *s, struct msgfilter *mf, uint64_t limit,
 			   int *refused_r, char **err_r);
 /* pop3_read_dele - the reply to the oldest command, which must be a DELE */
 enum pg_res pop3_read_dele(struct pop3 *s, char **err_r);

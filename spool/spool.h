@@ -358,6 +358,9 @@ struct spool_account_state {
 	char *last_error;      /* text of the last failure, or NULL */
 	int login_delay;       /* seconds from CAPA LOGIN-DELAY, -1 unknown */
 	int expire;            /* days from CAPA EXPIRE, -2 NEVER, -1 unknown */
+	char *problem_uidls;   /* space-separated UIDLs of messages whose RETR
+				* broke a session or was over its limit, or NULL
+				* (the poller's; see poller.c) */
 };
 
 /* spool_account_get - the stored state; an account never polled gives a

@@ -14,7 +14,7 @@
 
 #define ACCOUNT_COLS                                                                   \
 	"name, last_poll, last_result, last_fetched, last_bytes, not_before, failures, " \
-	"auth_failed, last_error, login_delay, expire"
+	"auth_failed, last_error, login_delay, expire, problem_uidls"
 
 static char *col_text(sqlite3_stmt *st, int i)
 {
@@ -40,6 +40,7 @@ static void row_to_state(sqlite3_stmt *st, struct spool_account_state *a)
 	a->last_error = col_text(st, 8);
 	a->login_delay = col_int_or(st, 9, -1);
 	a->expire = col_int_or(st, 10, -1);
+	a->problem_uidls = col_text(st, 11);
 }
 
 enum spool_res spool_account_get(struct spool *sp, const char *name,
@@ -80,7 +81,7 @@ enum spool_res spool_account_put(struct spool *sp, const struct spool_account_st
 {
 	static const char sql[] =
 		"INSERT OR REPLACE INTO accounts (" ACCOUNT_COLS ") "
-		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 	sqlite3_stmt *st = NULL;
 	if (a->name == NULL)
 		return spool_fail(err_r, SPOOL_INVAL, "account state: no account name");
@@ -103,6 +104,7 @@ enum spool_res spool_account_put(struct spool *sp, const struct spool_account_st
 			sqlite3_bind_int(st, 11, a->expire);
 		else
 			sqlite3_bind_null(st, 11);
+		bind_text_or_null(st, 12, a->problem_uidls);
 		rc = sqlite3_step(st);
 	}
 	sqlite3_finalize(st);
@@ -143,6 +145,7 @@ void spool_account_state_free(struct spool_account_state *a)
 	free(a->last_result);
 	free(a->auth_failed);
 	free(a->last_error);
+	free(a->problem_uidls);
 	memset(a, 0, sizeof *a);
 }
 

@@ -6,7 +6,8 @@ server will not produce.
               [--capa CAP]... [--max-conn N] [--messages N] [--user U]
               [--password P] [--token T] [--login-reply LINE] [--no-uidl]
               [--greeting TEXT] [--message FILE]... [--lf-server]
-              [--retr-err N]... [--apop]
+              [--retr-err UID]... [--retr-drop UID]... [--retr-huge UID]...
+              [--apop] [--list-size N]
 
 Binds 127.0.0.1 (port 0 = any free port unless --port), writes the port to
 --port-file once listening, serves connections one at a time until killed
@@ -43,8 +44,14 @@ Modes:
   --lf-server   every line the server sends (greeting, status lines,
                 CAPA/LIST/UIDL lists, the terminator) ends in a bare LF,
                 as some broken servers do.
-  --retr-err N  RETR N (a message number) answers "-ERR message is
-                corrupt" (repeatable).
+  --retr-err UID   RETR of the message with UIDL fake-uidl-UID (UID counts
+                from 1 in maildrop order) answers "-ERR message is corrupt"
+  --retr-drop UID  RETR of that message sends half of it, then closes
+  --retr-huge UID  RETR of that message sends 6 MB of 1000-octet lines
+                (LIST still gives its real, small size), then the terminator
+                (each repeatable; they act on every connection)
+  --list-size N LIST gives N octets for every message (an estimate, or a
+                number near 2^63)
   --apop        the greeting carries an APOP timestamp; every APOP is
                 refused with "-ERR [AUTH] APOP not available" (the
                 mailutils pop3d case: a timestamp but no APOP secret).
@@ -206,6 +213,8 @@ class Session:
         return [(i + 1, m) for i, (_, m) in enumerate(MAILDROP) if (i + 1) not in self.deleted]
 
     def listed(self, n, m):
+        if self.args.list_size is not None:
+            return self.args.list_size
         if self.args.mode == "long-line":
             return 160 * 65536 + 100  # honest: the line check must catch it
         return 100 if self.args.mode == "retr-longer" else len(m)
@@ -264,8 +273,15 @@ class Session:
         if n not in live:
             self.send(b"-ERR no such message\r\n")
             return True
-        if n in (self.args.retr_err or []):
+        uid = MAILDROP[n - 1][0]
+        if uid in (self.args.retr_err or []):
             self.send(b"-ERR message is corrupt\r\n")
+            return True
+        if uid in (self.args.retr_drop or []):
+            self.send(b"+OK\r\n" + live[n][:len(live[n]) // 2])
+            return False
+        if uid in (self.args.retr_huge or []):
+            self.send(b"+OK\r\n" + (b"y" * 998 + b"\r\n") * 6000 + b".\r\n")
             return True
         if self.args.message:
             # raw wire bytes: sent as they are, then the terminator
@@ -316,7 +332,10 @@ def main():
     p.add_argument("--message", action="append")
     p.add_argument("--lf-server", action="store_true")
     p.add_argument("--retr-err", action="append", type=int)
+    p.add_argument("--retr-drop", action="append", type=int)
+    p.add_argument("--retr-huge", action="append", type=int)
     p.add_argument("--apop", action="store_true")
+    p.add_argument("--list-size", type=int)
     args = p.parse_args()
     count = args.messages
     if count is None:
