@@ -223,12 +223,13 @@ static uint64_t sat_mul(uint64_t a, uint64_t b)
 }
 
 /* retr_limit - the most octets taken for this message: the account's
- * max_message_size when it has one (the hard cap, whatever LIST said),
- * else a generous multiple of LIST's size (servers such as Exchange report
- * estimates); 0: no limit (LIST gave 0) */
+ * max_message_size when it has one and LIST is within it (the hard cap,
+ * whatever the body turns out to be), else a generous multiple of LIST's
+ * size (servers such as Exchange report estimates; oversize = hold/fetch
+ * take a message LIST puts over the cap); 0: no limit (LIST gave 0) */
 static uint64_t retr_limit(const struct poll *p, const struct pick *pk)
 {
-	if (p->a->max_message_size > 0 && !pk->hold)
+	if (p->a->max_message_size > 0 && pk->mi->size <= p->a->max_message_size)
 		return p->a->max_message_size;
 	if (pk->mi->size == 0)
 		return 0;
