@@ -808,12 +808,13 @@ static int offered(const struct pop3 *s, const struct mech *m)
 	return 0;
 }
 
-/* pick - the mechanism to use, or an error saying why there is none */
-static enum pg_res pick(struct pop3 *s, enum conf_auth want, const struct mech **m_r,
-			char **err_r)
+/* pick - the mechanism to use (from mechs[from] on), or an error saying
+ * why there is none */
+static enum pg_res pick(struct pop3 *s, enum conf_auth want, size_t from,
+			const struct mech **m_r, char **err_r)
 {
 	int blocked = 0;
-	for (size_t i = 0; i < sizeof mechs / sizeof *mechs; i++) {
+	for (size_t i = from; i < sizeof mechs / sizeof *mechs; i++) {
 		const struct mech *m = &mechs[i];
 		if (want != AUTH_AUTO ? m->auth != want : !m->in_auto)
 			continue;
@@ -863,10 +864,35 @@ static enum pg_res do_login(struct pop3 *s, const struct mech *m, const char *us
 	}
 }
 
+static const char *mech_name(const struct mech *m)
+{
+	return m->name != NULL ? m->name : m->auth == AUTH_APOP ? "APOP" : "USER";
+}
+
+/* fallback - auth = auto, and the server refused a mechanism it offered:
+ * the next acceptable one, once (a server may announce APOP or a SASL
+ * mechanism it cannot do for this user, e.g. GNU Mailutils pop3d's APOP
+ * timestamp with no APOP secret).  Only a refusal of the login (PG_AUTH)
+ * with the session still in step falls back; NULL: none. */
+static const struct mech *fallback(struct pop3 *s, enum conf_auth want, const struct mech *m,
+				   enum pg_res r, int tries)
+{
+	const struct mech *next = NULL;
+	char *e = NULL;
+	if (want != AUTH_AUTO || r != PG_AUTH || tries > 1 || s->state == P3_FAILED)
+		return NULL;
+	if (pick(s, want, (size_t)(m - mechs) + 1, &next, &e) != PG_OK)
+		next = NULL;
+	free(e);
+	return next;
+}
+
 enum pg_res pop3_auth(struct pop3 *s, enum conf_auth want, const char *user,
 		      const char *secret, const char **used_r, char **err_r)
 {
 	const struct mech *m = NULL;
+	char tried[64] = "";
+	int tries = 0;
 	enum pg_res r = require(s, P3_AUTHORIZATION, "login", err_r);
 	if (r != PG_OK)
 		return r;
@@ -875,14 +901,42 @@ enum pg_res pop3_auth(struct pop3 *s, enum conf_auth want, const char *user,
 			"password has a line break", s->host, s->port);
 		return PG_CONFIG;
 	}
-	if ((r = pick(s, want, &m, err_r)) != PG_OK)
+	if ((r = pick(s, want, 0, &m, err_r)) != PG_OK)
 		return r;
+	for (;;) {
+		size_t tl = strlen(tried);
+		snprintf(tried + tl, sizeof tried - tl, "%s%s", tl ? "," : "", mech_name(m));
+		tries++;
+		LOG_DEBUG("pop3 account=%s auth=%s", s->account, conf_auth_name(m->auth));
+		r = do_login(s, m, user, secret, err_r);
+		if (r == PG_OK)
+			break;
+		r = login_failed(s, user, r, err_r);
+		const struct mech *next = fallback(s, want, m, r, tries);
+		if (next == NULL)
+			break;
+		char *why = sanitize_for_log(*err_r, strlen(*err_r), 300);
+		LOG_WARN("account=%s status=auth-fallback refused=%s next=%s reason=\"%s\"",
+			 s->account, mech_name(m), mech_name(next), why);
+		free(why);
+		free(*err_r);
+		*err_r = NULL;
+		m = next;
+	}
+	if (r != PG_OK) {
+		if (want == AUTH_AUTO) {
+			char *e = *err_r;
+			*err_r = NULL;
+			set_err(err_r, "%s (methods_tried=%s)", e, tried);
+			free(e);
+		}
+		return r;
+	}
+	if (tries > 1)
+		LOG_INFO("account=%s status=auth-ok auth=%s methods_tried=%s", s->account,
+			 mech_name(m), tried);
 	if (used_r != NULL)
-		*used_r = m->name != NULL ? m->name : m->auth == AUTH_APOP ? "APOP" : "USER";
-	LOG_DEBUG("pop3 account=%s auth=%s", s->account, conf_auth_name(m->auth));
-	r = do_login(s, m, user, secret, err_r);
-	if (r != PG_OK)
-		return login_failed(s, user, r, err_r);
+		*used_r = mech_name(m);
 	pop3_set_state(s, P3_TRANSACTION);
 	return PG_OK;
 }

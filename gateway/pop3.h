@@ -107,8 +107,11 @@ const struct pop3_capa *pop3_capa(const struct pop3 *s);
 enum pg_res pop3_login(struct pop3 *s, const char *user, const char *pass, char **err_r);
 /* pop3_auth - log in with `mech` (AUTH_AUTO: the strongest mechanism the
  * server offers that is allowed on this connection: SCRAM-SHA-256 >
- * SCRAM-SHA-1 > CRAM-MD5 > APOP > PLAIN > LOGIN > USER).  *used_r (may be
- * NULL) gets the mechanism's name. */
+ * SCRAM-SHA-1 > CRAM-MD5 > APOP > PLAIN > LOGIN > USER; if the server
+ * refuses it (PG_AUTH, session still in step), the next acceptable one is
+ * tried, once, logged as status=auth-fallback; a final refusal's error
+ * ends in "(methods_tried=APOP,USER)").  *used_r (may be NULL) gets the
+ * name of the mechanism that logged in. */
 enum pg_res pop3_auth(struct pop3 *s, enum conf_auth mech, const char *user,
 		      const char *secret, const char **used_r, char **err_r);
 /* pop3_stat - message count and total octets */
