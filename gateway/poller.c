@@ -41,6 +41,7 @@
 #define BACKOFF_SYS_PERM (6 * 3600) /* [SYS/PERM]: the admin must act */
 #define PRUNE_AFTER 86400        /* a sent row stays a day for `queue`/`show` */
 #define PROBLEM_MAX 32           /* problem UIDLs remembered per account */
+#define LOGIN_DELAY_MAX 86400    /* a server's LOGIN-DELAY is obeyed up to a day */
 #define SLACK_FACTOR 4           /* RETR may exceed LIST's (estimated) size ... */
 #define SLACK_EXTRA (1024 * 1024) /* ... this many times, plus this */
 
@@ -721,6 +722,18 @@ static void failure_state(const struct poll *p, enum pg_res res, struct spool_ac
 	st->not_before = now + wait;
 }
 
+/* capped_login_delay - a LOGIN-DELAY is obeyed up to a day: a server (or
+ * a forged CAPA before TLS is not trusted anyway) announcing up to 10^9 s
+ * would otherwise stop the account for decades */
+static int capped_login_delay(const struct poll *p, int announced)
+{
+	if (announced <= LOGIN_DELAY_MAX)
+		return announced;
+	LOG_WARN("account=%s status=login-delay-capped announced=%d used=%d reason=\"LOGIN-DELAY "
+		 "over a day is not obeyed\"", p->a->name, announced, LOGIN_DELAY_MAX);
+	return LOGIN_DELAY_MAX;
+}
+
 /* store_state - the account's state after this poll (poller_account_ready
  * reads it) */
 static void store_state(const struct poll *p, enum pg_res res, const char *err,
@@ -732,7 +745,7 @@ static void store_state(const struct poll *p, enum pg_res res, const char *err,
 	if (spool_account_get(p->sp, p->a->name, &st, &serr) != SPOOL_OK)
 		goto fail;
 	if (capa != NULL && capa->have_capa) {
-		st.login_delay = capa->login_delay;
+		st.login_delay = capped_login_delay(p, capa->login_delay);
 		st.expire = capa->expire;
 	}
 	free(st.last_error);
