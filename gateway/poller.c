@@ -49,7 +49,14 @@
 struct pick {
 	struct pop3_msginfo *mi;
 	int hold; /* over max_message_size with oversize = hold */
+	char *spool_uidl; /* the key it is spooled under when its UIDL was
+			   * reused (see uidl_reused); NULL: mi->uidl */
 };
+
+static const char *pick_uidl(const struct pick *pk)
+{
+	return pk->spool_uidl != NULL ? pk->spool_uidl : pk->mi->uidl;
+}
 
 /* One poll in progress. */
 struct poll {
@@ -248,7 +255,8 @@ static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 	struct route_result rr = { 0 };
 	char hdr[2048], reason[160];
 	int refused = 0;
-	enum pg_res res = spool_to_pg(spool_writer_begin(p->sp, p->a->name, mi->uidl, &in.w, err_r));
+	enum pg_res res = spool_to_pg(spool_writer_begin(p->sp, p->a->name, pick_uidl(pk), &in.w,
+							  err_r));
 	if (res != PG_OK)
 		goto out;
 	char id[SPOOL_ID_LEN + 1];
@@ -288,6 +296,7 @@ static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 				      .nrcpts = rr.nrcpts,
 				      .hold_reason = pk->hold ? reason : rr.hold_reason };
 	uint64_t size = mf_bytes(mf) + strlen(hdr);
+	spool_writer_listed_size(in.w, mi->size);
 	res = spool_to_pg(spool_writer_finish(&in.w, &env, err_r));
 	if (res != PG_OK)
 		goto out;
@@ -323,7 +332,7 @@ static void commit_cb(void *ctx, const char *account, const char *uidl, const ch
 	for (size_t k = 0; k < cc->n; k++) {
 		size_t i = (cc->next + k) % cc->n;
 		struct pop3_msginfo *mi = cc->group[i]->mi;
-		if (strcmp(mi->uidl, uidl) != 0)
+		if (strcmp(pick_uidl(cc->group[i]), uidl) != 0)
 			continue;
 		cc->next = i + 1;
 		if (r == SPOOL_BUSY) {
@@ -333,7 +342,7 @@ static void commit_cb(void *ctx, const char *account, const char *uidl, const ch
 				 "message with the same spool id\"", id, account, uidl);
 			return;
 		}
-		int pi = problem_find(p->probs, p->nprobs, uidl);
+		int pi = problem_find(p->probs, p->nprobs, mi->uidl);
 		if (pi >= 0)
 			p->prob_done[pi] = 1;
 		if (r == SPOOL_DUP)
@@ -507,6 +516,46 @@ static int select_new(struct poll *p, struct pop3_msginfo *mi, uint64_t *bytes)
 	return 1;
 }
 
+/* would_delete - known_action would DELE a message the spool has */
+static int would_delete(const struct poll *p, const struct spool_uidl_row *row, time_t now)
+{
+	const struct conf_account *a = p->a;
+	return !a->keep || (a->keep_days > 0 && row->created > 0 &&
+			    now - row->created >= (time_t)a->keep_days * 86400);
+}
+
+/* known_row - the spool's row for this message, or NULL if it is new.
+ * A UIDL is meant to name one message forever, but a non-compliant server
+ * may give a new message an old UIDL; deleting it unfetched would lose it.
+ * So before a DELE, the server's LIST size is compared with the one
+ * recorded at fetch: when they differ (and both are known), the message is
+ * new; it is spooled under "<uidl> <LIST size>" (a space never occurs in a
+ * UIDL), which *reused_r gets (the caller frees it), unless that key is in
+ * the spool already (fetched on an earlier poll). */
+static const struct spool_uidl_row *known_row(struct poll *p, const struct pop3_msginfo *mi,
+					      const struct spool_uidl_row *rows, size_t nrows,
+					      time_t now, char **reused_r)
+{
+	const struct spool_uidl_row *row = nrows == 0 ? NULL :
+		bsearch(mi->uidl, rows, nrows, sizeof *rows, cmp_row);
+	*reused_r = NULL;
+	if (row == NULL || row->listed_size < 0 || mi->size == 0 ||
+	    (uint64_t)row->listed_size == mi->size || !would_delete(p, row, now))
+		return row;
+	char *key = xasprintf("%s %llu", mi->uidl, (unsigned long long)mi->size);
+	const struct spool_uidl_row *again = bsearch(key, rows, nrows, sizeof *rows, cmp_row);
+	if (again != NULL) {
+		free(key);
+		return again;
+	}
+	LOG_WARN("account=%s uidl=%s status=uidl-reused listed=%llu spooled_listed=%lld "
+		 "action=\"fetched as a new message, not deleted\" reason=\"the server lists a "
+		 "different size for a UIDL already in the spool\"", p->a->name, mi->uidl,
+		 (unsigned long long)mi->size, (long long)row->listed_size);
+	*reused_r = key;
+	return NULL;
+}
+
 /* known_action - a message the spool already has: delete it (keep off, or
  * keep_days over) or leave it */
 static void known_action(struct poll *p, struct pop3_msginfo *mi,
@@ -588,12 +637,22 @@ static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
 			res = PG_PERM;
 			break;
 		}
-		const struct spool_uidl_row *row = nrows == 0 ? NULL :
-			bsearch(list[i].uidl, rows, nrows, sizeof *rows, cmp_row);
+		char *reused = NULL;
+		const struct spool_uidl_row *row = known_row(p, &list[i], rows, nrows, now, &reused);
 		/* tombstones (deleted by an operator) count as known */
-		int k = row != NULL ||
-			(ntomb > 0 && bsearch(&list[i].uidl, tomb, ntomb, sizeof *tomb, cmp_str));
-		if (k)
+		int k = row != NULL || (reused == NULL && ntomb > 0 &&
+					bsearch(&list[i].uidl, tomb, ntomb, sizeof *tomb, cmp_str));
+		if (reused != NULL) {
+			size_t before = p->nsel;
+			if (!limited)
+				limited = !select_new(p, &list[i], &bytes);
+			else
+				p->st->deferred++;
+			if (p->nsel > before)
+				p->sel[before].spool_uidl = reused;
+			else
+				free(reused);
+		} else if (k)
 			known_action(p, &list[i], row, now);
 		else if (problem_find(p->probs, p->nprobs, list[i].uidl) >= 0)
 			waiting[nwait++] = &list[i];
@@ -868,6 +927,8 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	pop3_msginfo_free(&list, n);
 	spool_uidl_rows_free(&rows, nrows);
 	free(p.dele);
+	for (size_t i = 0; i < p.nsel; i++)
+		free(p.sel[i].spool_uidl);
 	free(p.sel);
 	free(p.group);
 	free(p.cgroup);

@@ -48,6 +48,7 @@ struct spool_writer {
 	uint64_t flushed; /* octets written to the file so far */
 	int failed;     /* a write failed: the file is incomplete, only abort is left */
 	int eightbit;   /* an octet > 127 was seen */
+	uint64_t listed_size; /* the server's LIST size, 0 unknown */
 	int has_file;   /* tmp/<id> was created */
 	EVP_MD_CTX *md;
 	unsigned char buf[SPOOL_WBUF]; /* last: not cleared on reuse */
@@ -67,7 +68,8 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_TOMB_KNOWN] = "SELECT 1 FROM tombstones WHERE account = ?1 AND uidl = ?2",
 	[SQ_INS_MSG] = "INSERT INTO messages (id, account, uidl, size, digest, sender, "
 		       "state, attempts, next_attempt, created, updated, last_reply, in_index, "
-		       "eightbit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, 0, ?7, ?7, ?9, ?10, ?11)",
+		       "eightbit, listed_size) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, 0, ?7, ?7, ?9, ?10, ?11, ?12)",
 	/* OR IGNORE: the same address twice in one envelope is one delivery */
 	[SQ_INS_RCPT] = "INSERT OR IGNORE INTO recipients (msg_id, addr, state, last_reply) "
 			"VALUES (?1, ?2, ?3, ?4)",
@@ -1090,6 +1092,7 @@ static void pending_add(struct spool *sp, const struct spool_writer *w, const ch
 	p->size = w->size;
 	p->inl = inl;
 	p->eightbit = w->eightbit;
+	p->listed_size = w->listed_size;
 	if (inl) {
 		/* still in the writer's buffer (it was never flushed); kept
 		 * for the commit, at most 64 KiB per message */
@@ -1099,6 +1102,11 @@ static void pending_add(struct spool *sp, const struct spool_writer *w, const ch
 		memcpy(p->body, w->buf, w->size);
 	}
 	memcpy(p->digest, digest, sizeof p->digest);
+}
+
+void spool_writer_listed_size(struct spool_writer *w, uint64_t size)
+{
+	w->listed_size = size;
 }
 
 enum spool_res spool_writer_finish(struct spool_writer **wp, const struct spool_envelope *env,
@@ -1260,6 +1268,10 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 		sqlite3_bind_null(st, 9);
 	sqlite3_bind_int(st, 10, p->inl);
 	sqlite3_bind_int(st, 11, p->eightbit);
+	if (p->listed_size > 0 && p->listed_size <= INT64_MAX)
+		sqlite3_bind_int64(st, 12, (sqlite3_int64)p->listed_size);
+	else
+		sqlite3_bind_null(st, 12);
 	rc = sqlite3_step(st);
 	if ((rc & 0xff) == SQLITE_CONSTRAINT) {
 		char why[256];

@@ -190,6 +190,10 @@ enum spool_res spool_writer_write(struct spool_writer *w, const void *data, size
  * the temp file is removed and *w freed. */
 enum spool_res spool_writer_finish(struct spool_writer **w, const struct spool_envelope *env,
 				   char **err_r);
+/* spool_writer_listed_size - the server's LIST size of the message (0:
+ * unknown), recorded in its row (listed_size, migration 009) so a later
+ * poll can tell a UIDL the server reused; call before spool_writer_finish */
+void spool_writer_listed_size(struct spool_writer *w, uint64_t size);
 /* spool_writer_abort - remove the temp file, free *w */
 void spool_writer_abort(struct spool_writer **w);
 
@@ -382,6 +386,7 @@ struct spool_uidl_row {
 	char *uidl;
 	enum spool_state state;
 	time_t created;
+	int64_t listed_size; /* LIST size when it was fetched; -1 unknown */
 };
 /* spool_account_uidls - every row of the account, sorted by uidl (strcmp) */
 enum spool_res spool_account_uidls(struct spool *sp, const char *account,

@@ -164,8 +164,8 @@ void spool_uidl_rows_free(struct spool_uidl_row **rows, size_t n)
 enum spool_res spool_account_uidls(struct spool *sp, const char *account,
 				   struct spool_uidl_row **rows_r, size_t *n_r, char **err_r)
 {
-	static const char sql[] = "SELECT uidl, state, created FROM messages WHERE account = ?1 "
-				  "ORDER BY uidl";
+	static const char sql[] = "SELECT uidl, state, created, listed_size FROM messages "
+				  "WHERE account = ?1 ORDER BY uidl";
 	sqlite3_stmt *st = NULL;
 	struct spool_uidl_row *rows = NULL;
 	size_t n = 0, cap = 0;
@@ -185,6 +185,8 @@ enum spool_res spool_account_uidls(struct spool *sp, const char *account,
 		if (spool_state_from_text(sqlite3_column_text(st, 1), &r->state) < 0)
 			r->state = SPOOL_QUEUED;
 		r->created = (time_t)sqlite3_column_int64(st, 2);
+		r->listed_size = sqlite3_column_type(st, 3) == SQLITE_NULL ?
+				 -1 : (int64_t)sqlite3_column_int64(st, 3);
 	}
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {

@@ -64,6 +64,7 @@ struct spool_pending {
 	char *hold_reason;  /* NULL, or commit as held with this reply */
 	int inl;            /* small: no file, stored as a row of `bodies` */
 	int eightbit;       /* an octet > 127 */
+	uint64_t listed_size; /* LIST size, 0 unknown */
 	unsigned char *body; /* inl: the message (size octets), for the commit */
 	enum spool_res res; /* SPOOL_OK or SPOOL_DUP, decided inside the commit */
 };
