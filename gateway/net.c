@@ -173,8 +173,8 @@ static int verify_pinned(int ok, X509_STORE_CTX *x)
 	return 1;
 }
 
-/* parse_pin - "sha256:" then 64 hex digits, colons and case ignored */
-static int parse_pin(const char *fp, unsigned char out[32])
+/* net_pin_parse - "sha256:" then 64 hex digits, colons and case ignored */
+int net_pin_parse(const char *fp, unsigned char out[32])
 {
 	size_t k = 0;
 	if (strncasecmp(fp, "sha256:", 7) != 0)
@@ -197,19 +197,34 @@ static int parse_pin(const char *fp, unsigned char out[32])
 	return k == 64 ? 0 : -1;
 }
 
+int net_cert_sha256(X509 *cert, unsigned char md[32], char hex[65])
+{
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	snprintf(hex, 65, "none");
+	if (cert == NULL || X509_digest(cert, EVP_sha256(), d, &len) != 1 || len != 32)
+		return -1;
+	memcpy(md, d, 32);
+	for (unsigned int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	return 0;
+}
+
+int net_pin_check(X509 *cert, const unsigned char pin[32], char seen[65])
+{
+	unsigned char md[32];
+	return net_cert_sha256(cert, md, seen) == 0 && CRYPTO_memcmp(md, pin, 32) == 0;
+}
+
 /* check_pin - the leaf certificate's SHA-256 must equal the pin */
 static enum pg_res check_pin(struct net *n, char **err_r)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
+	char hx[65];
 	X509 *cert = SSL_get1_peer_certificate(n->ssl);
-	int ok = cert != NULL && X509_digest(cert, EVP_sha256(), md, &len) == 1 && len == 32;
+	int ok = net_pin_check(cert, n->pin, hx);
 	X509_free(cert);
-	if (ok && CRYPTO_memcmp(md, n->pin, 32) == 0)
+	if (ok)
 		return PG_OK;
-	char hx[65] = "none";
-	for (unsigned int i = 0; ok && i < 32; i++)
-		snprintf(hx + 2 * i, 3, "%02x", md[i]);
 	set_err(err_r, "TLS handshake with %s:%d: certificate does not match tls_fingerprint "
 		"(server's is sha256:%s)", n->host, n->port, hx);
 	return PG_PERM;
@@ -291,7 +306,7 @@ enum pg_res net_start_tls(struct net *n, const struct net_tls_params *p, char **
 		return PG_PERM;
 	}
 	n->pinned = p->fingerprint != NULL;
-	if (n->pinned && parse_pin(p->fingerprint, n->pin) < 0) {
+	if (n->pinned && net_pin_parse(p->fingerprint, n->pin) < 0) {
 		set_err(err_r, "TLS with %s:%d: bad tls_fingerprint (want sha256:<64 hex digits>)",
 			n->host, n->port);
 		return PG_CONFIG;
