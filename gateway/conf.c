@@ -1047,7 +1047,7 @@ static enum pg_res run_secret_command(const struct conf_account *a, char **secre
 			dup2(null, 0);
 		dup2(pfd[1], 1);
 		execvp(argv[0], argv);
-		_exit(127);
+		_exit(errno == ENOENT || errno == ENOTDIR ? 127 : 126);
 	}
 	close(pfd[1]);
 	char *s = xmalloc(SECRET_MAX + 2);
@@ -1061,11 +1061,20 @@ static enum pg_res run_secret_command(const struct conf_account *a, char **secre
 			;
 	}
 	enum pg_res r = PG_TEMP;
+	/* a program that is not there or not executable is the configuration's
+	 * fault (exit 78), not a temporary failure */
+	int missing = pid > 0 && n >= 0 && WIFEXITED(status) &&
+		      (WEXITSTATUS(status) == 127 || WEXITSTATUS(status) == 126);
 	if (pid < 0 || n < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		set_err(err_r, "account '%s': password_command '%s' %s", a->name, argv[0],
 			pid < 0 ? "could not be started" : n < 0 ? "timed out after 30 s" :
 			!WIFEXITED(status) ? "was killed by a signal" :
-			WEXITSTATUS(status) == 127 ? "was not found" : "exited with an error");
+			WEXITSTATUS(status) == 127 ? "was not found (option 'password_command': give "
+						     "the full path of an installed program)" :
+			WEXITSTATUS(status) == 126 ? "cannot be executed (option 'password_command': "
+						     "chmod 755 it)" : "exited with an error");
+		if (missing)
+			r = PG_CONFIG;
 		explicit_bzero(s, SECRET_MAX + 2);
 		free(s);
 	} else {
