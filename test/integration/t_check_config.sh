@@ -79,8 +79,8 @@ like "$(cat "$OUT")" "account 'office': option 'password_command': program '/non
 	"... names the account, option and program" || note "$OUT"
 run -c "$D/c1.conf" test-account office
 is "$RC" 78 "password_command missing: test-account exits 78 (configuration), not 75"
-like "$(cat "$OUT")" "was not found \\(option 'password_command'" \
-	"test-account: says the program was not found and which option" || note "$OUT"
+like "$(cat "$OUT")" "option 'password_command': program '/nonexistent/bin/get-token' does not exist" \
+	"test-account: names the option and the missing program" || note "$OUT"
 conf "$D/c2.conf" '' '  password_command = "popgate-no-such-helper"'
 run -c "$D/c2.conf" check-config
 is "$RC" 78 "password_command not in PATH: check-config exits 78"
