@@ -700,9 +700,12 @@ static void event_cb(smtp_session_t session, int event, void *arg, ...)
 			(void)va_arg(ap, long);
 		int *ok = va_arg(ap, int *);
 		/* libesmtp's own check after the handshake.  verify: OpenSSL
-		 * has checked CA and name; a pin was checked by pin_verify; may
-		 * and encrypt do not check (Postfix's meaning) */
-		int accept = tls_level(run->c) != SMTP_TLS_VERIFY || run->c->smtp.tls_fingerprint != NULL;
+		 * has already checked CA and name (host or IP, which libesmtp's
+		 * name match does not know) or the handshake failed; a pin was
+		 * checked by pin_verify; may and encrypt do not check (Postfix's
+		 * meaning) */
+		int accept = tls_level(run->c) != SMTP_TLS_VERIFY || run->c->smtp.tls_fingerprint != NULL ||
+			     event == SMTP_EV_WRONG_PEER_CERTIFICATE;
 		if (accept && event != SMTP_EV_NO_PEER_CERTIFICATE) {
 			if (ok != NULL)
 				*ok = 1;
