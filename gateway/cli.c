@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "confcheck.h"
 #include "log.h"
 #include "metrics.h"
 #include "poller.h"
@@ -96,6 +97,19 @@ int cmd_check_config(const struct cli_opts *o, int argc, char **argv)
 	struct conf *c = load(o, 1);
 	if (c == NULL)
 		return EX_CONFIG;
+	/* what the parser cannot see: files and programs as the run-time user */
+	char *errs = NULL, *warns = NULL;
+	int nerr = confcheck_runtime(c, NULL, &errs, &warns);
+	if (warns != NULL)
+		fprintf(stderr, "popgate: configuration warnings:\n%s", warns);
+	if (nerr > 0)
+		fprintf(stderr, "popgate: configuration errors:\n%s", errs ? errs : "");
+	free(errs);
+	free(warns);
+	if (nerr > 0) {
+		conf_free(&c);
+		return EX_CONFIG;
+	}
 	printf("%s: ok (%zu account%s, spool %s, smtp %s:%d)\n", c->path, c->naccounts,
 	       c->naccounts == 1 ? "" : "s", c->spool_dir, c->smtp.host, c->smtp.port);
 	conf_free(&c);

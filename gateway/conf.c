@@ -225,6 +225,7 @@ static cfg_opt_t smtp_opts[] = {
 	CFG_INT("timeout", 300, CFGF_NONE),
 	CFG_STR("tls", "none", CFGF_NONE),
 	CFG_STR("ca_file", NULL, CFGF_NONE),
+	CFG_STR("tls_fingerprint", NULL, CFGF_NONE),
 	CFG_STR("user", NULL, CFGF_NONE),
 	CFG_STR("password_file", NULL, CFGF_NONE),
 	CFG_BOOL("allow_plaintext_auth", cfg_false, CFGF_NONE),
@@ -299,7 +300,10 @@ static const char *const bounce_names[] = { "none", "postmaster", "sender", NULL
 static const char *const envhdr_names[] = { "Delivered-To", "X-Original-To", "Envelope-To",
 					    "X-Envelope-To", "Received", NULL };
 static const char *const tls_names[] = { "implicit", "starttls", "none", NULL };
-static const char *const smtp_tls_names[] = { "none", "starttls", "required", NULL };
+/* Postfix's smtp_tls_security_level names; "starttls" and "required" (the
+ * names of earlier versions) are aliases of verify */
+static const char *const smtp_tls_names[] = { "none",	  "may",      "encrypt", "verify",
+					      "starttls", "required", NULL };
 static const char *const loglevel_names[] = { "error", "warning", "info", "debug", NULL };
 
 const char *conf_auth_name(enum conf_auth a)
@@ -558,6 +562,7 @@ static void set_validators(cfg_t *cfg)
 		{ "account|max_message_size", validate_size },
 		{ "account|max_bytes_per_poll", validate_size },
 		{ "account|tls_fingerprint", validate_fingerprint },
+		{ "smtp|tls_fingerprint", validate_fingerprint },
 		{ "account|password_command", validate_nonempty },
 		{ "account|envelope_header", validate_envhdr },
 		{ "account|local_domains", validate_domain },
@@ -733,10 +738,15 @@ static void conf_smtp_extract(struct conf_ctx *cx, cfg_t *smtp, struct conf_smtp
 	s->port = (int)cfg_getint(smtp, "port");
 	s->helo_name = opt_strdup(smtp, "helo_name");
 	s->timeout = (int)cfg_getint(smtp, "timeout");
-	static const enum tls_mode smodes[] = { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
+	static const enum smtp_tls smodes[] = { SMTP_TLS_NONE,	 SMTP_TLS_MAY,	  SMTP_TLS_ENCRYPT,
+						SMTP_TLS_VERIFY, SMTP_TLS_VERIFY, SMTP_TLS_VERIFY };
 	int ti = name_index(smtp_tls_names, cfg_getstr(smtp, "tls"));
-	s->tls = ti >= 0 ? smodes[ti] : TLS_NONE;
+	s->tls = ti >= 0 ? smodes[ti] : SMTP_TLS_NONE;
 	s->ca_file = opt_strdup(smtp, "ca_file");
+	s->tls_fingerprint = opt_strdup(smtp, "tls_fingerprint");
+	if (s->tls_fingerprint != NULL && s->tls == SMTP_TLS_NONE)
+		conf_add_error(cx, 0, "smtp: option 'tls_fingerprint' needs TLS: set tls = \"encrypt\" "
+			       "(or may or verify) in the smtp block");
 	if (s->ca_file != NULL && access(s->ca_file, R_OK) != 0)
 		conf_add_error(cx, 0, "smtp: option 'ca_file': cannot read '%s': %s", s->ca_file,
 			       strerror(errno));
@@ -909,6 +919,7 @@ void conf_free(struct conf **cp)
 	free(c->smtp.host);
 	free(c->smtp.helo_name);
 	free(c->smtp.ca_file);
+	free(c->smtp.tls_fingerprint);
 	free(c->smtp.user);
 	free(c->smtp.password_file);
 	free(c);
@@ -1036,7 +1047,7 @@ static enum pg_res run_secret_command(const struct conf_account *a, char **secre
 			dup2(null, 0);
 		dup2(pfd[1], 1);
 		execvp(argv[0], argv);
-		_exit(127);
+		_exit(errno == ENOENT || errno == ENOTDIR ? 127 : 126);
 	}
 	close(pfd[1]);
 	char *s = xmalloc(SECRET_MAX + 2);
@@ -1050,11 +1061,20 @@ static enum pg_res run_secret_command(const struct conf_account *a, char **secre
 			;
 	}
 	enum pg_res r = PG_TEMP;
+	/* a program that is not there or not executable is the configuration's
+	 * fault (exit 78), not a temporary failure */
+	int missing = pid > 0 && n >= 0 && WIFEXITED(status) &&
+		      (WEXITSTATUS(status) == 127 || WEXITSTATUS(status) == 126);
 	if (pid < 0 || n < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		set_err(err_r, "account '%s': password_command '%s' %s", a->name, argv[0],
 			pid < 0 ? "could not be started" : n < 0 ? "timed out after 30 s" :
 			!WIFEXITED(status) ? "was killed by a signal" :
-			WEXITSTATUS(status) == 127 ? "was not found" : "exited with an error");
+			WEXITSTATUS(status) == 127 ? "was not found (option 'password_command': give "
+						     "the full path of an installed program)" :
+			WEXITSTATUS(status) == 126 ? "cannot be executed (option 'password_command': "
+						     "chmod 755 it)" : "exited with an error");
+		if (missing)
+			r = PG_CONFIG;
 		explicit_bzero(s, SECRET_MAX + 2);
 		free(s);
 	} else {

@@ -25,13 +25,25 @@
 /* Fixed, whatever --sysconfdir says: admins and docs expect this path. */
 #define CONF_DEFAULT_PATH "/etc/popgate/popgate.conf"
 
+/* TLS toward the local SMTP host, named as Postfix's
+ * smtp_tls_security_level: may = STARTTLS when offered, unverified;
+ * encrypt = STARTTLS required, unverified; verify = required, CA and host
+ * name verified ("starttls" and "required" are aliases of verify). */
+enum smtp_tls {
+	SMTP_TLS_NONE = 0,
+	SMTP_TLS_MAY,
+	SMTP_TLS_ENCRYPT,
+	SMTP_TLS_VERIFY,
+};
+
 struct conf_smtp {
 	char *host;
 	int port;
 	char *helo_name;  /* optional: NULL means the host name */
 	int timeout;      /* seconds, each SMTP step */
-	enum tls_mode tls; /* TLS_NONE, TLS_STARTTLS (opportunistic), TLS_IMPLICIT = required */
+	enum smtp_tls tls; /* as Postfix's smtp_tls_security_level */
 	char *ca_file;    /* optional */
+	char *tls_fingerprint; /* optional "sha256:<64 hex>" pin of the leaf */
 	char *user;       /* SMTP AUTH user, optional */
 	char *password_file; /* SMTP AUTH password, required with user */
 	int allow_plaintext_auth; /* AUTH without TLS */

@@ -40,6 +40,7 @@ struct net {
 	char tls_info[128];
 	unsigned char pin[32]; /* SHA-256 of the pinned leaf certificate */
 	int pinned;
+	X509 *leaf; /* the server's certificate as seen during verification */
 };
 
 /* wait_fd - poll until the fd is ready or the deadline passes.
@@ -165,16 +166,55 @@ static void ssl_errstr(int sslerr, char *out, size_t outlen)
 	ERR_clear_error();
 }
 
-/* verify_pinned - let the handshake finish; check_pin() decides */
-static int verify_pinned(int ok, X509_STORE_CTX *x)
+/* verify_note - keep the leaf certificate (a failed handshake does not
+ * keep it) so a refusal can describe it; pinned: let the handshake finish,
+ * check_pin() decides */
+static int verify_note(int ok, X509_STORE_CTX *x)
 {
-	(void)ok;
-	(void)x;
-	return 1;
+	SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct net *n = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+	X509 *leaf = X509_STORE_CTX_get0_cert(x);
+	if (n != NULL && n->leaf == NULL && leaf != NULL && X509_up_ref(leaf) == 1)
+		n->leaf = leaf;
+	return n != NULL && n->pinned ? 1 : ok;
 }
 
-/* parse_pin - "sha256:" then 64 hex digits, colons and case ignored */
-static int parse_pin(const char *fp, unsigned char out[32])
+/* bio_text - a memory BIO's contents as a C string */
+static void bio_text(BIO *b, char *out, size_t outlen)
+{
+	int k = BIO_read(b, out, (int)outlen - 1);
+	out[k > 0 ? k : 0] = '\0';
+}
+
+/* cert_describe - "; the server's certificate: subject ..., issuer ...,
+ * valid from ... to ..., fingerprint sha256:..." for an error message, so
+ * an admin can judge it and paste the pin (as mpop --serverinfo shows) */
+static void cert_describe(X509 *c, char *out, size_t outlen)
+{
+	char subj[256], iss[256], nb[64], na[64], hx[65];
+	unsigned char md[32];
+	BIO *b = BIO_new(BIO_s_mem());
+	out[0] = '\0';
+	if (c == NULL || b == NULL) {
+		BIO_free(b);
+		return;
+	}
+	X509_NAME_print_ex(b, X509_get_subject_name(c), 0, XN_FLAG_RFC2253);
+	bio_text(b, subj, sizeof subj);
+	X509_NAME_print_ex(b, X509_get_issuer_name(c), 0, XN_FLAG_RFC2253);
+	bio_text(b, iss, sizeof iss);
+	ASN1_TIME_print(b, X509_get0_notBefore(c));
+	bio_text(b, nb, sizeof nb);
+	ASN1_TIME_print(b, X509_get0_notAfter(c));
+	bio_text(b, na, sizeof na);
+	BIO_free(b);
+	net_cert_sha256(c, md, hx);
+	snprintf(out, outlen, "; the server's certificate: subject \"%s\", issuer \"%s\", "
+		 "valid from %s to %s, fingerprint sha256:%s", subj, iss, nb, na, hx);
+}
+
+/* net_pin_parse - "sha256:" then 64 hex digits, colons and case ignored */
+int net_pin_parse(const char *fp, unsigned char out[32])
 {
 	size_t k = 0;
 	if (strncasecmp(fp, "sha256:", 7) != 0)
@@ -197,21 +237,38 @@ static int parse_pin(const char *fp, unsigned char out[32])
 	return k == 64 ? 0 : -1;
 }
 
+int net_cert_sha256(X509 *cert, unsigned char md[32], char hex[65])
+{
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	snprintf(hex, 65, "none");
+	if (cert == NULL || X509_digest(cert, EVP_sha256(), d, &len) != 1 || len != 32)
+		return -1;
+	memcpy(md, d, 32);
+	for (unsigned int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	return 0;
+}
+
+int net_pin_check(X509 *cert, const unsigned char pin[32], char seen[65])
+{
+	unsigned char md[32];
+	return net_cert_sha256(cert, md, seen) == 0 && CRYPTO_memcmp(md, pin, 32) == 0;
+}
+
 /* check_pin - the leaf certificate's SHA-256 must equal the pin */
 static enum pg_res check_pin(struct net *n, char **err_r)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
+	char hx[65];
 	X509 *cert = SSL_get1_peer_certificate(n->ssl);
-	int ok = cert != NULL && X509_digest(cert, EVP_sha256(), md, &len) == 1 && len == 32;
+	int ok = net_pin_check(cert, n->pin, hx);
 	X509_free(cert);
-	if (ok && CRYPTO_memcmp(md, n->pin, 32) == 0)
+	if (ok)
 		return PG_OK;
-	char hx[65] = "none";
-	for (unsigned int i = 0; ok && i < 32; i++)
-		snprintf(hx + 2 * i, 3, "%02x", md[i]);
+	char desc[1024];
+	cert_describe(n->leaf, desc, sizeof desc);
 	set_err(err_r, "TLS handshake with %s:%d: certificate does not match tls_fingerprint "
-		"(server's is sha256:%s)", n->host, n->port, hx);
+		"(server's is sha256:%s)%s", n->host, n->port, hx, desc);
 	return PG_PERM;
 }
 
@@ -230,7 +287,7 @@ static enum pg_res tls_setup(struct net *n, const struct net_tls_params *p, char
 				 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (p->verify) {
 		/* pinned: the chain is checked after the handshake, by the pin */
-		SSL_CTX_set_verify(n->ctx, SSL_VERIFY_PEER, n->pinned ? verify_pinned : NULL);
+		SSL_CTX_set_verify(n->ctx, SSL_VERIFY_PEER, verify_note);
 		int ok = p->ca_file != NULL
 			 ? SSL_CTX_load_verify_locations(n->ctx, p->ca_file, NULL)
 			 : SSL_CTX_set_default_verify_paths(n->ctx);
@@ -246,6 +303,7 @@ static enum pg_res tls_setup(struct net *n, const struct net_tls_params *p, char
 	n->ssl = SSL_new(n->ctx);
 	if (n->ssl == NULL || !SSL_set_fd(n->ssl, n->fd))
 		goto ssl_fail;
+	SSL_set_app_data(n->ssl, n);
 	int ok = 1;
 	if (is_ip_literal(name)) {
 		if (p->verify)
@@ -273,9 +331,11 @@ static enum pg_res handshake_error(struct net *n, int sslerr, char **err_r)
 	char ebuf[256];
 	long vr = SSL_get_verify_result(n->ssl);
 	if (vr != X509_V_OK) {
+		char desc[1024];
 		ERR_clear_error();
-		set_err(err_r, "TLS handshake with %s:%d failed: certificate verify failed (%s)",
-			n->host, n->port, X509_verify_cert_error_string(vr));
+		cert_describe(n->leaf, desc, sizeof desc);
+		set_err(err_r, "TLS handshake with %s:%d failed: certificate verify failed (%s)%s",
+			n->host, n->port, X509_verify_cert_error_string(vr), desc);
 		return PG_PERM;
 	}
 	ssl_errstr(sslerr, ebuf, sizeof ebuf);
@@ -291,7 +351,7 @@ enum pg_res net_start_tls(struct net *n, const struct net_tls_params *p, char **
 		return PG_PERM;
 	}
 	n->pinned = p->fingerprint != NULL;
-	if (n->pinned && parse_pin(p->fingerprint, n->pin) < 0) {
+	if (n->pinned && net_pin_parse(p->fingerprint, n->pin) < 0) {
 		set_err(err_r, "TLS with %s:%d: bad tls_fingerprint (want sha256:<64 hex digits>)",
 			n->host, n->port);
 		return PG_CONFIG;
@@ -458,6 +518,7 @@ void net_close(struct net **np)
 		SSL_free(n->ssl);
 	}
 	SSL_CTX_free(n->ctx);
+	X509_free(n->leaf);
 	if (n->fd >= 0)
 		close(n->fd);
 	free(n->host);

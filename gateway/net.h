@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <openssl/types.h>
+
 #include "util.h"
 
 struct net;
@@ -47,5 +49,15 @@ const char *net_tls_info(const struct net *n);
 ssize_t net_read(void *n, void *buf, size_t len, char **err_r);
 enum pg_res net_write(struct net *n, const void *p, size_t len, char **err_r);
 void net_close(struct net **n);
+
+/* Certificate pins, shared with the relay's STARTTLS (one parser, one
+ * digest).  net_pin_parse: "sha256:<64 hex>", colons and case ignored, into
+ * 32 bytes; -1 if malformed.  net_cert_sha256: the SHA-256 of the
+ * certificate's DER form as 64 lower-case hex digits; -1 if it cannot be
+ * computed ("none" in hex).  net_pin_check: 1 if cert matches pin, else 0
+ * with the certificate's own digest in seen. */
+int net_pin_parse(const char *fp, unsigned char pin[32]);
+int net_cert_sha256(X509 *cert, unsigned char md[32], char hex[65]);
+int net_pin_check(X509 *cert, const unsigned char pin[32], char seen[65]);
 
 #endif

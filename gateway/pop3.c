@@ -820,6 +820,19 @@ static enum pg_res pick(struct pop3 *s, enum conf_auth want, size_t from,
 			continue;
 		if (want == AUTH_AUTO && !offered(s, m))
 			continue;
+		/* an explicit SASL mechanism missing from the server's CAPA SASL
+		 * list is a configuration mistake, not a wrong password: say so
+		 * (exit 78) instead of sending it and being refused (which holds
+		 * the account as if the password were wrong).  A server that
+		 * lists no SASL line at all may still take it: tried. */
+		if (want != AUTH_AUTO && m->name != NULL && s->capa.have_capa && s->capa.sasl != NULL &&
+		    !offered(s, m)) {
+			set_err(err_r, "%s:%d: the server does not offer %s (it offers: %s%s%s); "
+				"change option 'auth'", s->host, s->port, m->name,
+				s->capa.sasl,
+				s->capa.user ? ", USER" : "", s->apop_ts ? ", APOP" : "");
+			return PG_CONFIG;
+		}
 		if (m->plain_equiv && !is_tls(s) && !s->allow_plaintext) {
 			blocked = 1;
 			continue;

@@ -34,7 +34,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <openssl/x509v3.h>
+
 #include "log.h"
+#include "net.h"
 #include "notice.h"
 #include "relay.h"
 /* after conf.h (auth-client.h defines AUTH_USER as a macro), before
@@ -184,26 +188,30 @@ static const char *msg_cb(void **ctx, int *len, void *arg)
 	return *ctx;
 }
 
-/* tls_level - the STARTTLS policy: SMTP AUTH credentials make TLS
- * required unless allow_plaintext_auth says otherwise */
-static enum tls_mode tls_level(const struct conf *c)
+/* tls_level - the STARTTLS policy: SMTP AUTH credentials and a pin make
+ * "may" a requirement (a stripped STARTTLS must not send the password in
+ * clear or skip the pin) unless allow_plaintext_auth says otherwise */
+static enum smtp_tls tls_level(const struct conf *c)
 {
-	if (c->smtp.user != NULL && !c->smtp.allow_plaintext_auth && c->smtp.tls == TLS_STARTTLS)
-		return TLS_IMPLICIT;
+	if (c->smtp.tls == SMTP_TLS_MAY &&
+	    (c->smtp.tls_fingerprint != NULL ||
+	     (c->smtp.user != NULL && !c->smtp.allow_plaintext_auth)))
+		return SMTP_TLS_ENCRYPT;
 	return c->smtp.tls;
 }
 
-/* The first certificate problem OpenSSL reported in this process's
- * current session (relay sessions are single-threaded, one per process at a
- * time), so a refused certificate is named in the log instead of showing
+/* The first TLS problem of this process's current session (relay sessions
+ * are single-threaded, one per process at a time), so a refused
+ * certificate or a missing STARTTLS is named in the log instead of showing
  * up as "no reply". */
-static char tls_verify_error[256];
+static char tls_verify_error[512];
 
 /* The SSL_CTX handed to the current session.  libesmtp 1.1.0 as packaged
  * in Debian 12 does not free a context given with smtp_starttls_set_ctx()
  * (LeakSanitizer showed it, and freeing it after smtp_destroy_session() is
  * clean under ASan), so the relay frees it itself after each session. */
 static SSL_CTX *session_ctx;
+static unsigned char session_pin[32]; /* the current session's tls_fingerprint */
 
 static int verify_cb(int preverify_ok, X509_STORE_CTX *x)
 {
@@ -214,14 +222,59 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *x)
 	return preverify_ok;
 }
 
+/* pin_verify - the whole certificate check with tls_fingerprint: the
+ * leaf's SHA-256 (net.c's digest) decides, CA and name do not */
+static int pin_verify(X509_STORE_CTX *x, void *arg)
+{
+	char seen[65];
+	const char *want = arg;
+	if (net_pin_check(X509_STORE_CTX_get0_cert(x), session_pin, seen))
+		return 1;
+	X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+	if (tls_verify_error[0] == '\0')
+		snprintf(tls_verify_error, sizeof tls_verify_error,
+			 "certificate does not match tls_fingerprint (expected %s, the server's "
+			 "is sha256:%s)", want, seen);
+	return 0;
+}
+
+/* tls_ctx_verify - what the certificate must satisfy at this level */
+static int tls_ctx_verify(const struct conf *c, enum smtp_tls level, SSL_CTX *ctx)
+{
+	if (c->smtp.tls_fingerprint != NULL) {
+		if (net_pin_parse(c->smtp.tls_fingerprint, session_pin) != 0)
+			return 0;
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+		SSL_CTX_set_cert_verify_callback(ctx, pin_verify, c->smtp.tls_fingerprint);
+		return 1;
+	}
+	if (level != SMTP_TLS_VERIFY) {
+		/* may, encrypt: encrypted, certificate not checked (event_cb
+		 * accepts what libesmtp's own check reports) */
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		return 1;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+	X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx);
+	unsigned char a[16];
+	int ip = inet_pton(AF_INET, c->smtp.host, a) == 1 || inet_pton(AF_INET6, c->smtp.host, a) == 1;
+	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if ((ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, c->smtp.host)
+		: X509_VERIFY_PARAM_set1_host(vp, c->smtp.host, 0)) != 1)
+		return 0;
+	return c->smtp.ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, c->smtp.ca_file, NULL)
+				       : SSL_CTX_set_default_verify_paths(ctx);
+}
+
 /* session_tls - a fresh SSL_CTX for this session (freed after it) */
 static enum pg_res session_tls(const struct conf *c, smtp_session_t s, char **err_r)
 {
-	enum tls_mode level = tls_level(c);
-	if (level == TLS_NONE) {
+	enum smtp_tls level = tls_level(c);
+	tls_verify_error[0] = '\0';
+	if (level == SMTP_TLS_NONE) {
 		if (c->smtp.user != NULL && !c->smtp.allow_plaintext_auth) {
 			set_err(err_r, "smtp: refusing SMTP AUTH as '%s' without TLS toward %s:%d "
-				"(set tls = starttls or required, or allow_plaintext_auth = true)",
+				"(set tls = encrypt or verify, or allow_plaintext_auth = true)",
 				c->smtp.user, c->smtp.host, c->smtp.port);
 			return PG_CONFIG;
 		}
@@ -239,18 +292,15 @@ static enum pg_res session_tls(const struct conf *c, smtp_session_t s, char **er
 	 * tickets then stall the session after STARTTLS until the server's
 	 * timeout (seen with Postfix).  TLS 1.2 has no such records. */
 	SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
-	tls_verify_error[0] = '\0';
 	session_ctx = ctx;
-	int ok = c->smtp.ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, c->smtp.ca_file, NULL)
-					 : SSL_CTX_set_default_verify_paths(ctx);
-	if (ok != 1 || !smtp_starttls_set_ctx(s, ctx)) {
+	if (tls_ctx_verify(c, level, ctx) != 1 || !smtp_starttls_set_ctx(s, ctx)) {
 		SSL_CTX_free(ctx);
 		session_ctx = NULL;
-		set_err(err_r, "cannot set up STARTTLS toward %s:%d", c->smtp.host, c->smtp.port);
+		set_err(err_r, "cannot set up STARTTLS toward %s:%d (ca_file or tls_fingerprint "
+			"unusable)", c->smtp.host, c->smtp.port);
 		return PG_CONFIG;
 	}
-	smtp_starttls_enable(s, level == TLS_STARTTLS ? Starttls_ENABLED : Starttls_REQUIRED);
+	smtp_starttls_enable(s, level == SMTP_TLS_MAY ? Starttls_ENABLED : Starttls_REQUIRED);
 	return PG_OK;
 }
 
@@ -637,6 +687,11 @@ static void event_cb(smtp_session_t session, int event, void *arg, ...)
 		struct relay_item *it = smtp_message_get_application_data(sm);
 		if (it != NULL)
 			record(run, it, sm, NULL);
+	} else if (event == SMTP_EV_EXTNA_STARTTLS) {
+		if (tls_level(run->c) != SMTP_TLS_MAY && tls_verify_error[0] == '\0')
+			snprintf(tls_verify_error, sizeof tls_verify_error,
+				 "the host does not offer STARTTLS (tls = \"%s\" requires it)",
+				 run->c->smtp.tls == SMTP_TLS_VERIFY ? "verify" : "encrypt");
 	} else if (event == SMTP_EV_INVALID_PEER_CERTIFICATE ||
 		   event == SMTP_EV_NO_PEER_CERTIFICATE || event == SMTP_EV_WRONG_PEER_CERTIFICATE) {
 		/* only the invalid-certificate event passes the verify result
@@ -644,13 +699,26 @@ static void event_cb(smtp_session_t session, int event, void *arg, ...)
 		if (event == SMTP_EV_INVALID_PEER_CERTIFICATE)
 			(void)va_arg(ap, long);
 		int *ok = va_arg(ap, int *);
-		if (ok != NULL)
-			*ok = 0; /* never accept a certificate that failed verification */
-		LOG_WARN("relay smtp=%s:%d status=tls-refused reason=\"%s\"", run->c->smtp.host,
-			 run->c->smtp.port,
-			 event == SMTP_EV_NO_PEER_CERTIFICATE ? "no peer certificate" :
-			 event == SMTP_EV_WRONG_PEER_CERTIFICATE ? "certificate does not match the host"
-								  : "certificate verification failed");
+		/* libesmtp's own check after the handshake.  verify: OpenSSL
+		 * has already checked CA and name (host or IP, which libesmtp's
+		 * name match does not know) or the handshake failed; a pin was
+		 * checked by pin_verify; may and encrypt do not check (Postfix's
+		 * meaning) */
+		int accept = tls_level(run->c) != SMTP_TLS_VERIFY || run->c->smtp.tls_fingerprint != NULL ||
+			     event == SMTP_EV_WRONG_PEER_CERTIFICATE;
+		if (accept && event != SMTP_EV_NO_PEER_CERTIFICATE) {
+			if (ok != NULL)
+				*ok = 1;
+		} else {
+			if (ok != NULL)
+				*ok = 0; /* never accept a certificate that failed verification */
+			LOG_WARN("relay smtp=%s:%d status=tls-refused reason=\"%s\"",
+				 run->c->smtp.host, run->c->smtp.port,
+				 event == SMTP_EV_NO_PEER_CERTIFICATE ? "no peer certificate" :
+				 event == SMTP_EV_WRONG_PEER_CERTIFICATE
+					 ? "certificate does not match the host"
+					 : "certificate verification failed");
+		}
 	}
 	va_end(ap);
 }

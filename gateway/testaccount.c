@@ -16,8 +16,13 @@
 #include <sysexits.h>
 
 #include "cli.h"
+#include "confcheck.h"
 #include "log.h"
+#include "net.h"
 #include "pop3.h"
+
+/* how long the port probe waits for a greeting or a TLS answer */
+#define PROBE_MS 5000
 
 /* explain - plain words for the error text of a failed step */
 static const char *explain(enum pg_res res, const char *step, const char *err)
@@ -44,6 +49,13 @@ static const char *explain(enum pg_res res, const char *step, const char *err)
 		{ "certificate verify failed", "the certificate could not be verified: see the "
 					       "reason in brackets" },
 		{ "cannot load CA", "the 'ca_file' could not be read" },
+		{ "does not offer XOAUTH2", "the server does not offer XOAUTH2: use the 'auth' it "
+					    "lists, or a server that supports OAuth2" },
+		{ "does not offer", "the server does not offer that 'auth' mechanism: use one it "
+				    "lists" },
+		{ "Permission denied", "the run-time user cannot read it: fix owner/mode (chown "
+				       "the user popgate runs as, chmod 600)" },
+		{ "password_command", "the password_command does not work: see above" },
 		{ "STLS", "the server does not offer STLS: use tls = \"implicit\" (port 995) or "
 			  "allow a plain connection explicitly" },
 		{ "plaintext", "the login would send the password unencrypted: enable TLS, or set "
@@ -91,16 +103,109 @@ static void show_capa(const struct pop3 *s)
 		printf("  expire:         %d days\n", cp->expire);
 }
 
+/* field - the text after KEY up to END (or the end) in a certificate
+ * description from net.c, into out */
+static void field(const char *d, const char *key, const char *end, char *out, size_t outlen)
+{
+	const char *p = strstr(d, key);
+	out[0] = '\0';
+	if (p == NULL)
+		return;
+	p += strlen(key);
+	const char *q = end != NULL ? strstr(p, end) : NULL;
+	size_t k = q != NULL ? (size_t)(q - p) : strlen(p);
+	snprintf(out, outlen, "%.*s", (int)k, p);
+}
+
+/* show_cert - the server's certificate from a TLS error, as mpop
+ * --serverinfo shows it, with the line to paste for a pin */
+static void show_cert(const char *d)
+{
+	char subj[300], iss[300], from[80], to[80], fp[80];
+	field(d, "subject \"", "\", issuer", subj, sizeof subj);
+	field(d, "issuer \"", "\", valid", iss, sizeof iss);
+	field(d, "valid from ", " to ", from, sizeof from);
+	field(d, " to ", ", fingerprint", to, sizeof to);
+	field(d, "fingerprint ", NULL, fp, sizeof fp);
+	printf("  the server's certificate:\n    subject:     %s\n    issuer:      %s\n"
+	       "    valid:       from %s to %s\n    fingerprint: %s\n"
+	       "  if you trust it, pin it in the account block:\n    tls_fingerprint = \"%s\"\n",
+	       subj, iss, from, to, fp, fp);
+}
+
 static int fail(const char *name, const char *step, enum pg_res res, const char *err)
 {
-	char *e = sanitize_for_log(err ? err : "", err ? strlen(err) : 0, 600);
+	static const char certkey[] = "; the server's certificate: ";
+	const char *cert = err != NULL ? strstr(err, certkey) : NULL;
+	size_t elen = err == NULL ? 0 : cert != NULL ? (size_t)(cert - err) : strlen(err);
+	char *e = sanitize_for_log(err ? err : "", elen, 600);
 	printf("FAILED at %s: %s\n  what it means: %s\n", step, e, explain(res, step, err));
+	if (cert != NULL)
+		show_cert(cert + strlen(certkey));
+	fflush(stdout);
 	LOG_DEBUG("account=%s test=failed step=%s class=%s", name, step, pg_res_name(res));
 	free(e);
 	return pg_exit_code(res);
 }
 
-static int test_one(const struct conf_account *a)
+/* hint - a mistake test-account recognises: printed, exit 78 */
+static int hint(const char *name, const char *step, const char *what, const char *words)
+{
+	printf("FAILED at %s: %s\n  what it means: %s\n", step, what, words);
+	fflush(stdout);
+	LOG_DEBUG("account=%s test=failed step=%s class=config", name, step);
+	return EX_CONFIG;
+}
+
+/* probe_plain - for tls = starttls or none: does the port greet in plain
+ * text?  Returns 1 when it speaks TLS instead (a TLS record in answer, or
+ * no greeting within PROBE_MS and a TLS handshake succeeds), else 0 */
+static int probe_expects_tls(const struct conf_account *a)
+{
+	struct net *n = NULL;
+	char *err = NULL;
+	unsigned char b[8];
+	int tls = 0;
+	if (net_connect(a->server, a->port, a->connect_timeout * 1000, &n, &err) != PG_OK) {
+		free(err);
+		return 0; /* the real attempt reports it */
+	}
+	net_set_timeout(n, a->timeout * 1000 < PROBE_MS ? a->timeout * 1000 : PROBE_MS);
+	ssize_t r = net_read(n, b, sizeof b, &err);
+	free(err);
+	err = NULL;
+	if (r > 0) {
+		tls = b[0] == 0x15 || b[0] == 0x16; /* a TLS alert or handshake record */
+	} else if (r == -2) {
+		/* silent: a TLS server waits for our ClientHello */
+		struct net_tls_params tp = { .servername = a->server, .verify = 0,
+					     .timeout_ms = PROBE_MS };
+		tls = net_start_tls(n, &tp, &err) == PG_OK;
+		free(err);
+	}
+	net_close(&n);
+	return tls;
+}
+
+/* probe_greets_plain - for tls = implicit that failed with "wrong version
+ * number": does the port send a plain "+OK" greeting? */
+static int probe_greets_plain(const struct conf_account *a)
+{
+	struct net *n = NULL;
+	char *err = NULL;
+	char b[4] = "";
+	if (net_connect(a->server, a->port, a->connect_timeout * 1000, &n, &err) != PG_OK) {
+		free(err);
+		return 0;
+	}
+	net_set_timeout(n, PROBE_MS);
+	ssize_t r = net_read(n, b, 3, &err);
+	free(err);
+	net_close(&n);
+	return r == 3 && memcmp(b, "+OK", 3) == 0;
+}
+
+static int test_one(const struct conf *c, const struct conf_account *a)
 {
 	struct pop3 *s = NULL;
 	char *secret = NULL, *err = NULL;
@@ -117,12 +222,39 @@ static int test_one(const struct conf_account *a)
 	};
 	printf("account %s: %s:%d (tls %s)\n", a->name, a->server, a->port,
 	       a->tls == TLS_IMPLICIT ? "implicit" : a->tls == TLS_STARTTLS ? "starttls" : "none");
+	/* as the daemon will run: files readable, programs executable */
+	char *cerrs = NULL, *cwarns = NULL;
+	int nerr = confcheck_runtime(c, a, &cerrs, &cwarns);
+	free(cwarns);
+	if (nerr > 0) {
+		printf("%s", cerrs);
+		code = hint(a->name, "the configuration check", "see above",
+			    "the run-time user cannot read it: fix owner/mode (chown the user "
+			    "popgate runs as, chmod 600 for a password file; chmod 755 for a "
+			    "password_command), or fix the option named above");
+		free(cerrs);
+		goto out;
+	}
+	free(cerrs);
 	enum pg_res res = conf_read_secret(a, &secret, &err);
 	if (res != PG_OK) {
 		code = fail(a->name, "reading the secret", res, err);
 		goto out;
 	}
+	if (a->tls != TLS_IMPLICIT && probe_expects_tls(a)) {
+		code = hint(a->name, "connect", "the server answered with TLS, not a POP3 greeting",
+			    "this port expects implicit TLS: use tls = \"implicit\" (port 995), "
+			    "or port 110 for tls = \"starttls\"");
+		goto out;
+	}
 	res = pop3_open(&pp, &s, &err);
+	if (res != PG_OK && a->tls == TLS_IMPLICIT && err != NULL &&
+	    strstr(err, "wrong version number") != NULL && probe_greets_plain(a)) {
+		code = hint(a->name, "connect/TLS", "the server sent a plain \"+OK\" greeting where a "
+			    "TLS handshake was expected", "this port speaks plain POP3: use tls = "
+			    "\"starttls\" or port 995");
+		goto out;
+	}
 	if (res != PG_OK) {
 		code = fail(a->name, "connect/TLS", res, err);
 		goto out;
@@ -170,7 +302,7 @@ int cmd_test_account(const struct cli_opts *o, int argc, char **argv)
 		code = EX_USAGE;
 	} else {
 		fflush(stdout);
-		code = test_one(a);
+		code = test_one(c, a);
 	}
 	conf_free(&c);
 	log_close();

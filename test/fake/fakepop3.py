@@ -17,7 +17,8 @@ not send.
 
 Modes:
   record        a plain-text server that offers no STLS (CAPA lists --capa
-                lines, default USER, UIDL, TOP, SASL PLAIN LOGIN); USER, PASS
+                lines, default USER, UIDL, TOP, SASL PLAIN LOGIN, plus XOAUTH2
+                OAUTHBEARER with --token); USER, PASS
                 and AUTH are refused; STAT/LIST/UIDL show an empty maildrop.
                 For the plaintext-refusal test: the client must give up
                 without sending USER, PASS, AUTH or the password.
@@ -140,6 +141,11 @@ class Session:
             self.stall()
             return
         capa = list(self.args.capa or DEFAULT_CAPA)
+        if self.args.token and not self.args.capa:
+            # a server that takes OAuth2 tokens lists the mechanisms, as
+            # Gmail and Microsoft 365 do (popgate refuses an explicit
+            # mechanism a SASL line does not list)
+            capa = [c + " XOAUTH2 OAUTHBEARER" if c.startswith("SASL ") else c for c in capa]
         if mode in ("stls-inject", "stall-stls") and "STLS" not in capa:
             capa.append("STLS")
         while True:
