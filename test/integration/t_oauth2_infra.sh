@@ -14,6 +14,9 @@
 #    arrives at smtp-sink byte for byte; a password user still logs in;
 #  - tokens Dovecot refuses (expired, wrong key, wrong user, no scope, wrong
 #    issuer) fail the login (exit 77) and Dovecot's log says why;
+#  - fakepop3.py's Microsoft and Google shapes (ms-xoauth2, google-xoauth2)
+#    log popgate in with the IdP's tokens and refuse bad ones the providers'
+#    way; the one-line XOAUTH2 form closes a Microsoft connection;
 #  - /_stats counts requests per endpoint and grant, and faults answer as
 #    documented (provider error shapes, 429/503 + Retry-After, close, hang,
 #    HTML, garbage, no access_token, grant filters, counts).
@@ -39,18 +42,38 @@ conf_base "$SPOOL" >"$CONF"
 # ---- helpers --------------------------------------------------------------
 idp() { curl -sS --cacert "$FAKETOKEN_CA" "$@"; }
 # json FIELD... - fields of the JSON object on stdin, space separated (""
-# when absent, "<not json>" when stdin is not JSON)
+# when absent, "<not json>" when stdin is not a JSON object).  Bash reads
+# faketoken.py's flat json.dumps output itself (no escapes: fast); anything
+# with a backslash goes to Python.
 json() {
-	"$PYTHON" -c 'import json,sys
+	local in k v out=() re
+	in=$(tr -d '\0')
+	if [[ $in == *\\* ]]; then
+		"$PYTHON" -c 'import json,sys
 try:
-    o = json.load(sys.stdin)
+    o = json.loads(sys.argv[1])
 except ValueError:
     o = None
 out = []
-for k in sys.argv[1:]:
-    v = "<not json>" if o is None else o.get(k, "")
+for k in sys.argv[2:]:
+    v = "<not json>" if not isinstance(o, dict) else o.get(k, "")
     out.append(v if isinstance(v, str) else json.dumps(v))
-print(" ".join(out))' "$@"
+print(" ".join(out))' "$in" "$@"
+		return
+	fi
+	for k in "$@"; do
+		re="[{,] *\"$k\": *(\"[^\"]*\"|\\[[^]]*\\]|[^,}]*)"
+		if [[ $in != "{"*"}" ]]; then
+			v="<not json>"
+		elif [[ $in =~ $re ]]; then
+			v=${BASH_REMATCH[1]}
+			[[ $v == \"*\" ]] && v=${v:1:${#v}-2}
+		else
+			v=
+		fi
+		out+=("$v")
+	done
+	printf '%s\n' "${out[*]}"
 }
 b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
 # jwt_claim TOKEN CLAIM - a claim of a JWT's body
@@ -271,6 +294,45 @@ is "$(json expires_in <<<"$r")" 3600 "fault bad_token expired: the reply still s
 refused bad6 "$(json access_token <<<"$r")" 'Token has expired' "the bad_token from the token endpoint"
 pg "$LOG" -c "$CONF" poll --once pw
 is "$(maildir_count "$U")" 0 "(the refused logins' messages drained with the password)"
+
+# ---- fakepop3.py's provider shapes with the IdP's tokens ------------------------------
+# popgate sends XOAUTH2/OAUTHBEARER in two steps today; the fakes check the
+# token as a JWT with the same key as Dovecot
+fake_login() { # NAME MODE AUTH TOKEN
+	start_fakepop3 "$TESTDIR/fp-$1" "$2" --jwt-key-file "$OAUTH2_KEYFILE" --user "$U" ||
+		bail_out "cannot start fakepop3 $2"
+	printf '%s\n' "$4" >"$TESTDIR/token.$1"
+	conf_account "$1" server 127.0.0.1 port "$FAKEPOP3_PORT" tls none allow_plaintext true \
+		user "$U" auth "$3" password_command "/bin/cat $TESTDIR/token.$1" deliver_to "$U" >>"$CONF"
+	pg "$LOG" -c "$CONF" poll --once "$1"
+}
+fake_login fms ms-xoauth2 xoauth2 "$T_DEV"
+is "$PG_RC $(spool_sql "$SPOOL" "select count(*) from messages where account='fms'")" "0 2" \
+	"fakepop3 ms-xoauth2: popgate logs in (two steps) with a device-flow token and fetches 2"
+like "$(tr '\r\n' '  ' <"$FAKEPOP3_REC")" '^CAPA  AUTH XOAUTH2  [A-Za-z0-9+/=]+  ' "... AUTH XOAUTH2, then the token line"
+like "$(cat "$TESTDIR/fp-fms/fakepop3.log")" 'login ok mech=XOAUTH2' "... and the fake checked the JWT"
+fake_login fmsbad ms-xoauth2 xoauth2 "$(mint expired)"
+is "$PG_RC" 77 "ms-xoauth2: an expired token is refused (exit 77)"
+like "$(tr '\r\n' '  ' <"$TESTDIR/fp-fmsbad/fakepop3.rec")" 'AUTH XOAUTH2  [A-Za-z0-9+/=]+  (QUIT  )?$' \
+	"... after the bare -ERR, no empty line is sent (there was no challenge)"
+like "$(cat "$TESTDIR/fp-fmsbad/fakepop3.log")" 'login refused .*reason=expired' "... the fake says why"
+r=$("$PYTHON" - "$FAKEPOP3_PORT" "$(printf 'user=%s\001auth=Bearer %s\001\001' "$U" "$T_DEV" | base64 -w0)" <<'EOF'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"AUTH XOAUTH2 " + sys.argv[2].encode() + b"\r\n")
+print(f.readline().decode().strip() + "|" + f.read().decode())
+EOF
+)
+is "$r" "-ERR Protocol error. Connection is closed.|" "ms-xoauth2: the one-line form is refused and the connection closed"
+fake_login fgo google-xoauth2 oauthbearer "$T_WEB"
+is "$PG_RC $(spool_sql "$SPOOL" "select count(*) from messages where account='fgo'")" "0 2" \
+	"fakepop3 google-xoauth2: popgate logs in with OAUTHBEARER and an auth-code token"
+fake_login fgobad google-xoauth2 xoauth2 "$(mint wrong_key)"
+is "$PG_RC" 77 "google-xoauth2: a token signed with another key is refused (exit 77)"
+like "$(tr '\r\n' '  ' <"$TESTDIR/fp-fgobad/fakepop3.rec")" 'AUTH XOAUTH2  [A-Za-z0-9+/=]+    (QUIT  )?$' \
+	"... popgate answered the JSON challenge with an empty line"
 
 # ---- /_stats -------------------------------------------------------------------------------
 # counted from the requests above
