@@ -295,6 +295,42 @@ refused bad6 "$(json access_token <<<"$r")" 'Token has expired' "the bad_token f
 pg "$LOG" -c "$CONF" poll --once pw
 is "$(maildir_count "$U")" 0 "(the refused logins' messages drained with the password)"
 
+# Dovecot also takes the one-step form (initial response) of both
+# mechanisms, and answers a refused token with a JSON challenge, then -ERR
+r=$("$PYTHON" - "$POP3_PORT" "$U" "$T_CC" "$(mint expired)" <<'EOF'
+import base64, socket, sys
+port, user, good, bad = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def ir(mech, tok):
+    if mech == "XOAUTH2":
+        m = "user=%s\x01auth=Bearer %s\x01\x01" % (user, tok)
+    else:
+        m = "n,a=%s,\x01host=localhost\x01port=%d\x01auth=Bearer %s\x01\x01" % (user, port, tok)
+    return base64.b64encode(m.encode()).decode()
+out = []
+for mech in ("XOAUTH2", "OAUTHBEARER"):
+    for tok in (good, bad):
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(("AUTH %s %s\r\n" % (mech, ir(mech, tok))).encode())
+        line = f.readline().decode().strip()
+        if line.startswith("+ "):
+            chal = base64.b64decode(line[2:]).decode()
+            s.sendall(b"\r\n" if mech == "XOAUTH2" else b"AQ==\r\n")
+            line = "challenge %s then %s" % (chal, f.readline().decode().strip())
+        out.append("%s %s: %s" % (mech, "good" if tok == good else "expired", line))
+        s.sendall(b"QUIT\r\n")
+        s.close()
+print("\n".join(out))
+EOF
+)
+like "$r" 'XOAUTH2 good: \+OK Logged in\.' "Dovecot: one-step XOAUTH2 with a good token logs in"
+like "$r" 'OAUTHBEARER good: \+OK Logged in\.' "Dovecot: one-step OAUTHBEARER with a good token logs in"
+like "$r" 'XOAUTH2 expired: challenge \{"status":"401","schemes":"bearer","scope":"mail"\} then -ERR \[AUTH\]' \
+	"Dovecot refuses an expired XOAUTH2 token with a JSON challenge, then -ERR [AUTH]"
+like "$r" 'OAUTHBEARER expired: challenge \{"status":"invalid_token"\} then -ERR \[AUTH\]' \
+	"... OAUTHBEARER: {\"status\":\"invalid_token\"}, then -ERR [AUTH]"
+
 # ---- fakepop3.py's provider shapes with the IdP's tokens ------------------------------
 # popgate sends XOAUTH2/OAUTHBEARER in two steps today; the fakes check the
 # token as a JWT with the same key as Dovecot

@@ -48,6 +48,7 @@
 #   start_faketoken DIR [ARGS] test/fake/faketoken.py (HTTPS OAuth2 identity
 #                              provider, see its header); exports FAKETOKEN_PORT,
 #                              FAKETOKEN_URL, FAKETOKEN_CA, FAKETOKEN_STATE
+#   restart_faketoken          kill -9 it and start it again: same port and state
 #   faketoken_ctl JSON         POST JSON to FAKETOKEN_URL/_control; prints the reply
 #   faketoken_fault JSON       queue one fault (faketoken_ctl {"fault": JSON})
 #   faketoken_client JSON      register a client (faketoken_ctl {"client": JSON})
