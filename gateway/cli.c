@@ -43,6 +43,17 @@ int pg_exit_code(enum pg_res r)
 	return EX_SOFTWARE;
 }
 
+/* conf_log_warnings - what the configuration accepts but should not, one
+ * log line each (stderr for the commands, syslog for a reload) */
+void conf_log_warnings(const struct conf *c)
+{
+	for (const char *p = c->warnings; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, "\n");
+		LOG_WARN("config=%s status=warning reason=\"%.*s\"", c->path, (int)n, p);
+		p += n + (p[n] == '\n');
+	}
+}
+
 /* load - read the config and set up logging; prints errors itself */
 struct conf *load(const struct cli_opts *o, int to_stderr)
 {
@@ -56,6 +67,7 @@ struct conf *load(const struct cli_opts *o, int to_stderr)
 	}
 	log_level_parse(c->log_level, &lvl);
 	log_open("popgate", to_stderr, o->verbose ? LOGL_DEBUG : lvl);
+	conf_log_warnings(c);
 	return c;
 }
 
@@ -244,6 +256,52 @@ int with_spool(const struct cli_opts *o, int to_stderr,
 	return code;
 }
 
+/* announce_polling - `poll` without --once: say what it will do before the
+ * first interval passes in silence */
+static void announce_polling(const struct conf_account **sel, size_t n)
+{
+	int lo = 0, hi = 0;
+	char a[32], b[32];
+	for (size_t i = 0; i < n; i++) {
+		if (i == 0 || sel[i]->interval < lo)
+			lo = sel[i]->interval;
+		if (sel[i]->interval > hi)
+			hi = sel[i]->interval;
+	}
+	conf_format_duration(lo, a, sizeof a);
+	conf_format_duration(hi, b, sizeof b);
+	fprintf(stderr, "popgate: polling %zu account%s every %s%s%s (no relay; stop with "
+		"Ctrl-C or SIGTERM)\n", n, n == 1 ? "" : "s", a, lo != hi ? " to " : "",
+		lo != hi ? b : "");
+}
+
+/* server_hold - the server's LOGIN-DELAY since the last login has not
+ * elapsed: logged (the operator asked for a poll) and 1 */
+static int server_hold(const struct conf_account *a, struct spool *sp, time_t now)
+{
+	struct spool_account_state st;
+	char *err = NULL;
+	int hold = 0;
+	if (spool_account_get(sp, a->name, &st, &err) != SPOOL_OK) {
+		free(err);
+		return 0; /* the poll itself reports the spool problem */
+	}
+	/* LOGIN-DELAY counts from a login: after a poll that succeeded or
+	 * that the server refused with [LOGIN-DELAY] */
+	int logged_in = st.last_result != NULL && (strcmp(st.last_result, "ok") == 0 ||
+		(st.last_error != NULL && strstr(st.last_error, "LOGIN-DELAY") != NULL));
+	if (st.login_delay > 0 && logged_in && now < st.last_poll + st.login_delay) {
+		hold = 1;
+		LOG_WARN("account=%s status=skipped reason=\"the server's LOGIN-DELAY %d s since "
+			 "the last login has not elapsed\" not_before=%lld action=\"poll again in "
+			 "%lld s\"", a->name, st.login_delay,
+			 (long long)(st.last_poll + st.login_delay),
+			 (long long)(st.last_poll + st.login_delay - now));
+	}
+	spool_account_state_free(&st);
+	return hold;
+}
+
 int do_poll(const struct conf *c, struct spool *sp, void *arg)
 {
 	struct poll_args *pa = arg;
@@ -258,16 +316,10 @@ int do_poll(const struct conf *c, struct spool *sp, void *arg)
 		if (bar_on)
 			log_set_tty_hook(bar_clear);
 		for (size_t i = 0; i < n && !cli_stop; i++) {
-			/* from a timer (no account named): respect LOGIN-DELAY, the
-			 * backoff and an [AUTH] hold; a named account is polled */
-			time_t nb = 0;
-			char *why = NULL;
-			if (pa->argc == 0 && !poller_account_ready(sel[i], sp, time(NULL), &nb, &why)) {
-				char *w = sanitize_for_log(why ? why : "", why ? strlen(why) : 0, 300);
-				LOG_INFO("account=%s status=skipped reason=\"%s\" not_before=%lld",
-					 sel[i]->name, w, (long long)nb);
-				free(w);
-				free(why);
+			/* an operator's poll runs now, backoff or [AUTH] hold or
+			 * not; only the server's own LOGIN-DELAY stops it */
+			if (server_hold(sel[i], sp, time(NULL))) {
+				code = worse(code, EX_TEMPFAIL);
 				continue;
 			}
 			code = worse(code, poll_one(c, sel[i], sp, &fetched));
@@ -275,6 +327,8 @@ int do_poll(const struct conf *c, struct spool *sp, void *arg)
 		log_set_tty_hook(NULL);
 		bar_on = 0;
 	} else {
+		if (!pa->relay)
+			announce_polling(sel, n);
 		code = schedule(c, sp, sel, n, 1, pa->relay, pa->run_once);
 	}
 	free(sel);

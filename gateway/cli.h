@@ -40,6 +40,8 @@ struct spool;
 struct conf_account;
 /* load - read the config and open the log; prints errors, NULL on failure */
 struct conf *load(const struct cli_opts *o, int to_stderr);
+/* conf_log_warnings - log c->warnings, one line each */
+void conf_log_warnings(const struct conf *c);
 /* open_spool - spool_open with the recovery summary logged */
 struct spool *open_spool(const struct conf *c);
 /* with_spool - load, install signals, open the spool, run fn, clean up */
