@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "poller.h"
+#include "privs.h"
 #include "relay.h"
 #include "spool.h"
 
@@ -168,6 +169,26 @@ int poll_one(const struct conf *c, const struct conf_account *a, struct spool *s
 	return pg_exit_code(res);
 }
 
+/* record_relay - the round's result for `status`: every round that had
+ * mail to send or failed (an idle round changes nothing) */
+static void record_relay(struct spool *sp, enum pg_res res, const struct relay_stats *st,
+			 const char *err)
+{
+	if (res == PG_OK && st->attempted == 0)
+		return;
+	struct spool_relay_state rs = {
+		.last_run = time(NULL), .result = (char *)pg_res_name(res),
+		.attempted = st->attempted, .sent = st->sent, .deferred = st->deferred,
+		.held = st->held, .bytes = st->bytes,
+		.error = res != PG_OK ? (char *)(err ? err : pg_res_name(res)) : NULL,
+	};
+	char *serr = NULL;
+	if (spool_relay_state_put(sp, &rs, &serr) != SPOOL_OK) {
+		LOG_WARN("relay status=spool-warning reason=\"%s\"", serr);
+		free(serr);
+	}
+}
+
 int relay_once_stats(const struct conf *c, struct spool *sp, struct relay_stats *st)
 {
 	char *err = NULL;
@@ -180,6 +201,7 @@ int relay_once_stats(const struct conf *c, struct spool *sp, struct relay_stats 
 		LOG_INFO("relay status=ok attempted=%u sent=%u deferred=%u held=%u bytes=%llu",
 			 st->attempted, st->sent, st->deferred, st->held,
 			 (unsigned long long)st->bytes);
+	record_relay(sp, res, st, err);
 	free(err);
 	metrics_count_relay(sp, st->sent, st->deferred, st->held, st->bytes);
 	return pg_exit_code(res);
@@ -237,23 +259,48 @@ int parse_once(int argc, char **argv, const char *extra, int *once_r, int *fg_r)
 	return optind;
 }
 
-/* session - load config, log, spool; then run fn; free everything */
-int with_spool(const struct cli_opts *o, int to_stderr,
-		      int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
+/* spool_session - load config, log, spool (as `user =` when root); then
+ * run fn; free everything.  must_exist: a command that only reads or
+ * administers the spool never creates one (66 when there is none). */
+static int spool_session(const struct cli_opts *o, const char *cmd, int must_exist,
+			 int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
 {
-	struct conf *c = load(o, to_stderr);
+	struct conf *c = load(o, 1);
 	if (c == NULL)
 		return EX_CONFIG;
+	int code = EX_IOERR;
+	if (must_exist && !privs_spool_exists(c->spool_dir)) {
+		fprintf(stderr, "popgate %s: no spool at %s (no index.db: `popgate poll --once` or "
+			"the daemon creates it)\n", cmd, c->spool_dir);
+		code = EX_NOINPUT;
+		goto out;
+	}
+	if ((code = privs_for_spool(c, !must_exist)) != EX_OK)
+		goto out;
 	cli_install_signals();
 	struct spool *sp = open_spool(c);
-	int code = EX_IOERR;
+	code = EX_IOERR;
 	if (sp != NULL) {
 		code = fn(c, sp, arg);
 		spool_close(&sp);
 	}
+out:
 	conf_free(&c);
 	log_close();
 	return code;
+}
+
+int with_spool(const struct cli_opts *o, int to_stderr,
+	       int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
+{
+	(void)to_stderr;
+	return spool_session(o, NULL, 0, fn, arg);
+}
+
+int with_existing_spool(const struct cli_opts *o, const char *cmd,
+			int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
+{
+	return spool_session(o, cmd, 1, fn, arg);
 }
 
 /* announce_polling - `poll` without --once: say what it will do before the

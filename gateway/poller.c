@@ -570,6 +570,7 @@ static void store_state(const struct poll *p, enum pg_res res, const char *err,
 	}
 	free(st.last_error);
 	st.last_error = NULL;
+	st.last_bytes = p->st->bytes;
 	if (res == PG_OK) {
 		st.failures = 0;
 		free(st.auth_failed);
