@@ -136,14 +136,33 @@ static int queue_line(void *ctx, const struct spool_msg *m)
 	return 0;
 }
 
+static int count_one(void *ctx, const struct spool_msg *m)
+{
+	(void)m;
+	++*(unsigned int *)ctx;
+	return 1; /* one is enough */
+}
+
 static int do_queue(const struct conf *c, struct spool *sp, void *arg)
 {
 	struct queue_args *qa = arg;
 	struct spool_filter f = { .state = qa->state, .account = qa->account,
 				  .include_sent = qa->all || qa->state == SPOOL_SENT };
 	char *err = NULL;
-	(void)c;
 	qa->now = time(NULL);
+	/* a name that is neither configured nor in the spool is a typo */
+	if (qa->account != NULL && conf_find_account(c, qa->account) == NULL) {
+		struct spool_filter any = { .state = -1, .account = qa->account, .include_sent = 1 };
+		unsigned int seen = 0;
+		enum spool_res r = spool_list(sp, &any, count_one, &seen, &err);
+		if (r != SPOOL_OK)
+			return spool_code("queue", r, err);
+		if (seen == 0) {
+			fprintf(stderr, "popgate queue: no account '%s' in %s (and no message of it "
+				"in the spool)\n", qa->account, c->path);
+			return EX_USAGE;
+		}
+	}
 	if (qa->json)
 		printf("[");
 	else
@@ -152,6 +171,7 @@ static int do_queue(const struct conf *c, struct spool *sp, void *arg)
 	enum spool_res r = spool_list(sp, &f, queue_line, qa, &err);
 	if (r != SPOOL_OK)
 		return spool_code("queue", r, err);
+
 	if (qa->json)
 		printf("%s]\n", qa->count ? "\n" : "");
 	else
@@ -189,7 +209,7 @@ int cmd_queue(const struct cli_opts *o, int argc, char **argv)
 		fprintf(stderr, "popgate queue: unexpected argument '%s'\n", argv[optind]);
 		return EX_USAGE;
 	}
-	return with_spool(o, 1, do_queue, &qa);
+	return with_existing_spool(o, "queue", do_queue, &qa);
 }
 
 /* ---- show ---- */
@@ -225,9 +245,11 @@ static void show_headers(struct spool *sp, const struct spool_msg *m)
 		if (n == 0 && line[0] != '\0' && strchr(line, '\n') != NULL)
 			break; /* the empty line: end of the header */
 		total += strlen(line);
-		char *clean = sanitize_for_log(line, n, sizeof line);
-		printf("  %s%s\n", clean, strchr(line, '\n') == NULL ? "..." : "");
-		free(clean);
+		/* a folded header's TAB is shown as is; other controls are not */
+		for (size_t i = 0; i < n; i++)
+			if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
+				line[i] = '?';
+		printf("  %.*s%s\n", (int)n, line, strchr(line, '\n') == NULL ? "..." : "");
 	}
 	fclose(f);
 }
@@ -312,7 +334,7 @@ int cmd_show(const struct cli_opts *o, int argc, char **argv)
 		fprintf(stderr, "usage: popgate show [--raw] ID\n");
 		return EX_USAGE;
 	}
-	return with_spool(o, 1, raw ? do_show_raw : do_show, argv[1 + raw]);
+	return with_existing_spool(o, "show", raw ? do_show_raw : do_show, argv[1 + raw]);
 }
 
 /* ---- requeue, hold, delete ---- */
@@ -406,7 +428,7 @@ static int run_action(enum action act, const struct cli_opts *o, int argc, char 
 	int code = parse_action(act, argc, argv, &aa);
 	if (code != EX_OK)
 		return code;
-	return with_spool(o, 1, do_action, &aa);
+	return with_existing_spool(o, action_names[act], do_action, &aa);
 }
 
 int cmd_requeue(const struct cli_opts *o, int argc, char **argv)
@@ -444,5 +466,5 @@ int cmd_flush(const struct cli_opts *o, int argc, char **argv)
 		fprintf(stderr, "usage: popgate flush\n");
 		return EX_USAGE;
 	}
-	return with_spool(o, 1, do_flush, NULL);
+	return with_existing_spool(o, "flush", do_flush, NULL);
 }

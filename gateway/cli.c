@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "poller.h"
+#include "privs.h"
 #include "relay.h"
 #include "spool.h"
 
@@ -44,6 +45,17 @@ int pg_exit_code(enum pg_res r)
 	return EX_SOFTWARE;
 }
 
+/* conf_log_warnings - what the configuration accepts but should not, one
+ * log line each (stderr for the commands, syslog for a reload) */
+void conf_log_warnings(const struct conf *c)
+{
+	for (const char *p = c->warnings; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, "\n");
+		LOG_WARN("config=%s status=warning reason=\"%.*s\"", c->path, (int)n, p);
+		p += n + (p[n] == '\n');
+	}
+}
+
 /* load - read the config and set up logging; prints errors itself */
 struct conf *load(const struct cli_opts *o, int to_stderr)
 {
@@ -57,6 +69,7 @@ struct conf *load(const struct cli_opts *o, int to_stderr)
 	}
 	log_level_parse(c->log_level, &lvl);
 	log_open("popgate", to_stderr, o->verbose ? LOGL_DEBUG : lvl);
+	conf_log_warnings(c);
 	return c;
 }
 
@@ -170,6 +183,26 @@ int poll_one(const struct conf *c, const struct conf_account *a, struct spool *s
 	return pg_exit_code(res);
 }
 
+/* record_relay - the round's result for `status`: every round that had
+ * mail to send or failed (an idle round changes nothing) */
+static void record_relay(struct spool *sp, enum pg_res res, const struct relay_stats *st,
+			 const char *err)
+{
+	if (res == PG_OK && st->attempted == 0)
+		return;
+	struct spool_relay_state rs = {
+		.last_run = time(NULL), .result = (char *)pg_res_name(res),
+		.attempted = st->attempted, .sent = st->sent, .deferred = st->deferred,
+		.held = st->held, .bytes = st->bytes,
+		.error = res != PG_OK ? (char *)(err ? err : pg_res_name(res)) : NULL,
+	};
+	char *serr = NULL;
+	if (spool_relay_state_put(sp, &rs, &serr) != SPOOL_OK) {
+		LOG_WARN("relay status=spool-warning reason=\"%s\"", serr);
+		free(serr);
+	}
+}
+
 int relay_once_stats(const struct conf *c, struct spool *sp, struct relay_stats *st)
 {
 	char *err = NULL;
@@ -182,6 +215,7 @@ int relay_once_stats(const struct conf *c, struct spool *sp, struct relay_stats 
 		LOG_INFO("relay status=ok attempted=%u sent=%u deferred=%u held=%u bytes=%llu",
 			 st->attempted, st->sent, st->deferred, st->held,
 			 (unsigned long long)st->bytes);
+	record_relay(sp, res, st, err);
 	free(err);
 	metrics_count_relay(sp, st->sent, st->deferred, st->held, st->bytes);
 	return pg_exit_code(res);
@@ -239,23 +273,94 @@ int parse_once(int argc, char **argv, const char *extra, int *once_r, int *fg_r)
 	return optind;
 }
 
-/* session - load config, log, spool; then run fn; free everything */
-int with_spool(const struct cli_opts *o, int to_stderr,
-		      int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
+/* spool_session - load config, log, spool (as `user =` when root); then
+ * run fn; free everything.  must_exist: a command that only reads or
+ * administers the spool never creates one (66 when there is none). */
+static int spool_session(const struct cli_opts *o, const char *cmd, int must_exist,
+			 int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
 {
-	struct conf *c = load(o, to_stderr);
+	struct conf *c = load(o, 1);
 	if (c == NULL)
 		return EX_CONFIG;
+	int code = EX_IOERR;
+	if (must_exist && !privs_spool_exists(c->spool_dir)) {
+		fprintf(stderr, "popgate %s: no spool at %s (no index.db: `popgate poll --once` or "
+			"the daemon creates it)\n", cmd, c->spool_dir);
+		code = EX_NOINPUT;
+		goto out;
+	}
+	if ((code = privs_for_spool(c, !must_exist)) != EX_OK)
+		goto out;
 	cli_install_signals();
 	struct spool *sp = open_spool(c);
-	int code = EX_IOERR;
+	code = EX_IOERR;
 	if (sp != NULL) {
 		code = fn(c, sp, arg);
 		spool_close(&sp);
 	}
+out:
 	conf_free(&c);
 	log_close();
 	return code;
+}
+
+int with_spool(const struct cli_opts *o, int to_stderr,
+	       int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
+{
+	(void)to_stderr;
+	return spool_session(o, NULL, 0, fn, arg);
+}
+
+int with_existing_spool(const struct cli_opts *o, const char *cmd,
+			int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg)
+{
+	return spool_session(o, cmd, 1, fn, arg);
+}
+
+/* announce_polling - `poll` without --once: say what it will do before the
+ * first interval passes in silence */
+static void announce_polling(const struct conf_account **sel, size_t n)
+{
+	int lo = 0, hi = 0;
+	char a[32], b[32];
+	for (size_t i = 0; i < n; i++) {
+		if (i == 0 || sel[i]->interval < lo)
+			lo = sel[i]->interval;
+		if (sel[i]->interval > hi)
+			hi = sel[i]->interval;
+	}
+	conf_format_duration(lo, a, sizeof a);
+	conf_format_duration(hi, b, sizeof b);
+	fprintf(stderr, "popgate: polling %zu account%s every %s%s%s (no relay; stop with "
+		"Ctrl-C or SIGTERM)\n", n, n == 1 ? "" : "s", a, lo != hi ? " to " : "",
+		lo != hi ? b : "");
+}
+
+/* server_hold - the server's LOGIN-DELAY since the last login has not
+ * elapsed: logged (the operator asked for a poll) and 1 */
+static int server_hold(const struct conf_account *a, struct spool *sp, time_t now)
+{
+	struct spool_account_state st;
+	char *err = NULL;
+	int hold = 0;
+	if (spool_account_get(sp, a->name, &st, &err) != SPOOL_OK) {
+		free(err);
+		return 0; /* the poll itself reports the spool problem */
+	}
+	/* LOGIN-DELAY counts from a login: after a poll that succeeded or
+	 * that the server refused with [LOGIN-DELAY] */
+	int logged_in = st.last_result != NULL && (strcmp(st.last_result, "ok") == 0 ||
+		(st.last_error != NULL && strstr(st.last_error, "LOGIN-DELAY") != NULL));
+	if (st.login_delay > 0 && logged_in && now < st.last_poll + st.login_delay) {
+		hold = 1;
+		LOG_WARN("account=%s status=skipped reason=\"the server's LOGIN-DELAY %d s since "
+			 "the last login has not elapsed\" not_before=%lld action=\"poll again in "
+			 "%lld s\"", a->name, st.login_delay,
+			 (long long)(st.last_poll + st.login_delay),
+			 (long long)(st.last_poll + st.login_delay - now));
+	}
+	spool_account_state_free(&st);
+	return hold;
 }
 
 int do_poll(const struct conf *c, struct spool *sp, void *arg)
@@ -272,16 +377,10 @@ int do_poll(const struct conf *c, struct spool *sp, void *arg)
 		if (bar_on)
 			log_set_tty_hook(bar_clear);
 		for (size_t i = 0; i < n && !cli_stop; i++) {
-			/* from a timer (no account named): respect LOGIN-DELAY, the
-			 * backoff and an [AUTH] hold; a named account is polled */
-			time_t nb = 0;
-			char *why = NULL;
-			if (pa->argc == 0 && !poller_account_ready(sel[i], sp, time(NULL), &nb, &why)) {
-				char *w = sanitize_for_log(why ? why : "", why ? strlen(why) : 0, 300);
-				LOG_INFO("account=%s status=skipped reason=\"%s\" not_before=%lld",
-					 sel[i]->name, w, (long long)nb);
-				free(w);
-				free(why);
+			/* an operator's poll runs now, backoff or [AUTH] hold or
+			 * not; only the server's own LOGIN-DELAY stops it */
+			if (server_hold(sel[i], sp, time(NULL))) {
+				code = worse(code, EX_TEMPFAIL);
 				continue;
 			}
 			code = worse(code, poll_one(c, sel[i], sp, &fetched));
@@ -289,6 +388,8 @@ int do_poll(const struct conf *c, struct spool *sp, void *arg)
 		log_set_tty_hook(NULL);
 		bar_on = 0;
 	} else {
+		if (!pa->relay)
+			announce_polling(sel, n);
 		code = schedule(c, sp, sel, n, 1, pa->relay, pa->run_once);
 	}
 	free(sel);

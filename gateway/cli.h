@@ -40,11 +40,18 @@ struct spool;
 struct conf_account;
 /* load - read the config and open the log; prints errors, NULL on failure */
 struct conf *load(const struct cli_opts *o, int to_stderr);
+/* conf_log_warnings - log c->warnings, one line each */
+void conf_log_warnings(const struct conf *c);
 /* open_spool - spool_open with the recovery summary logged */
 struct spool *open_spool(const struct conf *c);
-/* with_spool - load, install signals, open the spool, run fn, clean up */
+/* with_spool - load, install signals, work as `user =` when root (privs.h),
+ * open (or create) the spool, run fn, clean up */
 int with_spool(const struct cli_opts *o, int to_stderr,
 	       int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg);
+/* with_existing_spool - the same for a command that reads or administers
+ * the spool: a missing spool is reported (exit 66), never created */
+int with_existing_spool(const struct cli_opts *o, const char *cmd,
+			int (*fn)(const struct conf *c, struct spool *sp, void *arg), void *arg);
 /* worse - keep the first failure's exit code */
 int worse(int cur, int code);
 int poll_one(const struct conf *c, const struct conf_account *a, struct spool *sp,

@@ -32,6 +32,7 @@
 
 struct conf_ctx {
 	const char *path;
+	char *dir;        /* the file's directory (absolute): base of relative paths */
 	struct buf errs;
 	int nerrs;
 	const char *text; /* the cleaned file, to find section lines */
@@ -116,16 +117,6 @@ static int validate_port(cfg_t *cfg, cfg_opt_t *opt)
 static int validate_port_required(cfg_t *cfg, cfg_opt_t *opt)
 {
 	return port_in_range(cfg, opt, 1);
-}
-
-static int validate_positive(cfg_t *cfg, cfg_opt_t *opt)
-{
-	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
-	if (v < 1 || v > 7 * 24 * 3600) {
-		cfg_error(cfg, "option '%s': %ld is out of range (1-604800 seconds)", opt->name, v);
-		return -1;
-	}
-	return 0;
 }
 
 /* addr_ok - a bare address usable in an SMTP envelope: no controls, no
@@ -222,7 +213,7 @@ static cfg_opt_t smtp_opts[] = {
 	CFG_STR("host", "127.0.0.1", CFGF_NONE),
 	CFG_INT("port", 25, CFGF_NONE),
 	CFG_STR("helo_name", NULL, CFGF_NONE),
-	CFG_INT("timeout", 300, CFGF_NONE),
+	CFG_STR("timeout", "300", CFGF_NONE),
 	CFG_STR("tls", "none", CFGF_NONE),
 	CFG_STR("ca_file", NULL, CFGF_NONE),
 	CFG_STR("tls_fingerprint", NULL, CFGF_NONE),
@@ -258,11 +249,11 @@ static cfg_opt_t account_opts[] = {
 	CFG_STR("oversize", "hold", CFGF_NONE),
 	CFG_INT("max_messages_per_poll", 0, CFGF_NONE),
 	CFG_STR("max_bytes_per_poll", "0", CFGF_NONE),
-	CFG_INT("interval", 300, CFGF_NONE),
-	CFG_INT("timeout", 60, CFGF_NONE),
-	CFG_INT("connect_timeout", 30, CFGF_NONE),
-	CFG_INT("tls_timeout", 30, CFGF_NONE),
-	CFG_INT("session_timeout", 3600, CFGF_NONE),
+	CFG_STR("interval", "300", CFGF_NONE),
+	CFG_STR("timeout", "60", CFGF_NONE),
+	CFG_STR("connect_timeout", "30", CFGF_NONE),
+	CFG_STR("tls_timeout", "30", CFGF_NONE),
+	CFG_STR("session_timeout", "3600", CFGF_NONE),
 	CFG_STR("envelope_header", NULL, CFGF_NONE),
 	CFG_INT("envelope_skip", 0, CFGF_NONE),
 	CFG_STR_LIST("local_domains", NULL, CFGF_NONE),
@@ -285,6 +276,7 @@ static cfg_opt_t top_opts[] = {
 	CFG_STR("postmaster", NULL, CFGF_NONE),
 	CFG_STR("bounce", NULL, CFGF_NONE),
 	CFG_STR("max_queue_time", "5d", CFGF_NONE),
+	CFG_STR("status_warn_age", "1h", CFGF_NONE),
 	CFG_STR_LIST("retry_intervals", "{1m, 5m, 15m, 30m, 1h}", CFGF_NONE),
 	CFG_SEC("smtp", smtp_opts, CFGF_NONE),
 	CFG_SEC("account", account_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
@@ -439,18 +431,64 @@ static int validate_size(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+/* Time options and their ranges in seconds; one syntax for all of them
+ * (conf_parse_duration).  Not listed: 1 s to 7 days. */
+static const struct {
+	const char *name;
+	long min, max;
+} dur_ranges[] = {
+	{ "tls_timeout", 1, 3600 },
+	{ "session_timeout", 0, 7 * 86400 },
+	{ "max_queue_time", 1, 3650L * 86400 },
+	{ "retry_intervals", 1, 3650L * 86400 },
+	{ "status_warn_age", 1, 3650L * 86400 },
+};
+
+static void dur_range(const char *name, long *min_r, long *max_r)
+{
+	*min_r = 1;
+	*max_r = 7 * 86400;
+	for (size_t i = 0; i < sizeof dur_ranges / sizeof dur_ranges[0]; i++)
+		if (strcmp(dur_ranges[i].name, name) == 0) {
+			*min_r = dur_ranges[i].min;
+			*max_r = dur_ranges[i].max;
+		}
+}
+
 static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
 {
+	long min, max;
+	dur_range(opt->name, &min, &max);
 	for (unsigned int i = 0; i < cfg_opt_size(opt); i++) {
 		const char *v = cfg_opt_getnstr(opt, i);
 		long n;
-		if (conf_parse_duration(v, &n) != 0 || n <= 0) {
-			cfg_error(cfg, "option '%s': '%s' is not a duration (e.g. 300, 90s, 15m, 2h, 5d)",
-				  opt->name, v ? v : "");
+		if (conf_parse_duration(v, &n) != 0) {
+			cfg_error(cfg, "option '%s': '%s' is not a duration (seconds, or a number "
+				  "with s, m, h, d or w: 300, 90s, 15m, 2h, 5d)", opt->name, v ? v : "");
+			return -1;
+		}
+		if (n < min || n > max) {
+			char a[32], b[32];
+			conf_format_duration(min, a, sizeof a);
+			conf_format_duration(max, b, sizeof b);
+			cfg_error(cfg, "option '%s': '%s' is out of range (%s to %s)", opt->name, v, a, b);
 			return -1;
 		}
 	}
 	return 0;
+}
+
+void conf_format_duration(long secs, char *out, size_t len)
+{
+	static const struct { long mul; char unit; } u[] = {
+		{ 7 * 86400, 'w' }, { 86400, 'd' }, { 3600, 'h' }, { 60, 'm' },
+	};
+	for (size_t i = 0; secs > 0 && i < sizeof u / sizeof u[0]; i++)
+		if (secs % u[i].mul == 0) {
+			snprintf(out, len, "%ld%c", secs / u[i].mul, u[i].unit);
+			return;
+		}
+	snprintf(out, len, "%lds", secs);
 }
 
 /* Integer options and their ranges. */
@@ -460,8 +498,6 @@ static const struct {
 } int_ranges[] = {
 	{ "account|keep_days", 0, 36500 },
 	{ "account|max_messages_per_poll", 0, 10000000 },
-	{ "account|tls_timeout", 1, 3600 },
-	{ "account|session_timeout", 0, 7 * 86400 },
 	{ "account|envelope_skip", 0, 100 },
 	{ "max_parallel_polls", 1, 256 },
 	{ "keep_sent_days", 0, 36500 },
@@ -550,11 +586,15 @@ static void set_validators(cfg_t *cfg)
 	} v[] = {
 		{ "log_level", validate_loglevel },   { "spool_dir", validate_nonempty },
 		{ "smtp|port", validate_port_required },       { "smtp|host", validate_nonempty },
-		{ "smtp|timeout", validate_positive }, { "account|port", validate_port },
+		{ "smtp|timeout", validate_duration }, { "account|port", validate_port },
 		{ "account|tls", validate_tls },      { "account|server", validate_nonempty },
 		{ "account|user", validate_nonempty }, { "account|password_file", validate_nonempty },
-		{ "account|deliver_to", validate_addr }, { "account|interval", validate_positive },
-		{ "account|timeout", validate_positive }, { "account|connect_timeout", validate_positive },
+		{ "account|deliver_to", validate_addr }, { "account|interval", validate_duration },
+		{ "account|timeout", validate_duration },
+		{ "account|connect_timeout", validate_duration },
+		{ "account|tls_timeout", validate_duration },
+		{ "account|session_timeout", validate_duration },
+		{ "status_warn_age", validate_duration },
 		{ "hostname", validate_hostname }, { "smtp|tls", validate_smtp_tls },
 		{ "smtp|ca_file", validate_nonempty }, { "smtp|helo_name", validate_hostname },
 		{ "smtp|user", validate_nonempty }, { "smtp|password_file", validate_nonempty },
@@ -615,6 +655,27 @@ static char *opt_strdup(cfg_t *sec, const char *name)
 	return v != NULL ? xstrdup(v) : NULL;
 }
 
+/* opt_path - a path option, made absolute against the directory of the
+ * configuration file, once, at load (the daemon later does chdir("/")) */
+static char *opt_path(const struct conf_ctx *cx, cfg_t *sec, const char *name)
+{
+	const char *v = cfg_getstr(sec, name);
+	if (v == NULL)
+		return NULL;
+	if (v[0] == '/' || v[0] == '\0' || cx->dir == NULL)
+		return xstrdup(v);
+	return xasprintf("%s/%s", cx->dir, v);
+}
+
+/* opt_duration - a validated time option in seconds */
+static long opt_duration(cfg_t *sec, const char *name)
+{
+	long v = 0;
+	if (conf_parse_duration(cfg_getstr(sec, name), &v) != 0)
+		v = 0;
+	return v;
+}
+
 static char *lower_dup(const char *v)
 {
 	char *r = xstrdup(v);
@@ -669,17 +730,17 @@ static void account_limits(struct conf_ctx *cx, cfg_t *sec, struct conf_account 
 	a->oversize = (enum conf_oversize)name_index(oversize_names, cfg_getstr(sec, "oversize"));
 	a->max_messages_per_poll = (unsigned)cfg_getint(sec, "max_messages_per_poll");
 	conf_parse_size(cfg_getstr(sec, "max_bytes_per_poll"), &a->max_bytes_per_poll);
-	a->interval = (int)cfg_getint(sec, "interval");
-	a->timeout = (int)cfg_getint(sec, "timeout");
-	a->connect_timeout = (int)cfg_getint(sec, "connect_timeout");
-	a->tls_timeout = (int)cfg_getint(sec, "tls_timeout");
-	a->session_timeout = (int)cfg_getint(sec, "session_timeout");
+	a->interval = (int)opt_duration(sec, "interval");
+	a->timeout = (int)opt_duration(sec, "timeout");
+	a->connect_timeout = (int)opt_duration(sec, "connect_timeout");
+	a->tls_timeout = (int)opt_duration(sec, "tls_timeout");
+	a->session_timeout = (int)opt_duration(sec, "session_timeout");
 }
 
 /* account_secret - exactly one source of the password, and a safe file */
 static void account_secret(struct conf_ctx *cx, cfg_t *sec, struct conf_account *a)
 {
-	a->password_file = opt_strdup(sec, "password_file");
+	a->password_file = opt_path(cx, sec, "password_file");
 	a->password_command = opt_strdup(sec, "password_command");
 	if ((a->password_file == NULL) == (a->password_command == NULL))
 		conf_add_error(cx, a->line, "account '%s': give exactly one of 'password_file' or "
@@ -711,7 +772,7 @@ static void account_extract(struct conf_ctx *cx, struct conf *c, cfg_t *sec,
 	a->port = (int)cfg_getint(sec, "port");
 	if (a->port == 0)
 		a->port = a->tls == TLS_IMPLICIT ? 995 : 110;
-	a->ca_file = opt_strdup(sec, "ca_file");
+	a->ca_file = opt_path(cx, sec, "ca_file");
 	a->tls_fingerprint = opt_strdup(sec, "tls_fingerprint");
 	a->user = opt_strdup(sec, "user");
 	a->auth = (enum conf_auth)name_index(auth_names, cfg_getstr(sec, "auth"));
@@ -737,12 +798,12 @@ static void conf_smtp_extract(struct conf_ctx *cx, cfg_t *smtp, struct conf_smtp
 	s->host = opt_strdup(smtp, "host");
 	s->port = (int)cfg_getint(smtp, "port");
 	s->helo_name = opt_strdup(smtp, "helo_name");
-	s->timeout = (int)cfg_getint(smtp, "timeout");
+	s->timeout = (int)opt_duration(smtp, "timeout");
 	static const enum smtp_tls smodes[] = { SMTP_TLS_NONE,	 SMTP_TLS_MAY,	  SMTP_TLS_ENCRYPT,
 						SMTP_TLS_VERIFY, SMTP_TLS_VERIFY, SMTP_TLS_VERIFY };
 	int ti = name_index(smtp_tls_names, cfg_getstr(smtp, "tls"));
 	s->tls = ti >= 0 ? smodes[ti] : SMTP_TLS_NONE;
-	s->ca_file = opt_strdup(smtp, "ca_file");
+	s->ca_file = opt_path(cx, smtp, "ca_file");
 	s->tls_fingerprint = opt_strdup(smtp, "tls_fingerprint");
 	if (s->tls_fingerprint != NULL && s->tls == SMTP_TLS_NONE)
 		conf_add_error(cx, 0, "smtp: option 'tls_fingerprint' needs TLS: set tls = \"encrypt\" "
@@ -751,7 +812,7 @@ static void conf_smtp_extract(struct conf_ctx *cx, cfg_t *smtp, struct conf_smtp
 		conf_add_error(cx, 0, "smtp: option 'ca_file': cannot read '%s': %s", s->ca_file,
 			       strerror(errno));
 	s->user = opt_strdup(smtp, "user");
-	s->password_file = opt_strdup(smtp, "password_file");
+	s->password_file = opt_path(cx, smtp, "password_file");
 	s->allow_plaintext_auth = cfg_getbool(smtp, "allow_plaintext_auth");
 	s->max_sessions = (int)cfg_getint(smtp, "max_sessions");
 	s->max_messages_per_session = (int)cfg_getint(smtp, "max_messages_per_session");
@@ -767,9 +828,9 @@ static void conf_smtp_extract(struct conf_ctx *cx, cfg_t *smtp, struct conf_smtp
 static void conf_policy_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 {
 	c->user = opt_strdup(cfg, "user");
-	c->pid_file = opt_strdup(cfg, "pid_file");
+	c->pid_file = opt_path(cx, cfg, "pid_file");
 	c->max_parallel_polls = (int)cfg_getint(cfg, "max_parallel_polls");
-	c->metrics_file = opt_strdup(cfg, "metrics_file");
+	c->metrics_file = opt_path(cx, cfg, "metrics_file");
 	c->keep_sent_days = (int)cfg_getint(cfg, "keep_sent_days");
 	c->postmaster = opt_strdup(cfg, "postmaster");
 	const char *b = cfg_getstr(cfg, "bounce");
@@ -777,7 +838,8 @@ static void conf_policy_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 		      : c->postmaster ? BOUNCE_POSTMASTER : BOUNCE_NONE;
 	if (c->bounce == BOUNCE_POSTMASTER && c->postmaster == NULL)
 		conf_add_error(cx, 0, "bounce = postmaster needs a 'postmaster' address");
-	conf_parse_duration(cfg_getstr(cfg, "max_queue_time"), &c->max_queue_time);
+	c->max_queue_time = opt_duration(cfg, "max_queue_time");
+	c->status_warn_age = opt_duration(cfg, "status_warn_age");
 	c->nretry = cfg_size(cfg, "retry_intervals");
 	c->retry_intervals = xcalloc(c->nretry ? c->nretry : 1, sizeof *c->retry_intervals);
 	for (size_t i = 0; i < c->nretry; i++)
@@ -791,7 +853,7 @@ static void conf_policy_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 
 static void conf_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 {
-	c->spool_dir = opt_strdup(cfg, "spool_dir");
+	c->spool_dir = opt_path(cx, cfg, "spool_dir");
 	c->log_level = opt_strdup(cfg, "log_level");
 	c->hostname = opt_strdup(cfg, "hostname");
 	if (c->hostname == NULL) {
@@ -834,15 +896,109 @@ static char *read_clean(const char *path, char **err_r)
 	return text;
 }
 
+/* abs_path - path made absolute against the working directory (symbolic
+ * links kept: relative options follow the file as the admin named it) */
+static char *abs_path(const char *path)
+{
+	char cwd[PATH_MAX];
+	if (path[0] == '/' || getcwd(cwd, sizeof cwd) == NULL)
+		return xstrdup(path);
+	while (path[0] == '.' && path[1] == '/')
+		path += 2;
+	return xasprintf("%s%s%s", cwd, strcmp(cwd, "/") == 0 ? "" : "/", path);
+}
+
+/* ---- options given twice (libconfuse keeps the last one silently) ---- */
+
+struct conf_key {
+	int scope;          /* which { } block */
+	const char *name;   /* into the cleaned text */
+	size_t len;
+	int line;
+};
+
+static int ident_char(char ch, int first)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' ||
+	       (!first && ((ch >= '0' && ch <= '9') || ch == '-'));
+}
+
+/* note_key - a key at text[i..i+len) in scope; warn if the scope had it */
+static void note_key(struct buf *w, const char *file, struct conf_key **keys, size_t *n,
+		     size_t *cap, struct conf_key k)
+{
+	for (size_t j = 0; j < *n; j++) {
+		const struct conf_key *o = &(*keys)[j];
+		if (o->scope == k.scope && o->len == k.len && strncmp(o->name, k.name, k.len) == 0) {
+			buf_printf(w, "%s%s:%d: option '%.*s' is given again (first at line %d); "
+				   "only one counts: remove the other", w->len ? "\n" : "", file,
+				   k.line, (int)k.len, k.name, o->line);
+			return;
+		}
+	}
+	if (*n == *cap)
+		*keys = xrealloc(*keys, (*cap = *cap ? *cap * 2 : 64) * sizeof **keys);
+	(*keys)[(*n)++] = k;
+}
+
+/* find_duplicates - every `name =` (or untitled `name {`) given twice in
+ * one block of the cleaned text, as warning lines (NULL if none) */
+static char *find_duplicates(const char *file, const char *t)
+{
+	struct buf w;
+	struct conf_key *keys = NULL;
+	size_t n = 0, cap = 0, depth = 0;
+	int stack[32] = { 0 }, next_scope = 1, line = 1;
+	buf_init(&w, 64 * 1024);
+	for (size_t i = 0; t[i] != '\0';) {
+		char ch = t[i];
+		if (ch == '"' || ch == '\'') {
+			for (i++; t[i] != '\0' && t[i] != ch; i++) {
+				line += t[i] == '\n';
+				if (t[i] == '\\' && t[i + 1] != '\0')
+					i++;
+			}
+			i += t[i] != '\0';
+		} else if (ch == '{' || ch == '}') {
+			if (ch == '{' && depth + 1 < sizeof stack / sizeof stack[0])
+				stack[++depth] = next_scope++;
+			else if (ch == '}' && depth > 0)
+				depth--;
+			i++;
+		} else if (ident_char(ch, 1) && (i == 0 || !ident_char(t[i - 1], 0))) {
+			size_t j = i;
+			while (ident_char(t[j], 0))
+				j++;
+			size_t k = j;
+			while (t[k] == ' ' || t[k] == '\t')
+				k++;
+			if (t[k] == '=' || t[k] == '{')
+				note_key(&w, file, &keys, &n, &cap, (struct conf_key){
+					.scope = stack[depth], .name = t + i, .len = j - i, .line = line });
+			i = j;
+		} else {
+			line += ch == '\n';
+			i++;
+		}
+	}
+	free(keys);
+	return w.data;
+}
+
 enum pg_res conf_load(const char *path, struct conf **c_r, char **err_r)
 {
-	struct conf_ctx cx = { .path = path };
+	char *apath = abs_path(path);
+	struct conf_ctx cx = { .path = apath };
 	struct conf *c = NULL;
 	enum pg_res res = PG_CONFIG;
 	cfg_t *cfg = NULL;
 	*c_r = NULL;
+	cx.dir = xstrdup(apath);
+	*strrchr(cx.dir, '/') = '\0';
+	if (cx.dir[0] == '\0')
+		strcpy(cx.dir, "/");
 	buf_init(&cx.errs, 64 * 1024);
-	char *text = read_clean(path, err_r);
+	char *text = read_clean(apath, err_r);
 	if (text == NULL)
 		goto out;
 	cx.text = text;
@@ -856,7 +1012,8 @@ enum pg_res conf_load(const char *path, struct conf **c_r, char **err_r)
 		goto fail;
 	}
 	c = xcalloc(1, sizeof *c);
-	c->path = xstrdup(path);
+	c->path = xstrdup(apath);
+	c->warnings = find_duplicates(apath, text);
 	conf_extract(&cx, cfg, c);
 	if (cx.nerrs > 0)
 		goto fail;
@@ -873,6 +1030,8 @@ out:
 	cur_ctx = NULL;
 	buf_free(&cx.errs);
 	free(text);
+	free(cx.dir);
+	free(apath);
 	return res;
 }
 
@@ -908,6 +1067,7 @@ void conf_free(struct conf **cp)
 		account_free(&c->accounts[i]);
 	free(c->accounts);
 	free(c->path);
+	free(c->warnings);
 	free(c->spool_dir);
 	free(c->hostname);
 	free(c->log_level);

@@ -131,17 +131,22 @@ struct conf {
 	char *postmaster;     /* optional address for notices */
 	enum conf_bounce bounce;
 	long max_queue_time;  /* seconds a message may stay deferred (default 5 days) */
+	long status_warn_age; /* status: unhealthy when mail waits longer (default 1 h) */
 	long *retry_intervals; /* backoff schedule in seconds; the last repeats */
 	size_t nretry;
 	struct conf_smtp smtp;
 	struct conf_account *accounts;
 	size_t naccounts;
+	char *warnings;       /* NULL, or lines "FILE:LINE: ..." worth a warning */
 };
 
 /* conf_parse_size - "123", "10K", "25M", "1G" (powers of 1024) */
 int conf_parse_size(const char *s, uint64_t *v_r);
-/* conf_parse_duration - "300", "90s", "10m", "2h", "5d", "1w" to seconds */
+/* conf_parse_duration - "300", "90s", "10m", "2h", "5d", "1w" to seconds;
+ * the one syntax of every time option */
 int conf_parse_duration(const char *s, long *v_r);
+/* conf_format_duration - seconds the way a config file writes them ("5m") */
+void conf_format_duration(long secs, char *out, size_t len);
 
 enum pg_res conf_load(const char *path, struct conf **c_r, char **err_r);
 void conf_free(struct conf **c);

@@ -228,6 +228,7 @@ static void reload(struct sched *s)
 	conf_free(&s->owned);
 	s->owned = nc;
 	s->c = nc;
+	conf_log_warnings(nc);
 	enum log_level lvl = LOGL_INFO;
 	if (!s->verbose && log_level_parse(nc->log_level, &lvl) == 0)
 		log_set_level(lvl);
@@ -342,8 +343,13 @@ static void start_due_polls(struct sched *s, time_t now)
 			char *w = sanitize_for_log(why ? why : "", why ? strlen(why) : 0, 300);
 			sl->next = nb > now ? nb : now + a->interval;
 			sl->done = s->once; /* run --once waits for no account */
-			LOG_INFO("account=%s status=skipped reason=\"%s\" next=%lds", a->name, w,
-				 (long)(sl->next - now));
+			/* run --once: the skip decides the exit status (77: held
+			 * after a refused login, 75: backoff or LOGIN-DELAY) */
+			if (s->once && s->once_code == EX_OK)
+				s->once_code = nb == 0 ? EX_NOPERM : EX_TEMPFAIL;
+			log_msg(s->once ? LOGL_WARN : LOGL_INFO,
+				"account=%s status=skipped reason=\"%s\" next=%lds", a->name, w,
+				(long)(sl->next - now));
 			free(w);
 			free(why);
 			continue;
@@ -430,7 +436,7 @@ static long next_wake(struct sched *s, time_t now)
 	char *err = NULL;
 	int full = s->running >= (size_t)s->c->max_parallel_polls;
 	for (size_t i = 0; !full && i < s->nslots; i++)
-		if (s->slots[i].pid == 0 && s->slots[i].next < wake)
+		if (s->slots[i].pid == 0 && !s->slots[i].done && s->slots[i].next < wake)
 			wake = s->slots[i].next;
 	if (s->do_relay && s->relay_pid == 0 && spool_next_due(s->sp, &due, &err) == SPOOL_OK &&
 	    due != 0) {
@@ -513,6 +519,9 @@ static void sched_loop(struct sched *s)
 			return;
 		start_due_polls(s, now);
 		maybe_relay(s, now);
+		/* run --once: an account skipped just now may have been the last */
+		if (s->once && once_finished(s, now))
+			return;
 		wait_wake(next_wake(s, time(NULL)));
 	}
 }

@@ -25,6 +25,8 @@ static void usage(FILE *f)
 		"  relay [--once]               send spooled mail to the SMTP host\n"
 		"  run [-f]                     daemon: poll every account on its interval,\n"
 		"                               relay after each poll (-f: foreground)\n"
+		"  run --once                   poll each due account once, relay, exit\n"
+		"                               (for a timer or cron)\n"
 		"  queue [--state S] [--account A] [--all] [--json]\n"
 		"                               list spooled messages (--all: include sent)\n"
 		"  show [--raw] ID              envelope, history, headers of one message\n"
@@ -76,6 +78,7 @@ int main(int argc, char **argv)
 	};
 	struct cli_opts o = { .conf_path = CONF_DEFAULT_PATH };
 	int ch;
+	opterr = 0; /* our own one-line messages, without argv[0]'s full path */
 	/* '+': stop at the command name; its options are its own */
 	while ((ch = getopt_long(argc, argv, "+c:vhV", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -92,13 +95,18 @@ int main(int argc, char **argv)
 			printf("popgate %s\n", PACKAGE_VERSION);
 			return EX_OK;
 		default:
-			usage(stderr);
+			/* one line naming the option, not the whole help */
+			if (optopt != 0)
+				fprintf(stderr, "popgate: unknown option '-%c' (try 'popgate --help')\n",
+					optopt);
+			else
+				fprintf(stderr, "popgate: unknown option '%s' (try 'popgate --help')\n",
+					argv[optind - 1]);
 			return EX_USAGE;
 		}
 	}
 	if (optind >= argc) {
-		fprintf(stderr, "popgate: no command given\n");
-		usage(stderr);
+		fprintf(stderr, "popgate: no command given (try 'popgate --help')\n");
 		return EX_USAGE;
 	}
 	const char *cmd = argv[optind];

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,55 @@ static int add_stale(void *ctx, const struct spool_account_state *st)
 	return 0;
 }
 
+static void add_problem(struct metrics *m, const char *what, const char *account,
+			const char *fmt, ...) PG_PRINTF(4, 5);
+
+static void add_problem(struct metrics *m, const char *what, const char *account,
+			const char *fmt, ...)
+{
+	va_list ap;
+	m->problems = xrealloc(m->problems, (m->nproblems + 1) * sizeof *m->problems);
+	struct metrics_problem *p = &m->problems[m->nproblems++];
+	p->what = what;
+	p->account = account ? xstrdup(account) : NULL;
+	va_start(ap, fmt);
+	p->reason = xvasprintf(fmt, ap);
+	va_end(ap);
+}
+
+/* find_problems - what makes `status` unhealthy, each with its reason */
+static void find_problems(const struct conf *c, struct metrics *m)
+{
+	char d[32], w[32];
+	const struct spool_relay_state *rs = &m->relay;
+	if (rs->result != NULL && strcmp(rs->result, "ok") != 0)
+		add_problem(m, "relay-failed", NULL, "the last relay round (%lds ago) failed (%s): %s",
+			    (long)(m->now - rs->last_run), rs->result, rs->error ? rs->error : "");
+	for (size_t i = 0; i < m->naccounts; i++) {
+		const struct metrics_account *ma = &m->accounts[i];
+		const char *e = ma->st.last_error ? ma->st.last_error : "";
+		if (ma->conf == NULL || !ma->failing)
+			continue;
+		if (ma->st.auth_failed != NULL)
+			add_problem(m, "account-held", ma->st.name, "authentication refused: %s; "
+				    "not polled on schedule until the configuration changes", e);
+		else
+			add_problem(m, "account-failing", ma->st.name, "%u failed poll%s (%s), in "
+				    "backoff for %lds: %s", ma->st.failures, ma->st.failures == 1 ?
+				    "" : "s", ma->st.last_result ? ma->st.last_result : "?",
+				    ma->st.not_before > m->now ? (long)(ma->st.not_before - m->now) : 0L, e);
+	}
+	if (m->queue[SPOOL_HELD] > 0)
+		add_problem(m, "mail-held", NULL, "%" PRIu64 " message%s held (popgate queue --state "
+			    "held)", m->queue[SPOOL_HELD], m->queue[SPOOL_HELD] == 1 ? "" : "s");
+	if (m->oldest_unsent != 0 && m->now - m->oldest_unsent > c->status_warn_age) {
+		conf_format_duration((long)(m->now - m->oldest_unsent), d, sizeof d);
+		conf_format_duration(c->status_warn_age, w, sizeof w);
+		add_problem(m, "queue-age", NULL, "the oldest message not sent has waited %s, over "
+			    "status_warn_age %s", d, w);
+	}
+}
+
 enum pg_res metrics_collect(const struct conf *c, struct spool *sp, struct metrics *m_r,
 			    char **err_r)
 {
@@ -102,6 +152,10 @@ enum pg_res metrics_collect(const struct conf *c, struct spool *sp, struct metri
 	}
 	if (r == SPOOL_OK)
 		r = spool_account_list(sp, add_stale, m_r, &err);
+	if (r == SPOOL_OK)
+		r = spool_relay_state_get(sp, &m_r->relay, &err);
+	if (r == SPOOL_OK)
+		find_problems(c, m_r);
 	if (r != SPOOL_OK) {
 		set_err(err_r, "%s", err ? err : spool_res_name(r));
 		free(err);
@@ -122,6 +176,12 @@ void metrics_free(struct metrics *m)
 		spool_account_state_free(&m->accounts[i].st);
 	free(m->counters);
 	free(m->accounts);
+	for (size_t i = 0; i < m->nproblems; i++) {
+		free(m->problems[i].account);
+		free(m->problems[i].reason);
+	}
+	free(m->problems);
+	spool_relay_state_free(&m->relay);
 	memset(m, 0, sizeof *m);
 }
 
@@ -428,13 +488,25 @@ void metrics_render_json(const struct metrics *m, FILE *f)
 		metrics_counter_value(m, "relay_deferred", NULL, NULL),
 		metrics_counter_value(m, "relay_held", NULL, NULL),
 		metrics_counter_value(m, "relay_bytes", NULL, NULL));
-	int failing = 0;
-	fputs("  \"accounts\": [\n", f);
+	const struct spool_relay_state *rs = &m->relay;
+	fprintf(f, "  \"last_relay\": {\"time\": %lld, \"result\": ", (long long)rs->last_run);
+	json_str(f, rs->result);
+	fprintf(f, ", \"attempted\": %u, \"sent\": %u, \"deferred\": %u, \"held\": %u, "
+		"\"bytes\": %" PRIu64 ", \"error\": ", rs->attempted, rs->sent, rs->deferred,
+		rs->held, rs->bytes);
+	json_str(f, rs->error);
+	fputs("},\n  \"accounts\": [\n", f);
 	for (size_t i = 0; i < m->naccounts; i++) {
 		json_account(m, &m->accounts[i], f);
 		fputs(i + 1 < m->naccounts ? ",\n" : "\n", f);
-		failing |= m->accounts[i].conf != NULL && m->accounts[i].failing;
 	}
-	fprintf(f, "  ],\n  \"healthy\": %s\n}\n",
-		failing || m->queue[SPOOL_HELD] ? "false" : "true");
+	fprintf(f, "  ],\n  \"healthy\": %s,\n  \"problems\": [", m->nproblems ? "false" : "true");
+	for (size_t i = 0; i < m->nproblems; i++) {
+		fprintf(f, "%s\n    {\"what\": \"%s\", \"account\": ", i ? "," : "", m->problems[i].what);
+		json_str(f, m->problems[i].account);
+		fputs(", \"reason\": ", f);
+		json_str(f, m->problems[i].reason);
+		fputc('}', f);
+	}
+	fprintf(f, "%s]\n}\n", m->nproblems ? "\n  " : "");
 }

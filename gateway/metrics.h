@@ -41,8 +41,19 @@ struct metrics_account {
 	int failing;                     /* last poll failed or the account is held */
 };
 
+/* One reason `status` is not healthy. */
+struct metrics_problem {
+	const char *what;   /* "relay-failed", "account-held", "account-failing",
+			       "mail-held", "queue-age" */
+	char *account;      /* or NULL */
+	char *reason;       /* for a human */
+};
+
 struct metrics {
 	time_t now;
+	struct spool_relay_state relay;  /* the last relay round */
+	struct metrics_problem *problems; /* empty: healthy */
+	size_t nproblems;
 	uint64_t queue[5];               /* by enum spool_state */
 	time_t oldest_unsent;            /* created time, 0 if none */
 	struct metrics_counter *counters;

@@ -811,6 +811,7 @@ static void store_state(const struct poll *p, enum pg_res res, const char *err,
 	st.last_error = NULL;
 	free(st.problem_uidls);
 	st.problem_uidls = problems_string(p, list, n);
+	st.last_bytes = p->st->bytes;
 	if (res == PG_OK) {
 		st.failures = 0;
 		free(st.auth_failed);

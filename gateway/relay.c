@@ -54,6 +54,8 @@
 #define RELAY_COMMIT_EVERY 256
 /* the most one of several parallel sessions claims at a time */
 #define RELAY_SHARE 256
+/* a message deferred this many times is logged at warning, not info */
+#define RELAY_WARN_ATTEMPTS 3
 
 /* One message in flight: the spool record and its open file, or its body
  * read from the index (in_index). */
@@ -559,7 +561,11 @@ static void log_outcome(const struct relay_run *run, const struct relay_item *it
 		free(to);
 		to = n;
 	}
-	LOG_INFO("id=%s account=%s from=<%s> to=%s relay=%s:%d delay=%lds attempts=%d "
+	/* held mail, and mail deferred again and again, must reach an admin
+	 * who logs at warning */
+	enum log_level lvl = st == SPOOL_HELD ||
+		(st == SPOOL_DEFERRED && m->attempts >= RELAY_WARN_ATTEMPTS) ? LOGL_WARN : LOGL_INFO;
+	log_msg(lvl, "id=%s account=%s from=<%s> to=%s relay=%s:%d delay=%lds attempts=%d "
 		 "status=%s (%s)",
 		 m->id, m->account, m->sender, to, run->c->smtp.host, run->c->smtp.port,
 		 (long)(run->now - m->created), m->attempts, spool_state_name(st),

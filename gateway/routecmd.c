@@ -180,7 +180,7 @@ int cmd_route(const struct cli_opts *o, int argc, char **argv)
 	}
 	ra.what = argv[optind];
 	if (is_spool_id(ra.what) && access(ra.what, F_OK) != 0)
-		return with_spool(o, 1, do_route_id, &ra);
+		return with_existing_spool(o, "route", do_route_id, &ra);
 	struct conf *c = load(o, 1);
 	if (c == NULL)
 		return EX_CONFIG;

@@ -10,8 +10,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +21,7 @@
 
 #include "cli.h"
 #include "log.h"
+#include "privs.h"
 #include "spool.h"
 
 #define LOCK_NAME "popgate.lock"
@@ -94,49 +93,6 @@ static void pid_file_remove(const char *path)
 		close(fd);
 }
 
-static uid_t chown_uid;
-static gid_t chown_gid;
-static int chown_failed;
-
-static int chown_one(const char *p, const struct stat *sb, int type, struct FTW *ftw)
-{
-	if (type == FTW_SL || (sb->st_uid == chown_uid && sb->st_gid == chown_gid))
-		return 0;
-	if (lchown(p, chown_uid, chown_gid) != 0) {
-		LOG_ERR("spool=%s status=chown-failed reason=\"%s\"", p, strerror(errno));
-		chown_failed = 1;
-	}
-	return 0;
-}
-
-/* drop_privileges - root only: the spool tree to the user, then initgroups,
- * setgid, setuid, and check that root cannot come back */
-static int drop_privileges(const struct conf *c, const struct passwd *pw)
-{
-	chown_uid = pw->pw_uid;
-	chown_gid = pw->pw_gid;
-	chown_failed = 0;
-	if (nftw(c->spool_dir, chown_one, 16, FTW_PHYS) != 0 || chown_failed) {
-		LOG_ERR("spool=%s status=failed reason=\"cannot hand the spool to user %s\"",
-			c->spool_dir, pw->pw_name);
-		return -1;
-	}
-	if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-	    setuid(pw->pw_uid) != 0) {
-		LOG_ERR("user=%s status=failed reason=\"cannot drop privileges: %s\"", pw->pw_name,
-			strerror(errno));
-		return -1;
-	}
-	if (getuid() != pw->pw_uid || geteuid() != pw->pw_uid || getgid() != pw->pw_gid ||
-	    getegid() != pw->pw_gid || (pw->pw_uid != 0 && setuid(0) == 0)) {
-		LOG_ERR("user=%s status=failed reason=\"privileges did not drop\"", pw->pw_name);
-		return -1;
-	}
-	LOG_INFO("user=%s uid=%ld gid=%ld status=dropped", pw->pw_name, (long)pw->pw_uid,
-		 (long)pw->pw_gid);
-	return 0;
-}
-
 static int daemonize(void)
 {
 	pid_t pid = fork();
@@ -173,8 +129,11 @@ static int prepare(const struct conf *c, int fg, int lockfd, const char *pid_fil
 	if (pid_file != NULL &&
 	    pid_file_write(pid_file, pw ? pw->pw_uid : (uid_t)-1, pw ? pw->pw_gid : (gid_t)-1) != 0)
 		return EX_CANTCREAT;
-	if (pw != NULL && drop_privileges(c, pw) != 0)
+	if (pw != NULL && privs_drop(c, pw) != 0)
 		return EX_NOPERM;
+	if (pw != NULL)
+		LOG_INFO("user=%s uid=%ld gid=%ld status=dropped", pw->pw_name, (long)pw->pw_uid,
+			 (long)pw->pw_gid);
 	if (root && pw == NULL)
 		LOG_WARN("status=running-as-root reason=\"no 'user' in %s; set user = \\\"popgate\\\"\"",
 			 c->path);

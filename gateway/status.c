@@ -6,8 +6,10 @@
  * of the oldest message not sent; the relay totals.  The figures are those
  * of the metrics file (metrics.c collects both).
  *
- * Exit status: 0 healthy; 1 when a configured account is failing (last
- * poll failed, or held after an [AUTH] refusal) or any message is held;
+ * Exit status: 0 healthy; 1 when anything in metrics' problem list holds:
+ * the last relay round failed, a configured account is failing (last poll
+ * failed: backoff, or held after an [AUTH] refusal), a message is held, or
+ * the oldest message not sent is older than status_warn_age; 66 no spool,
  * 78 configuration, 74 spool errors.
  */
 #include "config.h"
@@ -23,6 +25,7 @@
 #include "cli.h"
 #include "log.h"
 #include "metrics.h"
+#include "privs.h"
 #include "spool.h"
 
 #define STATUS_UNHEALTHY 1
@@ -82,13 +85,13 @@ static void print_text(const struct metrics *m, const char *spool_dir)
 	       metrics_counter_value(m, "relay_deferred", NULL, NULL),
 	       metrics_counter_value(m, "relay_held", NULL, NULL),
 	       metrics_counter_value(m, "relay_bytes", NULL, NULL));
-	printf("%-20s %-19s %-8s %7s %12s %-22s %s\n", "ACCOUNT", "LAST POLL", "RESULT", "FETCHED",
+	printf("%-20s %-19s %-9s %7s %12s %-22s %s\n", "ACCOUNT", "LAST POLL", "RESULT", "FETCHED",
 	       "BYTES", "NEXT POLL", "FAILURES");
 	for (size_t i = 0; i < m->naccounts; i++) {
 		const struct metrics_account *ma = &m->accounts[i];
 		fmt_time(ma->st.last_poll, when, sizeof when);
 		next_text(m, ma, next, sizeof next);
-		printf("%-20s %-19s %-8s %7u %12" PRIu64 " %-22s %u\n", ma->st.name, when,
+		printf("%-20s %-19s %-9s %7u %12" PRIu64 " %-22s %u\n", ma->st.name, when,
 		       ma->st.last_result ? ma->st.last_result : "-", ma->st.last_fetched,
 		       ma->st.last_bytes, next, ma->st.failures);
 		if (ma->failing && ma->st.last_error != NULL) {
@@ -99,14 +102,34 @@ static void print_text(const struct metrics *m, const char *spool_dir)
 	}
 }
 
-static int healthy(const struct metrics *m)
+/* print_health - the last relay round and every problem, in words */
+static void print_health(const struct metrics *m)
 {
-	if (m->queue[SPOOL_HELD] > 0)
-		return 0;
-	for (size_t i = 0; i < m->naccounts; i++)
-		if (m->accounts[i].conf != NULL && m->accounts[i].failing)
-			return 0;
-	return 1;
+	const struct spool_relay_state *rs = &m->relay;
+	char when[40];
+	fmt_time(rs->last_run, when, sizeof when);
+	if (rs->result == NULL)
+		printf("\nlast relay round: none recorded\n");
+	else {
+		char *e = sanitize_for_log(rs->error ? rs->error : "", rs->error ? strlen(rs->error) : 0,
+					   300);
+		printf("\nlast relay round: %s %s attempted=%u sent=%u deferred=%u held=%u%s%s\n",
+		       when, rs->result, rs->attempted, rs->sent, rs->deferred, rs->held,
+		       *e ? " error: " : "", e);
+		free(e);
+	}
+	if (m->nproblems == 0) {
+		printf("healthy: yes\n");
+		return;
+	}
+	printf("healthy: no\n");
+	for (size_t i = 0; i < m->nproblems; i++) {
+		const struct metrics_problem *p = &m->problems[i];
+		char *r = sanitize_for_log(p->reason, strlen(p->reason), 400);
+		printf("  %s%s%s: %s\n", p->what, p->account ? " " : "", p->account ? p->account : "",
+		       r);
+		free(r);
+	}
 }
 
 int cmd_status(const struct cli_opts *o, int argc, char **argv)
@@ -130,15 +153,25 @@ int cmd_status(const struct cli_opts *o, int argc, char **argv)
 	if (c == NULL)
 		return EX_CONFIG;
 	int code = EX_IOERR;
-	struct spool *sp = open_spool(c);
+	struct spool *sp = NULL;
 	struct metrics m;
 	char *err = NULL;
+	if (!privs_spool_exists(c->spool_dir)) {
+		fprintf(stderr, "popgate status: no spool at %s (no index.db: `popgate poll --once` "
+			"or the daemon creates it)\n", c->spool_dir);
+		code = EX_NOINPUT;
+	} else if ((code = privs_for_spool(c, 0)) == EX_OK) {
+		code = EX_IOERR;
+		sp = open_spool(c);
+	}
 	if (sp != NULL && metrics_collect(c, sp, &m, &err) == PG_OK) {
 		if (json)
 			metrics_render_json(&m, stdout);
-		else
+		else {
 			print_text(&m, c->spool_dir);
-		code = healthy(&m) ? EX_OK : STATUS_UNHEALTHY;
+			print_health(&m);
+		}
+		code = m.nproblems == 0 ? EX_OK : STATUS_UNHEALTHY;
 		metrics_free(&m);
 	} else if (sp != NULL) {
 		fprintf(stderr, "popgate status: %s\n", err);

@@ -380,6 +380,24 @@ enum spool_res spool_account_list(struct spool *sp, spool_account_cb cb, void *c
 				  char **err_r);
 void spool_account_state_free(struct spool_account_state *st);
 
+/* ---- the last relay round (status) ---- */
+
+struct spool_relay_state {
+	time_t last_run;       /* 0: no round recorded */
+	char *result;          /* "ok" or the failure class; NULL: none */
+	unsigned int attempted, sent, deferred, held;
+	uint64_t bytes;
+	char *error;           /* NULL when result is "ok" */
+};
+
+/* spool_relay_state_put - record a relay round's result (one row, replaced) */
+enum spool_res spool_relay_state_put(struct spool *sp, const struct spool_relay_state *rs,
+				     char **err_r);
+/* spool_relay_state_get - the last recorded round; a zeroed state if none */
+enum spool_res spool_relay_state_get(struct spool *sp, struct spool_relay_state *rs_r,
+				     char **err_r);
+void spool_relay_state_free(struct spool_relay_state *rs);
+
 /* The account's message rows, for the poller's plan: which UIDLs it has,
  * in which state, since when (keep_days counts from `created`). */
 struct spool_uidl_row {

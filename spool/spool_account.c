@@ -149,6 +149,67 @@ void spool_account_state_free(struct spool_account_state *a)
 	memset(a, 0, sizeof *a);
 }
 
+/* ---- the last relay round ---------------------------------------------- */
+
+enum spool_res spool_relay_state_put(struct spool *sp, const struct spool_relay_state *rs,
+				     char **err_r)
+{
+	static const char sql[] =
+		"INSERT OR REPLACE INTO relay_state (id, last_run, result, attempted, sent, "
+		"deferred, held, bytes, error) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)rs->last_run);
+		sqlite3_bind_text(st, 2, rs->result ? rs->result : "ok", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, rs->attempted);
+		sqlite3_bind_int64(st, 4, rs->sent);
+		sqlite3_bind_int64(st, 5, rs->deferred);
+		sqlite3_bind_int64(st, 6, rs->held);
+		sqlite3_bind_int64(st, 7, (sqlite3_int64)rs->bytes);
+		bind_text_or_null(st, 8, rs->error);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "relay state update", err_r);
+	return SPOOL_OK;
+}
+
+enum spool_res spool_relay_state_get(struct spool *sp, struct spool_relay_state *rs_r,
+				     char **err_r)
+{
+	static const char sql[] = "SELECT last_run, result, attempted, sent, deferred, held, "
+				  "bytes, error FROM relay_state WHERE id = 1";
+	sqlite3_stmt *st = NULL;
+	memset(rs_r, 0, sizeof *rs_r);
+	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		rs_r->last_run = (time_t)sqlite3_column_int64(st, 0);
+		rs_r->result = col_text(st, 1);
+		rs_r->attempted = (unsigned)sqlite3_column_int64(st, 2);
+		rs_r->sent = (unsigned)sqlite3_column_int64(st, 3);
+		rs_r->deferred = (unsigned)sqlite3_column_int64(st, 4);
+		rs_r->held = (unsigned)sqlite3_column_int64(st, 5);
+		rs_r->bytes = (uint64_t)sqlite3_column_int64(st, 6);
+		rs_r->error = col_text(st, 7);
+		rc = SQLITE_DONE;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "relay state", err_r);
+	return SPOOL_OK;
+}
+
+void spool_relay_state_free(struct spool_relay_state *rs)
+{
+	free(rs->result);
+	free(rs->error);
+	memset(rs, 0, sizeof *rs);
+}
+
 /* ---- the account's UIDLs (poller: plan, keep_days, pruning) ------------ */
 
 void spool_uidl_rows_free(struct spool_uidl_row **rows, size_t n)

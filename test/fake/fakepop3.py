@@ -7,7 +7,7 @@ server will not produce.
               [--password P] [--token T] [--login-reply LINE] [--no-uidl]
               [--greeting TEXT] [--message FILE]... [--lf-server]
               [--retr-err UID]... [--retr-drop UID]... [--retr-huge UID]...
-              [--apop] [--list-size N] [--jwt-key-file FILE]
+              [--apop] [--list-size N] [--jwt-key-file FILE] [--drop-quit N]
 
 Binds 127.0.0.1 (port 0 = any free port unless --port), writes the port to
 --port-file once listening, serves connections one at a time until killed
@@ -56,6 +56,9 @@ Modes:
   --apop        the greeting carries an APOP timestamp; every APOP is
                 refused with "-ERR [AUTH] APOP not available" (the
                 mailutils pop3d case: a timestamp but no APOP secret).
+--drop-quit N: the first N sessions of the mailbox modes answer QUIT by
+closing the connection without a reply and without taking the DELEs
+(a server that failed at QUIT); later sessions are served normally.
 Hostile modes (a mailbox of --messages messages, default 1, misbehaving):
   garbage-greeting  the greeting is binary garbage
   drop-mid-retr     RETR sends half the message, then closes
@@ -114,6 +117,8 @@ HOSTILE = ("garbage-greeting", "drop-mid-retr", "stall-stls", "stall-mid-message
 # the maildrop of the mailbox modes: (uid, bytes); survives connections,
 # DELE at QUIT
 MAILDROP = []
+# sessions left whose QUIT drops the connection (--drop-quit)
+DROP_QUIT = [0]
 
 
 def make_message(i):
@@ -236,6 +241,9 @@ class Session:
             self.send(b"+OK deleted\r\n")
         elif verb == b"NOOP":
             self.send(b"+OK\r\n")
+        elif verb == b"QUIT" and DROP_QUIT[0] > 0:
+            DROP_QUIT[0] -= 1
+            return False  # no reply, no deletions: the connection just ends
         elif verb == b"QUIT":
             # deletions take effect; the next session numbers 1..N again
             MAILDROP[:] = [m for i, m in enumerate(MAILDROP) if (i + 1) not in self.deleted]
@@ -462,7 +470,9 @@ def main():
     p.add_argument("--retr-huge", action="append", type=int)
     p.add_argument("--apop", action="store_true")
     p.add_argument("--list-size", type=int)
+    p.add_argument("--drop-quit", type=int, default=0)
     args = p.parse_args()
+    DROP_QUIT[0] = args.drop_quit
     count = args.messages
     if count is None:
         count = 2 if args.mode in ("mailbox", "dup-uidl") + OAUTH_MODES else 1

@@ -411,6 +411,98 @@ START_TEST(test_missing_file)
 }
 END_TEST
 
+/* issue 13.9: one duration syntax for every time option */
+START_TEST(test_durations_everywhere)
+{
+	char text[8192];
+	struct conf *c = NULL;
+	char *err = NULL;
+	snprintf(text, sizeof text, "status_warn_age = 90m\nsmtp {\n  timeout = \"2m\"\n}\n%s",
+		 account_block("office", "  interval = \"5m\"\n  timeout = 90s\n"
+			       "  connect_timeout = 1m\n  tls_timeout = 45\n  session_timeout = 2h\n"));
+	write_conf(text);
+	ck_assert_msg(conf_load(conf_path, &c, &err) == PG_OK, "%s", err ? err : "");
+	ck_assert_int_eq(c->accounts[0].interval, 300);
+	ck_assert_int_eq(c->accounts[0].timeout, 90);
+	ck_assert_int_eq(c->accounts[0].connect_timeout, 60);
+	ck_assert_int_eq(c->accounts[0].tls_timeout, 45);
+	ck_assert_int_eq(c->accounts[0].session_timeout, 7200);
+	ck_assert_int_eq(c->smtp.timeout, 120);
+	ck_assert_int_eq(c->status_warn_age, 5400);
+	conf_free(&c);
+	snprintf(text, sizeof text, "%s", account_block("office", "  tls_timeout = 2h\n"));
+	expect_error(text, 6, "tls_timeout", "out of range (1s to 1h)");
+	snprintf(text, sizeof text, "%s", account_block("office", "  interval = \"5 min\"\n"));
+	expect_error(text, 6, "interval", "not a duration");
+	char b[32];
+	conf_format_duration(300, b, sizeof b);
+	ck_assert_str_eq(b, "5m");
+	conf_format_duration(90, b, sizeof b);
+	ck_assert_str_eq(b, "90s");
+}
+END_TEST
+
+/* issue 13.9: an option given twice is a warning naming both lines */
+START_TEST(test_duplicate_option_warned)
+{
+	char text[8192];
+	struct conf *c = NULL;
+	char *err = NULL;
+	snprintf(text, sizeof text, "log_level = \"info\"\nlog_level = \"debug\"\n"
+		 "smtp {\n  port = 25\n}\n%s",
+		 account_block("office", "  interval = 60\n  interval = 120 # again\n"));
+	write_conf(text);
+	ck_assert_msg(conf_load(conf_path, &c, &err) == PG_OK, "%s", err ? err : "");
+	ck_assert_ptr_nonnull(c->warnings);
+	char want[512];
+	snprintf(want, sizeof want, "%s:2: option 'log_level' is given again (first at line 1)",
+		 conf_path);
+	ck_assert_msg(strstr(c->warnings, want) != NULL, "%s", c->warnings);
+	snprintf(want, sizeof want, "%s:12: option 'interval' is given again (first at line 11)",
+		 conf_path);
+	ck_assert_msg(strstr(c->warnings, want) != NULL, "%s", c->warnings);
+	ck_assert_ptr_null(strstr(c->warnings, "'port'"));
+	conf_free(&c);
+	/* the same key in two accounts is no duplicate */
+	snprintf(text, sizeof text, "%s", account_block("a", "  interval = 60\n"));
+	size_t n = strlen(text);
+	snprintf(text + n, sizeof text - n, "%s", account_block("b", "  interval = 60\n"));
+	write_conf(text);
+	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_OK);
+	ck_assert_ptr_null(c->warnings);
+	conf_free(&c);
+}
+END_TEST
+
+/* issue 13.5: relative paths are resolved against the file's directory,
+ * and the file's own path is made absolute, whatever the working dir */
+START_TEST(test_relative_paths)
+{
+	char text[8192], cwd[1024], want[1024];
+	struct conf *c = NULL;
+	char *err = NULL;
+	snprintf(text, sizeof text, "spool_dir = \"relspool\"\nmetrics_file = \"m/x.prom\"\n"
+		 "pid_file = \"p.pid\"\naccount \"office\" {\n  server = \"pop.example.com\"\n"
+		 "  user = \"u\"\n  password_file = \"office.pass\"\n"
+		 "  deliver_to = \"office@corp.example\"\n}\n");
+	write_conf(text);
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+	ck_assert_int_eq(chdir(dir), 0);
+	ck_assert_msg(conf_load("popgate.conf", &c, &err) == PG_OK, "%s", err ? err : "");
+	ck_assert_int_eq(chdir("/"), 0);
+	ck_assert_str_eq(c->path, conf_path);
+	snprintf(want, sizeof want, "%s/relspool", dir);
+	ck_assert_str_eq(c->spool_dir, want);
+	snprintf(want, sizeof want, "%s/m/x.prom", dir);
+	ck_assert_str_eq(c->metrics_file, want);
+	snprintf(want, sizeof want, "%s/p.pid", dir);
+	ck_assert_str_eq(c->pid_file, want);
+	ck_assert_str_eq(c->accounts[0].password_file, pass_path);
+	conf_free(&c);
+	ck_assert_int_eq(chdir(cwd), 0);
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
@@ -433,6 +525,9 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_duplicate_account);
 	tcase_add_test(tc, test_password_file_mode);
 	tcase_add_test(tc, test_missing_file);
+	tcase_add_test(tc, test_durations_everywhere);
+	tcase_add_test(tc, test_duplicate_option_warned);
+	tcase_add_test(tc, test_relative_paths);
 	suite_add_tcase(s, tc);
 	return s;
 }
