@@ -724,7 +724,7 @@ enum oauth2_res oauth2_device_start(struct oauth2_client *c, struct oauth2_devic
 }
 
 /* nap - sleep seconds, in steps, unless *stop becomes set; 0 if stopped */
-static int nap(long seconds, const volatile int *stop)
+static int nap(long seconds, const volatile sig_atomic_t *stop)
 {
 	for (long i = 0; i < seconds * 10; i++) {
 		if (stop != NULL && *stop)
@@ -736,7 +736,7 @@ static int nap(long seconds, const volatile int *stop)
 }
 
 enum oauth2_res oauth2_device_wait(struct oauth2_client *c, struct oauth2_device *d,
-				   const volatile int *stop, struct oauth2_token *t_r,
+				   const volatile sig_atomic_t *stop, struct oauth2_token *t_r,
 				   char **err_r)
 {
 	long interval = d->interval > 0 ? d->interval : 5;

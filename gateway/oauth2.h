@@ -21,6 +21,7 @@
 #ifndef POPGATE_OAUTH2_H
 #define POPGATE_OAUTH2_H
 
+#include <signal.h>
 #include <time.h>
 
 #include "util.h"
@@ -82,7 +83,7 @@ enum oauth2_res oauth2_device_start(struct oauth2_client *c, struct oauth2_devic
  * honours interval, authorization_pending and slow_down (+5 s).  *stop
  * (may be NULL) ends the wait early with OAUTH2_TEMP. */
 enum oauth2_res oauth2_device_wait(struct oauth2_client *c, struct oauth2_device *d,
-				   const volatile int *stop, struct oauth2_token *t_r,
+				   const volatile sig_atomic_t *stop, struct oauth2_token *t_r,
 				   char **err_r);
 void oauth2_device_wipe(struct oauth2_device *d);
 
