@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "log.h"
 #include "pop3.h"
+#include "tokenstore.h"
 
 /* explain - plain words for the error text of a failed step */
 static const char *explain(enum pg_res res, const char *step, const char *err)
@@ -100,7 +101,7 @@ static int fail(const char *name, const char *step, enum pg_res res, const char 
 	return pg_exit_code(res);
 }
 
-static int test_one(const struct conf_account *a)
+static int test_one(const struct conf *c, const struct conf_account *a)
 {
 	struct pop3 *s = NULL;
 	char *secret = NULL, *err = NULL;
@@ -117,9 +118,13 @@ static int test_one(const struct conf_account *a)
 	};
 	printf("account %s: %s:%d (tls %s)\n", a->name, a->server, a->port,
 	       a->tls == TLS_IMPLICIT ? "implicit" : a->tls == TLS_STARTTLS ? "starttls" : "none");
-	enum pg_res res = conf_read_secret(a, &secret, &err);
+	int fresh = 0, reauth = 0;
+	enum pg_res res = a->oauth2 != NULL ?
+		tokenstore_login_token(c, a, NULL, &secret, &fresh, &reauth, &err) :
+		conf_read_secret(a, &secret, &err);
 	if (res != PG_OK) {
-		code = fail(a->name, "reading the secret", res, err);
+		code = fail(a->name, a->oauth2 ? "getting the OAuth2 access token" :
+			    "reading the secret", res, err);
 		goto out;
 	}
 	res = pop3_open(&pp, &s, &err);
@@ -149,6 +154,8 @@ static int test_one(const struct conf_account *a)
 		printf("OK: account %s works\n", a->name);
 out:
 	pop3_close(&s);
+	if (secret != NULL)
+		explicit_bzero(secret, strlen(secret));
 	free(secret);
 	free(err);
 	return code;
@@ -170,7 +177,7 @@ int cmd_test_account(const struct cli_opts *o, int argc, char **argv)
 		code = EX_USAGE;
 	} else {
 		fflush(stdout);
-		code = test_one(a);
+		code = test_one(c, a);
 	}
 	conf_free(&c);
 	log_close();
