@@ -45,18 +45,16 @@ struct authorize_opts {
 	int port;              /* browser: 0 = a free port */
 	int wait;              /* browser: seconds to wait for the redirect */
 	const char *refresh_file;
+	struct spool *sp;      /* opened first: it creates the spool directory */
 };
 
 /* ---- storing the grant --------------------------------------------------- */
 
 /* clear_hold - the account may be polled on schedule again */
-static void clear_hold(const struct conf *c, const struct conf_account *a)
+static void clear_hold(struct spool *sp, const struct conf_account *a)
 {
-	struct spool *sp = open_spool(c);
 	struct spool_account_state st;
 	char *err = NULL;
-	if (sp == NULL)
-		return;
 	if (spool_account_get(sp, a->name, &st, &err) == SPOOL_OK) {
 		free(st.auth_failed);
 		st.auth_failed = NULL;
@@ -67,12 +65,11 @@ static void clear_hold(const struct conf *c, const struct conf_account *a)
 		spool_account_state_free(&st);
 	}
 	free(err);
-	spool_close(&sp);
 }
 
 /* store - the new grant, under the account's refresh lock */
 static int store(const struct conf *c, const struct conf_account *a, struct oauth2_token *t,
-		 const char *old_refresh)
+		 const char *old_refresh, struct spool *sp)
 {
 	struct tokenstore_entry e = { .state = TOKENSTORE_VALID };
 	char *err = NULL;
@@ -105,7 +102,7 @@ static int store(const struct conf *c, const struct conf_account *a, struct oaut
 	LOG_INFO("account=%s status=authorized flow=%s refresh_token=%s", a->name,
 		 conf_oauth2_flow_name(a->oauth2->flow), e.refresh_token ? "stored" : "none");
 	tokenstore_entry_wipe(&e);
-	clear_hold(c, a);
+	clear_hold(sp, a);
 	return EX_OK;
 }
 
@@ -119,7 +116,7 @@ static int failed(const struct conf_account *a, enum oauth2_res r, const char *e
 /* ---- device flow -------------------------------------------------------- */
 
 static int device_flow(const struct conf *c, const struct conf_account *a,
-		       struct oauth2_client *oc)
+		       struct oauth2_client *oc, const struct authorize_opts *ao)
 {
 	struct oauth2_device d;
 	struct oauth2_token t = { 0 };
@@ -140,7 +137,7 @@ static int device_flow(const struct conf *c, const struct conf_account *a,
 	fflush(stdout);
 	r = oauth2_device_wait(oc, &d, &cli_stop, &t, &err);
 	oauth2_device_wipe(&d);
-	int code = r == OAUTH2_OK ? store(c, a, &t, NULL) : failed(a, r, err);
+	int code = r == OAUTH2_OK ? store(c, a, &t, NULL, ao->sp) : failed(a, r, err);
 	oauth2_token_wipe(&t);
 	free(err);
 	return code;
@@ -329,7 +326,7 @@ static int browser_flow(const struct conf *c, const struct conf_account *a,
 		err = NULL;
 		r = oauth2_exchange_code(oc, code, verifier, redirect, &t, &err);
 	}
-	rc = r == OAUTH2_OK ? store(c, a, &t, NULL) : failed(a, r, err);
+	rc = r == OAUTH2_OK ? store(c, a, &t, NULL, ao->sp) : failed(a, r, err);
 	oauth2_token_wipe(&t);
 	if (code != NULL)
 		explicit_bzero(code, strlen(code));
@@ -341,20 +338,22 @@ static int browser_flow(const struct conf *c, const struct conf_account *a,
 
 /* ---- client_credentials and imports ------------------------------------- */
 
-static int cc_flow(const struct conf *c, const struct conf_account *a, struct oauth2_client *oc)
+static int cc_flow(const struct conf *c, const struct conf_account *a, struct oauth2_client *oc,
+		   const struct authorize_opts *ao)
 {
 	struct oauth2_token t = { 0 };
 	char *err = NULL;
 	enum oauth2_res r = oauth2_client_credentials(oc, &t, &err);
-	int rc = r == OAUTH2_OK ? store(c, a, &t, NULL) : failed(a, r, err);
+	int rc = r == OAUTH2_OK ? store(c, a, &t, NULL, ao->sp) : failed(a, r, err);
 	oauth2_token_wipe(&t);
 	free(err);
 	return rc;
 }
 
 static int import_flow(const struct conf *c, const struct conf_account *a,
-		       struct oauth2_client *oc, const char *file)
+		       struct oauth2_client *oc, const struct authorize_opts *ao)
 {
+	const char *file = ao->refresh_file;
 	struct oauth2_token t = { 0 };
 	char *err = NULL, *rt = NULL;
 	if (conf_read_file_secret(file, "--refresh-token-file", &rt, &err) != PG_OK) {
@@ -363,7 +362,7 @@ static int import_flow(const struct conf *c, const struct conf_account *a,
 		return EX_CONFIG;
 	}
 	enum oauth2_res r = oauth2_refresh(oc, rt, &t, &err);
-	int rc = r == OAUTH2_OK ? store(c, a, &t, rt) : failed(a, r, err);
+	int rc = r == OAUTH2_OK ? store(c, a, &t, rt, ao->sp) : failed(a, r, err);
 	oauth2_token_wipe(&t);
 	explicit_bzero(rt, strlen(rt));
 	free(rt);
@@ -427,18 +426,21 @@ int cmd_authorize(const struct cli_opts *o, int argc, char **argv)
 		fprintf(stderr, "popgate authorize: %s '%s' in %s\n", a == NULL ? "no account" :
 			"no oauth2 block in account", argv[first], c->path);
 		code = a == NULL ? EX_USAGE : EX_CONFIG;
+	} else if ((ao.sp = open_spool(c)) == NULL) {
+		code = EX_IOERR;
 	} else if (oauth2_client_new(a, &oc, &err) != OAUTH2_OK) {
 		fprintf(stderr, "popgate authorize %s: %s\n", a->name, err);
 		code = EX_CONFIG;
 	} else if (ao.refresh_file != NULL) {
-		code = import_flow(c, a, oc, ao.refresh_file);
+		code = import_flow(c, a, oc, &ao);
 	} else if (a->oauth2->flow == OAUTH2_FLOW_DEVICE) {
-		code = device_flow(c, a, oc);
+		code = device_flow(c, a, oc, &ao);
 	} else if (a->oauth2->flow == OAUTH2_FLOW_BROWSER) {
 		code = browser_flow(c, a, oc, &ao);
 	} else {
-		code = cc_flow(c, a, oc);
+		code = cc_flow(c, a, oc, &ao);
 	}
+	spool_close(&ao.sp);
 	oauth2_client_free(&oc);
 	free(err);
 	conf_free(&c);

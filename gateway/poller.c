@@ -734,6 +734,20 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	return res;
 }
 
+/* oauth2_reauthorize - the account's grant was refused (tokenstore.h) */
+static int oauth2_reauthorize(const struct conf_account *a, struct spool *sp)
+{
+	struct tokenstore_entry e;
+	char *err = NULL;
+	if (a->oauth2 == NULL || tokenstore_read(spool_dir(sp), a->name, &e, &err) != PG_OK) {
+		free(err);
+		return 0;
+	}
+	int r = e.state == TOKENSTORE_REAUTHORIZE;
+	tokenstore_entry_wipe(&e);
+	return r;
+}
+
 int poller_account_ready(const struct conf_account *a, struct spool *sp, time_t now,
 			 time_t *not_before_r, char **why_r)
 {
@@ -744,6 +758,10 @@ int poller_account_ready(const struct conf_account *a, struct spool *sp, time_t 
 	if (spool_account_get(sp, a->name, &st, &err) != SPOOL_OK) {
 		free(err);
 		return 1; /* the poll itself will report the spool problem */
+	}
+	if (oauth2_reauthorize(a, sp)) {
+		spool_account_state_free(&st);
+		return 1; /* fails at once, no request, no login: exit 77 and the command to run */
 	}
 	if (st.auth_failed != NULL) {
 		char *fp = config_fingerprint(a);
