@@ -5,7 +5,7 @@ server will not produce.
   fakepop3.py --port-file FILE [--port N] [--record FILE] [--mode MODE]
               [--capa CAP]... [--max-conn N] [--messages N] [--user U]
               [--password P] [--token T] [--login-reply LINE] [--no-uidl]
-              [--greeting TEXT]
+              [--greeting TEXT] [--jwt-key-file FILE]
 
 Binds 127.0.0.1 (port 0 = any free port unless --port), writes the port to
 --port-file once listening, serves connections one at a time until killed
@@ -44,16 +44,47 @@ Hostile modes (a mailbox of --messages messages, default 1, misbehaving):
   bad-uidl          a UIDL with a control character and one of 100 octets
   retr-longer       LIST says 100 octets; RETR sends 2 MB
   no-final-dot      RETR sends the message without the final ".", closes
+OAuth2 provider shapes (issue 14; a mailbox of --messages messages, default
+2, like "mailbox" for everything but the login).  The access token is
+checked as a JWT: HS256 with the base64 secret in --jwt-key-file (the
+OAUTH2_KEYFILE of test/lib/servers.sh), exp in the future, and its "email"
+claim equal (ignoring case) to the SASL user, which must be --user when
+given; --token T instead accepts exactly T.  Each login's outcome goes to
+stderr ("fakepop3: login ok|refused ...").
+  ms-xoauth2        Microsoft 365 (outlook.office365.com).  CAPA: USER, UIDL,
+                    TOP, SASL PLAIN XOAUTH2.  Only the two-step form:
+                    "AUTH XOAUTH2" -> "+ " -> the base64 token line;
+                    success "+OK User successfully authenticated."; a refused
+                    token gets "-ERR Authentication failure: unknown user name
+                    or bad password." at once, no challenge.  The one-line
+                    form "AUTH XOAUTH2 <b64>" is answered "-ERR Protocol
+                    error. Connection is closed." and the connection closed.
+                    OAUTHBEARER: "-ERR Unrecognized authentication type."
+  google-xoauth2    Gmail (pop.gmail.com).  CAPA: USER, RESP-CODES, TOP,
+                    UIDL, SASL PLAIN XOAUTH2 OAUTHBEARER.  XOAUTH2 and
+                    OAUTHBEARER in one step (initial response) or two;
+                    success "+OK Welcome."; a refused token gets
+                    "+ base64({"status":"400","schemes":"Bearer",
+                    "scope":"https://mail.google.com/"})", and after the
+                    client's reply (an empty line, or "AQ==" for OAUTHBEARER)
+                    "-ERR [AUTH] Invalid credentials."
 """
 
 import argparse
 import base64
+import hashlib
+import hmac
+import json
 import os
 import socket
 import sys
 import time
 
 DEFAULT_CAPA = ["USER", "UIDL", "TOP", "SASL PLAIN LOGIN"]
+OAUTH_MODES = ("ms-xoauth2", "google-xoauth2")
+OAUTH_CAPA = {"ms-xoauth2": ["USER", "UIDL", "TOP", "SASL PLAIN XOAUTH2"],
+              "google-xoauth2": ["USER", "RESP-CODES", "TOP", "UIDL",
+                                 "SASL PLAIN XOAUTH2 OAUTHBEARER"]}
 HOSTILE = ("garbage-greeting", "drop-mid-retr", "stall-stls", "stall-mid-message",
            "long-line", "capa-flood", "dup-uidl", "bad-uidl", "retr-longer",
            "no-final-dot")
@@ -112,7 +143,7 @@ class Session:
         if mode == "stall":
             self.stall()
             return
-        capa = list(self.args.capa or DEFAULT_CAPA)
+        capa = list(self.args.capa or OAUTH_CAPA.get(mode, DEFAULT_CAPA))
         if mode in ("stls-inject", "stall-stls") and "STLS" not in capa:
             capa.append("STLS")
         while True:
@@ -205,6 +236,8 @@ class Session:
             self.send(b"-ERR [AUTH] invalid credentials\r\n")
 
     def auth(self, mech, initial):
+        if self.args.mode in OAUTH_MODES and mech in (b"XOAUTH2", b"OAUTHBEARER"):
+            return self.auth_provider(mech, initial)
         if mech == b"PLAIN":
             if initial is None:
                 self.send(b"+ \r\n")
@@ -236,6 +269,69 @@ class Session:
             self.send(b"-ERR mechanism not supported\r\n")
         return True
 
+    # ---- OAuth2 provider shapes (ms-xoauth2, google-xoauth2) ----------
+    def auth_provider(self, mech, initial):
+        ms = self.args.mode == "ms-xoauth2"
+        if ms and mech != b"XOAUTH2":
+            self.send(b"-ERR Unrecognized authentication type.\r\n")
+            return True
+        if ms and initial is not None:
+            self.send(b"-ERR Protocol error. Connection is closed.\r\n")
+            return False
+        if initial is None:
+            self.send(b"+ \r\n")
+            initial = self.readline()
+            if initial is None:
+                return False
+        user, token = sasl_bearer(mech, initial)
+        why = self.check_token(user, token)
+        print("fakepop3: login %s mech=%s user=%s%s" % ("ok" if why is None else "refused",
+              mech.decode(), user, "" if why is None else " reason=" + why),
+              file=sys.stderr, flush=True)
+        if why is None:
+            self.send(b"+OK User successfully authenticated.\r\n" if ms else b"+OK Welcome.\r\n")
+        elif ms:
+            self.send(b"-ERR Authentication failure: unknown user name or bad password.\r\n")
+        else:
+            self.send(b"+ " + base64.b64encode(
+                b'{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}')
+                + b"\r\n")
+            if self.readline() is None:
+                return False
+            self.send(b"-ERR [AUTH] Invalid credentials.\r\n")
+        return True
+
+    def check_token(self, user, token):
+        """None when TOKEN logs USER in, else why not"""
+        if user is None or token is None:
+            return "malformed SASL message"
+        if self.args.user and user.lower() != self.args.user.lower():
+            return "user %s is not %s" % (user, self.args.user)
+        if self.args.token is not None:
+            return None if token == self.args.token else "not the --token"
+        if not self.args.jwt_key_file:
+            return "no --jwt-key-file"
+        with open(self.args.jwt_key_file) as f:
+            key = base64.b64decode(f.read().strip())
+        parts = token.split(".")
+        if len(parts) != 3:
+            return "not a JWT"
+        try:
+            head = json.loads(b64url_dec(parts[0]))
+            body = json.loads(b64url_dec(parts[1]))
+        except ValueError:
+            return "undecodable JWT"
+        if head.get("alg") != "HS256":
+            return "alg %r" % head.get("alg")
+        sig = hmac.new(key, (parts[0] + "." + parts[1]).encode(), hashlib.sha256).digest()
+        if base64.urlsafe_b64encode(sig).rstrip(b"=").decode() != parts[2]:
+            return "bad signature"
+        if not isinstance(body.get("exp"), (int, float)) or body["exp"] <= time.time():
+            return "expired"
+        if str(body.get("email", "")).lower() != user.lower():
+            return "email %r is not the user" % body.get("email")
+        return None
+
     def retr(self, n):
         mode = self.args.mode
         live = dict(self.live())
@@ -265,6 +361,29 @@ class Session:
         return True
 
 
+def b64url_dec(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sasl_bearer(mech, b64):
+    """(user, token) from an XOAUTH2 or OAUTHBEARER initial response"""
+    try:
+        msg = base64.b64decode(b64, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    user = token = None
+    fields = msg.split("\x01")
+    if mech == b"OAUTHBEARER":
+        gs2 = fields.pop(0).split(",")
+        user = next((g[2:] for g in gs2 if g.startswith("a=")), None)
+    for f in fields:
+        if f.startswith("user="):
+            user = f[5:]
+        elif f.startswith("auth=Bearer "):
+            token = f[12:]
+    return user, token
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port-file", required=True)
@@ -272,20 +391,21 @@ def main():
     p.add_argument("--record")
     p.add_argument("--mode", default="record",
                    choices=("record", "mailbox", "stls-inject", "stall", "bad-greeting")
-                   + HOSTILE)
+                   + HOSTILE + OAUTH_MODES)
     p.add_argument("--capa", action="append")
     p.add_argument("--max-conn", type=int, default=0)
     p.add_argument("--messages", type=int)
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--token")
+    p.add_argument("--jwt-key-file")
     p.add_argument("--login-reply")
     p.add_argument("--no-uidl", action="store_true")
     p.add_argument("--greeting")
     args = p.parse_args()
     count = args.messages
     if count is None:
-        count = 2 if args.mode == "mailbox" else (2 if args.mode == "dup-uidl" else 1)
+        count = 2 if args.mode in ("mailbox", "dup-uidl") + OAUTH_MODES else 1
     MAILDROP.extend((i, make_message(i)) for i in range(1, count + 1))
     if args.record:
         open(args.record, "ab").close()

@@ -48,11 +48,12 @@
 #   start_faketoken DIR [ARGS] test/fake/faketoken.py (HTTPS OAuth2 identity
 #                              provider, see its header); exports FAKETOKEN_PORT,
 #                              FAKETOKEN_URL, FAKETOKEN_CA, FAKETOKEN_STATE
+#   restart_faketoken          kill -9 it and start it again: same port and state
 #   faketoken_ctl JSON         POST JSON to FAKETOKEN_URL/_control; prints the reply
 #   faketoken_fault JSON       queue one fault (faketoken_ctl {"fault": JSON})
 #   faketoken_client JSON      register a client (faketoken_ctl {"client": JSON})
-#   faketoken_stats [KEY]      GET /_stats (JSON), or one value with KEY a dotted
-#                              path like grants.refresh_token (0 when absent)
+#   faketoken_stats [KEY...]   GET /_stats (JSON), or the values at dotted KEYs
+#                              like grants.refresh_token (0 when absent)
 #   stop_servers               stop every server started by these functions
 #
 # smtp-sink's -d dump format (Postfix 3.7, verified by hand, see man smtp-sink):
@@ -672,15 +673,19 @@ faketoken_client() {
 	faketoken_ctl "{\"client\": $1}" >/dev/null
 }
 
-# faketoken_stats [KEY] - the /_stats JSON, or the value at the dotted KEY
-# (e.g. requests.token, grants.refresh_token, errors.invalid_grant; 0 when
-# absent; strings and objects printed as JSON)
+# faketoken_stats [KEY...] - the /_stats JSON, or the values at the dotted
+# KEYs, space separated (e.g. requests.token grants.refresh_token
+# errors.invalid_grant; 0 when absent; strings and objects printed as JSON)
 faketoken_stats() {
 	curl -sS --cacert "$FAKETOKEN_CA" "$FAKETOKEN_URL/_stats" | "$PYTHON" -c '
 import json, sys
-v = json.load(sys.stdin)
-for k in (sys.argv[1].split(".") if len(sys.argv) > 1 and sys.argv[1] else []):
-    v = v.get(k, 0) if isinstance(v, dict) else 0
-print(v if isinstance(v, (int, float)) else json.dumps(v, sort_keys=True))
-' "${1:-}"
+stats = json.load(sys.stdin)
+out = []
+for key in sys.argv[1:] or [""]:
+    v = stats
+    for k in (key.split(".") if key else []):
+        v = v.get(k, 0) if isinstance(v, dict) else 0
+    out.append(str(v) if isinstance(v, (int, float)) else json.dumps(v, sort_keys=True))
+print(" ".join(out))
+' "$@"
 }
