@@ -8,7 +8,9 @@
 #    host-name mismatch: temporary (75); invalid_client, unauthorized_client,
 #    invalid_scope: configuration (78); a slow reply within the timeout works;
 #  - a login refused with a token popgate thought valid is refreshed once and
-#    retried once; a refreshed token refused again fails with no third try;
+#    retried once, against Dovecot and the Microsoft (bare -ERR) and Google
+#    (JSON challenge, then -ERR) shapes of fakepop3.py; a refreshed token
+#    refused again fails with no third try;
 #  - two processes needing a refresh at once make one refresh request (the
 #    token store's lock), and both log in;
 #  - a rotated refresh token survives a kill -9 between the token reply and
@@ -144,6 +146,29 @@ pg "$LOG" -c "$CONF" poll --once dev
 is "$PG_RC" 77 "the refreshed token refused too: the login fails (77)"
 is "$(refreshes)" $((r0 + 2)) "the refreshed token refused too: one refresh, no third try"
 
+# ---- the providers' shapes of a refused token (fakepop3.py) -----------------------------
+# Microsoft: two-step XOAUTH2 only, a bare -ERR; Google: a "+ base64(JSON)"
+# challenge, then -ERR.  popgate refreshes once and logs in on a new connection.
+for shape in ms-xoauth2:xoauth2 google-xoauth2:xoauth2 google-xoauth2:oauthbearer; do
+	mode=${shape%%:*} mech=${shape#*:} name=${shape//:/-}
+	start_fakepop3 "$TESTDIR/fp-$name" "$mode" --jwt-key-file "$OAUTH2_KEYFILE" --user "$U" ||
+		bail_out "cannot start fakepop3 $mode"
+	sed -e "s/^  port = .*/  port = $FAKEPOP3_PORT/" -e 's/^  tls = .*/  tls = "none"\n  allow_plaintext = true/' \
+		-e "s/^  auth = .*/  auth = \"$mech\"/" -e "s/^account \"dev\"/account \"$name\"/" \
+		-e 's/^  server = .*/  server = "127.0.0.1"/' "$CONF" >"$TESTDIR/$name.conf"
+	pg "$LOG" -c "$TESTDIR/$name.conf" authorize "$name" >/dev/null || bail_out "cannot authorize $name"
+	sed -i -e "s/^access_token=.*/access_token=not.a.valid.jwt/" \
+		-e "s/^access_expires=.*/access_expires=$(($(date +%s) + 3000))/" "$SPOOL/oauth2/$name.tokens"
+	r0=$(refreshes)
+	pg "$LOG" -c "$TESTDIR/$name.conf" poll --once "$name"
+	is "$PG_RC" 0 "$mode $mech: a refused token is refreshed and the login retried" || note "$LOG"
+	is "$(refreshes)" $((r0 + 1)) "$mode $mech: one refresh"
+	is "$(grep -c 'fakepop3: login refused' "$TESTDIR/fp-$name/fakepop3.log"):$(grep -c 'fakepop3: login ok' "$TESTDIR/fp-$name/fakepop3.log")" "1:1" \
+		"$mode $mech: one refused login, then one that worked"
+	ok "! grep -aq 'AUTH [A-Z2]* [A-Za-z0-9+/=]' '$FAKEPOP3_REC'" "$mode $mech: AUTH in two steps (no initial response)"
+	is "$(spool_sql "$SPOOL" "select count(*) from messages where account='$name'")" 2 "$mode $mech: the mail was fetched"
+done
+
 # ---- two processes, one refresh ------------------------------------------------------
 expire
 r0=$(refreshes)
@@ -215,7 +240,7 @@ is "$PG_RC" 0 "reauthorize: popgate authorize dev"
 ok "grep -q '^state=valid' '$TF'" "authorize: the state is valid again"
 pg "$LOG" -c "$CONF" poll --once dev
 is "$PG_RC" 0 "after authorize the account polls again" || note "$LOG"
-is "$(spool_sql "$SPOOL" "select count(*) from messages")" "$n" "after authorize: every message is in the spool"
+is "$(spool_sql "$SPOOL" "select count(*) from messages where account='dev'")" "$n" "after authorize: every message is in the spool"
 pg "$LOG" -c "$CONF" status >/dev/null
 is "$PG_RC" 0 "after authorize: status is healthy"
 
