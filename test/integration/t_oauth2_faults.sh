@@ -203,7 +203,7 @@ ppid=$!
 for _ in $(seq 1 100); do [ "$(grep '^refresh_token=' "$TF")" != "$old_rt" ] && break; sleep 0.1; done
 kill -KILL "$ppid"
 wait "$ppid" 2>/dev/null
-kill "$hangpid"
+kill "$hangpid"; wait "$hangpid" 2>/dev/null
 ok "[ '$(grep '^refresh_token=' "$TF")' != '$old_rt' ]" "kill -9: the rotated refresh token was stored before the login"
 expire
 newmail
