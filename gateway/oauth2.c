@@ -146,18 +146,23 @@ static char *random_b64url(size_t nbytes)
 	return s;
 }
 
-/* form_add - "&name=value", value percent-encoded (RFC 3986 unreserved kept) */
+/* form_add - "&name=value", value percent-encoded (RFC 3986 unreserved
+ * kept).  Past the buffer's cap the form is wiped and stays empty, so a
+ * truncated request is never sent (the callers refuse an empty form). */
 static void form_add(struct buf *b, const char *name, const char *value)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	if (buf_printf(b, "%s%s=", b->len ? "&" : "", name) != 0)
-		return;
-	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+	int bad = b->max == 0 || buf_printf(b, "%s%s=", b->len ? "&" : "", name) != 0;
+	for (const unsigned char *p = (const unsigned char *)value; !bad && *p; p++) {
 		char e[4] = { (char)*p, 0, 0, 0 };
 		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
 		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~'))
 			e[0] = '%', e[1] = hex[*p >> 4], e[2] = hex[*p & 15];
-		buf_append(b, e, strlen(e));
+		bad = buf_append(b, e, strlen(e)) != 0;
+	}
+	if (bad) {
+		buf_wipe(b);
+		b->max = 0;
 	}
 }
 
@@ -350,6 +355,13 @@ static enum oauth2_res post_form(struct oauth2_client *c, const char *endpoint,
 	struct curl_slist *hdrs = curl_slist_append(NULL, "Accept: application/json");
 	c->http_status = 0;
 	c->retry_after = 0;
+	if (form->data == NULL || form->len == 0) {
+		curl_slist_free_all(hdrs);
+		if (h != NULL)
+			curl_easy_cleanup(h);
+		set_err(err_r, "oauth2: %s: the request does not fit in %d KiB", endpoint, 64);
+		return OAUTH2_CONFIG;
+	}
 	if (h == NULL || hdrs == NULL) {
 		curl_slist_free_all(hdrs);
 		if (h != NULL)
@@ -585,11 +597,7 @@ static enum oauth2_res token_request(struct oauth2_client *c, const char *grant,
 	memset(t_r, 0, sizeof *t_r);
 	if (pending_r != NULL)
 		*pending_r = 0;
-	enum oauth2_res r = form->len == 0 || form->data == NULL ? OAUTH2_CONFIG : OAUTH2_OK;
-	if (r != OAUTH2_OK)
-		set_err(err_r, "oauth2: %s: request larger than the form buffer", ep);
-	if (r == OAUTH2_OK)
-		r = post_form(c, ep, form, &rep, err_r);
+	enum oauth2_res r = post_form(c, ep, form, &rep, err_r);
 	if (r == OAUTH2_OK)
 		r = oauth2_parse_token_reply(ep, c->http_status, rep.body.data, rep.body.len, t_r,
 					     pending_r, err_r);

@@ -294,6 +294,30 @@ START_TEST(test_authorize_url)
 }
 END_TEST
 
+/* a request that does not fit is refused whole, never sent truncated (the
+ * endpoint is a closed port: sending would come back temporary) */
+START_TEST(test_form_overflow)
+{
+	struct conf_oauth2 o = { .provider = OAUTH2_PROVIDER_GENERIC, .flow = OAUTH2_FLOW_DEVICE,
+				 .client_id = "id", .scope = "s",
+				 .token_endpoint = "https://127.0.0.1:1/token" };
+	struct conf_account a = { .name = "x", .oauth2 = &o, .timeout = 2, .connect_timeout = 2 };
+	struct oauth2_client *c = NULL;
+	struct oauth2_token t;
+	char *err = NULL;
+	ck_assert_int_eq(oauth2_client_new(&a, &c, &err), OAUTH2_OK);
+	char *big = malloc(70000);
+	memset(big, 'r', 69999);
+	big[69999] = '\0';
+	ck_assert_int_eq(oauth2_refresh(c, big, &t, &err), OAUTH2_CONFIG);
+	ck_assert_ptr_nonnull(strstr(err, "does not fit"));
+	ck_assert_ptr_null(t.access_token);
+	free(err);
+	free(big);
+	oauth2_client_free(&c);
+}
+END_TEST
+
 static Suite *oauth2_suite(void)
 {
 	Suite *s = suite_create("oauth2");
@@ -305,6 +329,7 @@ static Suite *oauth2_suite(void)
 	tcase_add_test(tc, test_pkce);
 	tcase_add_test(tc, test_client_assertion);
 	tcase_add_test(tc, test_authorize_url);
+	tcase_add_test(tc, test_form_overflow);
 	suite_add_tcase(s, tc);
 	return s;
 }
