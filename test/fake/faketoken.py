@@ -141,8 +141,10 @@ for ever) says how many requests it answers.  Kinds:
       token is one Dovecot refuses: "variant" wrong_key (default; another
       HS256 key), wrong_user, expired (exp in the past, expires_in still
       says 3600), no_scope, wrong_issuer
-  /authorize kinds: access_denied (302 with error=access_denied and the
-      state), wrong_state (302 with code and another state)
+  At /authorize: the error kinds redirect with error=<kind> (and the
+      state; access_denied says the user declined), wrong_state redirects
+      with a code and another state, html/garbage/429/503/http/close/hang
+      answer as above; slow, bad_token and no_access_token do nothing there
 
 Error shapes: generic {"error","error_description"}; google the same with
 Google's texts; microsoft adds "error_codes" [AADSTS number], "timestamp",
@@ -269,7 +271,7 @@ class IdP:
         self.state_file = os.path.join(args.state_dir, "state.json")
         self.reqlog = os.path.join(args.state_dir, "requests.log")
         self.st = {"settings": dict(DEFAULT_SETTINGS), "clients": {}, "faults": [],
-                   "stats": {}, "refresh": {}, "codes": {}, "devices": {}, "jtis": []}
+                   "stats": {}, "refresh": {}, "codes": {}, "devices": {}}
         if os.path.exists(self.state_file):
             with open(self.state_file) as f:
                 self.st.update(json.load(f))
@@ -548,10 +550,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                          {"Location": ru + sep + urllib.parse.urlencode(params)})
 
         f = idp.take_fault("authorize", None)
-        if f is not None and f["kind"] == "access_denied":
-            idp.count("errors", "access_denied")
-            return redirect({"error": "access_denied",
-                             "error_description": "The user declined consent."})
+        if f is not None and f["kind"] in ERROR_KINDS:
+            idp.count("errors", f["kind"])
+            return redirect({"error": f["kind"], "error_description": f.get(
+                "description", "The user declined consent." if f["kind"] == "access_denied"
+                else "fake: " + f["kind"])})
+        if f is not None and f["kind"] not in ("wrong_state", "slow", "bad_token",
+                                               "no_access_token"):
+            return idp.fault_reply(f)  # html, garbage, 429/503, close, hang
         if q.get("response_type") != "code":
             return redirect({"error": "unsupported_response_type"})
         if idp.setting("require_pkce") and (not q.get("code_challenge")

@@ -214,6 +214,11 @@ faketoken_fault '{"kind":"access_denied","endpoint":"authorize"}'
 like "$(authorize "$CHALLENGE")" "^302 $REDIR\\?error=access_denied&.*state=st-42" "fault access_denied at /authorize"
 faketoken_fault '{"kind":"wrong_state","endpoint":"authorize"}'
 like "$(authorize "$CHALLENGE")" "code=.*&state=not-st-42$" "fault wrong_state at /authorize"
+faketoken_fault '{"kind":"temporarily_unavailable","endpoint":"authorize"}'
+like "$(authorize "$CHALLENGE")" "^302 $REDIR\\?error=temporarily_unavailable&.*state=st-42" \
+	"fault temporarily_unavailable at /authorize: redirected with that error"
+faketoken_fault '{"kind":"html","endpoint":"authorize","status":500}'
+like "$(authorize "$CHALLENGE")" "^500 $" "fault html at /authorize: an error page, no redirect"
 
 # ---- refresh: rotation, no rotation, restart ------------------------------------------
 refresh() { # CLIENT_ARGS... via REFRESH
@@ -374,8 +379,8 @@ like "$(tr '\r\n' '  ' <"$TESTDIR/fp-fgobad/fakepop3.rec")" 'AUTH XOAUTH2  [A-Za
 # counted from the requests above
 is "$(faketoken_stats grants.device_code errors.authorization_pending requests.devicecode)" "7 2 3" \
 	"stats: 3 device authorizations, 7 polls, 2 of them authorization_pending"
-is "$(faketoken_stats requests.authorize grants.authorization_code grants.refresh_token)" "7 5 8" \
-	"stats: 7 authorize requests, 5 code and 8 refresh grants"
+is "$(faketoken_stats requests.authorize grants.authorization_code grants.refresh_token)" "9 5 8" \
+	"stats: 9 authorize requests, 5 code and 8 refresh grants"
 is "$(faketoken_stats grants.client_credentials access_tokens)" "8 12" \
 	"stats: 8 client_credentials grants, 12 access tokens minted (/_mint not counted)"
 is "$(faketoken_stats last.token | json _auth)" post "/_stats keeps the last request's client authentication"
