@@ -35,6 +35,7 @@ int cmd_flush(const struct cli_opts *o, int argc, char **argv);
 int cmd_status(const struct cli_opts *o, int argc, char **argv);
 int cmd_test_account(const struct cli_opts *o, int argc, char **argv);
 int cmd_route(const struct cli_opts *o, int argc, char **argv);
+int cmd_authorize(const struct cli_opts *o, int argc, char **argv);
 /* Shared by the command files (cli.c, daemon.c, admin.c). */
 struct spool;
 struct conf_account;

@@ -230,6 +230,23 @@ static cfg_opt_t map_opts[] = {
 	CFG_END(),
 };
 
+/* the oauth2 block of an account (see "OAuth2 block" below) */
+static cfg_opt_t oauth2_opts[] = {
+	CFG_STR("provider", NULL, CFGF_NONE),
+	CFG_STR("tenant", NULL, CFGF_NONE),
+	CFG_STR("client_id", NULL, CFGF_NONE),
+	CFG_STR("client_secret_file", NULL, CFGF_NONE),
+	CFG_STR("client_certificate_file", NULL, CFGF_NONE),
+	CFG_STR("client_key_file", NULL, CFGF_NONE),
+	CFG_STR("flow", NULL, CFGF_NONE),
+	CFG_STR("scope", NULL, CFGF_NONE),
+	CFG_STR("token_endpoint", NULL, CFGF_NONE),
+	CFG_STR("device_endpoint", NULL, CFGF_NONE),
+	CFG_STR("authorize_endpoint", NULL, CFGF_NONE),
+	CFG_STR("ca_file", NULL, CFGF_NONE),
+	CFG_END(),
+};
+
 static cfg_opt_t account_opts[] = {
 	CFG_STR("server", NULL, CFGF_NODEFAULT),
 	CFG_INT("port", 0, CFGF_NONE),
@@ -261,6 +278,7 @@ static cfg_opt_t account_opts[] = {
 	CFG_STR("fallback_to", NULL, CFGF_NONE),
 	CFG_BOOL("guess_from_headers", cfg_false, CFGF_NONE),
 	CFG_STR("envelope_from", NULL, CFGF_NONE),
+	CFG_SEC("oauth2", oauth2_opts, CFGF_MULTI),
 	CFG_END(),
 };
 
@@ -297,6 +315,9 @@ static const char *const tls_names[] = { "implicit", "starttls", "none", NULL };
 static const char *const smtp_tls_names[] = { "none",	  "may",      "encrypt", "verify",
 					      "starttls", "required", NULL };
 static const char *const loglevel_names[] = { "error", "warning", "info", "debug", NULL };
+static const char *const oauth2_provider_names[] = { "microsoft", "google", "generic", NULL };
+static const char *const oauth2_flow_names[] = { "device", "browser", "client_credentials",
+						 NULL };
 
 const char *conf_auth_name(enum conf_auth a)
 {
@@ -367,6 +388,26 @@ static int validate_smtp_tls(cfg_t *cfg, cfg_opt_t *opt)
 static int validate_loglevel(cfg_t *cfg, cfg_opt_t *opt)
 {
 	return validate_names(cfg, opt, loglevel_names);
+}
+
+static int validate_oauth2_provider(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, oauth2_provider_names);
+}
+
+static int validate_oauth2_flow(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, oauth2_flow_names);
+}
+
+const char *conf_oauth2_provider_name(enum conf_oauth2_provider p)
+{
+	return (unsigned)p < 3 ? oauth2_provider_names[p] : "?";
+}
+
+const char *conf_oauth2_flow_name(enum conf_oauth2_flow f)
+{
+	return (unsigned)f < 3 ? oauth2_flow_names[f] : "?";
 }
 
 int conf_parse_size(const char *s, uint64_t *v_r)
@@ -613,6 +654,18 @@ static void set_validators(cfg_t *cfg)
 		{ "max_queue_time", validate_duration }, { "retry_intervals", validate_duration },
 		{ "user", validate_nonempty }, { "pid_file", validate_nonempty },
 		{ "metrics_file", validate_nonempty },
+		{ "account|oauth2|provider", validate_oauth2_provider },
+		{ "account|oauth2|flow", validate_oauth2_flow },
+		{ "account|oauth2|tenant", validate_nonempty },
+		{ "account|oauth2|client_id", validate_nonempty },
+		{ "account|oauth2|client_secret_file", validate_nonempty },
+		{ "account|oauth2|client_certificate_file", validate_nonempty },
+		{ "account|oauth2|client_key_file", validate_nonempty },
+		{ "account|oauth2|scope", validate_nonempty },
+		{ "account|oauth2|token_endpoint", validate_nonempty },
+		{ "account|oauth2|device_endpoint", validate_nonempty },
+		{ "account|oauth2|authorize_endpoint", validate_nonempty },
+		{ "account|oauth2|ca_file", validate_nonempty },
 	};
 	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
 		cfg_set_validate_func(cfg, v[i].name, v[i].fn);
@@ -737,11 +790,268 @@ static void account_limits(struct conf_ctx *cx, cfg_t *sec, struct conf_account 
 	a->session_timeout = (int)opt_duration(sec, "session_timeout");
 }
 
+/* ---- OAuth2 block ----------------------------------------------------------
+ * An account's `oauth2 { }`: the provider's defaults, then the checks of each
+ * flow.  Every error names the account, "oauth2", the option and the fix,
+ * at the line of the oauth2 block.  Kept together here, apart from the
+ * password options, so the rest of conf.c can change independently. */
+
+#define MS_LOGIN "https://login.microsoftonline.com/"
+#define MS_SCOPE_DELEGATED "https://outlook.office.com/POP.AccessAsUser.All offline_access"
+#define MS_SCOPE_APP "https://outlook.office365.com/.default"
+#define GOOGLE_AUTHORIZE "https://accounts.google.com/o/oauth2/v2/auth"
+#define GOOGLE_TOKEN "https://oauth2.googleapis.com/token"
+#define GOOGLE_SCOPE "https://mail.google.com/"
+
+static void oauth2_free(struct conf_oauth2 **op)
+{
+	struct conf_oauth2 *o = *op;
+	if (o == NULL)
+		return;
+	free(o->tenant);
+	free(o->client_id);
+	free(o->client_secret_file);
+	free(o->client_certificate_file);
+	free(o->client_key_file);
+	free(o->scope);
+	free(o->token_endpoint);
+	free(o->device_endpoint);
+	free(o->authorize_endpoint);
+	free(o->ca_file);
+	free(o);
+	*op = NULL;
+}
+
+static void oauth2_error(struct conf_ctx *cx, const struct conf_account *a, const char *fmt, ...)
+	PG_PRINTF(3, 4);
+
+static void oauth2_error(struct conf_ctx *cx, const struct conf_account *a, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	conf_add_error(cx, a->oauth2->line, "account '%s': oauth2: %s", a->name, msg);
+	free(msg);
+}
+
+/* oauth2_https_ok - an absolute https URL with a host, no blanks or controls */
+static int oauth2_https_ok(const char *u)
+{
+	if (strncasecmp(u, "https://", 8) != 0 || u[8] == '\0' || u[8] == '/')
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)u; *p; p++)
+		if (*p <= 0x20 || *p >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* oauth2_tenant_ok - a GUID, a domain or common/organizations/consumers:
+ * it becomes part of a URL path */
+static int oauth2_tenant_ok(const char *t)
+{
+	for (const char *p = t; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-')
+			return 0;
+	return *t != '\0' && *t != '.' && strlen(t) <= 253;
+}
+
+/* oauth2_defaults - the provider's endpoints and scope where not given */
+static void oauth2_defaults(struct conf_ctx *cx, const struct conf_account *a)
+{
+	struct conf_oauth2 *o = a->oauth2;
+	int app = o->flow == OAUTH2_FLOW_CLIENT_CREDENTIALS;
+	if (o->provider == OAUTH2_PROVIDER_MICROSOFT) {
+		if (o->tenant == NULL) {
+			oauth2_error(cx, a, "option 'tenant' is required with provider = microsoft "
+				     "(the directory: its GUID or domain, or organizations)");
+			return;
+		}
+		if (!oauth2_tenant_ok(o->tenant)) {
+			oauth2_error(cx, a, "option 'tenant': '%s' is not a tenant ID, domain, "
+				     "organizations, common or consumers", o->tenant);
+			return;
+		}
+		if (app && (strcasecmp(o->tenant, "common") == 0 ||
+			    strcasecmp(o->tenant, "organizations") == 0 ||
+			    strcasecmp(o->tenant, "consumers") == 0))
+			oauth2_error(cx, a, "option 'tenant': flow = client_credentials needs the "
+				     "tenant's ID or domain, not '%s'", o->tenant);
+		if (o->token_endpoint == NULL)
+			o->token_endpoint = xasprintf(MS_LOGIN "%s/oauth2/v2.0/token", o->tenant);
+		if (o->device_endpoint == NULL && o->flow == OAUTH2_FLOW_DEVICE)
+			o->device_endpoint = xasprintf(MS_LOGIN "%s/oauth2/v2.0/devicecode", o->tenant);
+		if (o->authorize_endpoint == NULL && o->flow == OAUTH2_FLOW_BROWSER)
+			o->authorize_endpoint = xasprintf(MS_LOGIN "%s/oauth2/v2.0/authorize",
+							  o->tenant);
+		if (o->scope == NULL)
+			o->scope = xstrdup(app ? MS_SCOPE_APP : MS_SCOPE_DELEGATED);
+	} else if (o->provider == OAUTH2_PROVIDER_GOOGLE) {
+		if (o->token_endpoint == NULL)
+			o->token_endpoint = xstrdup(GOOGLE_TOKEN);
+		if (o->authorize_endpoint == NULL && o->flow == OAUTH2_FLOW_BROWSER)
+			o->authorize_endpoint = xstrdup(GOOGLE_AUTHORIZE);
+		if (o->scope == NULL)
+			o->scope = xstrdup(GOOGLE_SCOPE);
+	}
+}
+
+/* oauth2_flow_check - what each provider and flow requires */
+static void oauth2_flow_check(struct conf_ctx *cx, const struct conf_account *a)
+{
+	const struct conf_oauth2 *o = a->oauth2;
+	int cert = o->client_certificate_file != NULL, key = o->client_key_file != NULL;
+	if (o->provider == OAUTH2_PROVIDER_GOOGLE && o->flow == OAUTH2_FLOW_DEVICE)
+		oauth2_error(cx, a, "option 'flow': Google does not grant its mail scope to the "
+			     "device flow; use flow = \"browser\"");
+	if (o->provider == OAUTH2_PROVIDER_GOOGLE && o->flow == OAUTH2_FLOW_CLIENT_CREDENTIALS)
+		oauth2_error(cx, a, "option 'flow': Google has no client_credentials grant for "
+			     "Gmail; use flow = \"browser\"");
+	if (o->provider == OAUTH2_PROVIDER_GOOGLE && o->client_secret_file == NULL)
+		oauth2_error(cx, a, "option 'client_secret_file' is required with provider = google "
+			     "(the Desktop app client's secret, in a file of mode 0600)");
+	if (o->provider == OAUTH2_PROVIDER_GENERIC) {
+		if (o->token_endpoint == NULL)
+			oauth2_error(cx, a, "option 'token_endpoint' is required with provider = generic");
+		if (o->flow == OAUTH2_FLOW_DEVICE && o->device_endpoint == NULL)
+			oauth2_error(cx, a, "option 'device_endpoint' is required with provider = "
+				     "generic and flow = device");
+		if (o->flow == OAUTH2_FLOW_BROWSER && o->authorize_endpoint == NULL)
+			oauth2_error(cx, a, "option 'authorize_endpoint' is required with provider = "
+				     "generic and flow = browser");
+		if (o->scope == NULL)
+			oauth2_error(cx, a, "option 'scope' is required with provider = generic");
+	}
+	if (o->flow == OAUTH2_FLOW_CLIENT_CREDENTIALS) {
+		if (cert != key)
+			oauth2_error(cx, a, "options 'client_certificate_file' and 'client_key_file' go "
+				     "together (a certificate credential)");
+		if ((o->client_secret_file != NULL) == (cert || key))
+			oauth2_error(cx, a, "flow = client_credentials needs exactly one credential: "
+				     "'client_secret_file', or 'client_certificate_file' and "
+				     "'client_key_file'");
+	} else if (cert || key) {
+		oauth2_error(cx, a, "options 'client_certificate_file' and 'client_key_file' are "
+			     "used with flow = \"client_credentials\" only");
+	}
+}
+
+/* oauth2_files_check - files readable, secrets 0600, endpoints https */
+static void oauth2_files_check(struct conf_ctx *cx, const struct conf_account *a)
+{
+	const struct conf_oauth2 *o = a->oauth2;
+	const struct {
+		const char *name, *value;
+		int secret;
+	} files[] = {
+		{ "client_secret_file", o->client_secret_file, 1 },
+		{ "client_key_file", o->client_key_file, 1 },
+		{ "client_certificate_file", o->client_certificate_file, 0 },
+		{ "ca_file", o->ca_file, 0 },
+	};
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		char *why = NULL;
+		if (files[i].value == NULL)
+			continue;
+		if (files[i].secret && check_secret_file(files[i].value, &why) != 0)
+			oauth2_error(cx, a, "option '%s': %s", files[i].name, why);
+		else if (!files[i].secret && access(files[i].value, R_OK) != 0)
+			oauth2_error(cx, a, "option '%s': cannot read '%s': %s", files[i].name,
+				     files[i].value, strerror(errno));
+		free(why);
+	}
+	const struct {
+		const char *name, *value;
+	} urls[] = {
+		{ "token_endpoint", o->token_endpoint },
+		{ "device_endpoint", o->device_endpoint },
+		{ "authorize_endpoint", o->authorize_endpoint },
+	};
+	for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++)
+		if (urls[i].value != NULL && !oauth2_https_ok(urls[i].value))
+			oauth2_error(cx, a, "option '%s': '%s' is not an https:// URL (tokens travel "
+				     "only over verified TLS; give a private CA in 'ca_file')",
+				     urls[i].name, urls[i].value);
+}
+
+/* oauth2_line - the line of the first "oauth2 {" at or after line `from`
+ * (libconfuse gives a section the line of its closing brace) */
+static int oauth2_line(const char *text, int from)
+{
+	int line = 1;
+	for (const char *p = text; *p; p++) {
+		if (*p == '\n') {
+			line++;
+			continue;
+		}
+		if (line < from || strncmp(p, "oauth2", 6) != 0 ||
+		    (p > text && !isspace((unsigned char)p[-1])))
+			continue;
+		const char *q = p + 6;
+		while (isspace((unsigned char)*q))
+			q++;
+		if (*q == '{')
+			return line;
+	}
+	return 0;
+}
+
+/* account_oauth2 - the oauth2 block: popgate gets the access token itself */
+static void account_oauth2(struct conf_ctx *cx, cfg_t *sec, struct conf_account *a)
+{
+	cfg_t *os = cfg_getnsec(sec, "oauth2", 0);
+	struct conf_oauth2 *o = a->oauth2 = xcalloc(1, sizeof *o);
+	o->line = oauth2_line(cx->text, a->line);
+	if (o->line == 0)
+		o->line = os->line > 0 ? os->line : a->line;
+	if (cfg_size(sec, "oauth2") > 1)
+		oauth2_error(cx, a, "only one oauth2 block per account");
+	if (a->password_file != NULL || a->password_command != NULL)
+		oauth2_error(cx, a, "an account with an oauth2 block takes no '%s': popgate gets "
+			     "the access token itself; remove that option",
+			     a->password_file ? "password_file" : "password_command");
+	if (a->auth != AUTH_XOAUTH2 && a->auth != AUTH_OAUTHBEARER)
+		oauth2_error(cx, a, "the account's auth = %s cannot carry a token; set auth = "
+			     "\"xoauth2\" (Microsoft 365, Gmail) or \"oauthbearer\"",
+			     conf_auth_name(a->auth));
+	if (a->name[0] == '.' || strchr(a->name, '/') != NULL)
+		oauth2_error(cx, a, "the account name names its token file: no '/' or leading '.'");
+	const char *prov = cfg_getstr(os, "provider"), *flow = cfg_getstr(os, "flow");
+	if (prov == NULL)
+		oauth2_error(cx, a, "option 'provider' is required (microsoft, google or generic)");
+	if (flow == NULL)
+		oauth2_error(cx, a, "option 'flow' is required (device, browser or "
+			     "client_credentials)");
+	if (cfg_getstr(os, "client_id") == NULL)
+		oauth2_error(cx, a, "option 'client_id' is required (the application (client) ID "
+			     "of the app registration)");
+	if (prov == NULL || flow == NULL)
+		return;
+	o->provider = (enum conf_oauth2_provider)name_index(oauth2_provider_names, prov);
+	o->flow = (enum conf_oauth2_flow)name_index(oauth2_flow_names, flow);
+	static const char *const strs[] = { "tenant", "client_id", "client_secret_file",
+		"client_certificate_file", "client_key_file", "scope", "token_endpoint",
+		"device_endpoint", "authorize_endpoint", "ca_file" };
+	char **dst[] = { &o->tenant, &o->client_id, &o->client_secret_file,
+		&o->client_certificate_file, &o->client_key_file, &o->scope, &o->token_endpoint,
+		&o->device_endpoint, &o->authorize_endpoint, &o->ca_file };
+	for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+		*dst[i] = opt_strdup(os, strs[i]);
+	oauth2_defaults(cx, a);
+	oauth2_flow_check(cx, a);
+	oauth2_files_check(cx, a);
+}
+/* ---- end of the OAuth2 block ------------------------------------------- */
+
 /* account_secret - exactly one source of the password, and a safe file */
 static void account_secret(struct conf_ctx *cx, cfg_t *sec, struct conf_account *a)
 {
 	a->password_file = opt_path(cx, sec, "password_file");
 	a->password_command = opt_strdup(sec, "password_command");
+	if (cfg_size(sec, "oauth2") > 0) {
+		account_oauth2(cx, sec, a);
+		return;
+	}
 	if ((a->password_file == NULL) == (a->password_command == NULL))
 		conf_add_error(cx, a->line, "account '%s': give exactly one of 'password_file' or "
 			       "'password_command'", a->name);
@@ -750,8 +1060,9 @@ static void account_secret(struct conf_ctx *cx, cfg_t *sec, struct conf_account 
 		conf_add_error(cx, a->line, "account '%s': option 'password_file': %s", a->name, why);
 	free(why);
 	if ((a->auth == AUTH_XOAUTH2 || a->auth == AUTH_OAUTHBEARER) && a->password_command == NULL)
-		conf_add_error(cx, a->line, "account '%s': auth = %s reads the access token from "
-			       "'password_command'", a->name, conf_auth_name(a->auth));
+		conf_add_error(cx, a->line, "account '%s': auth = %s needs an oauth2 { } block "
+			       "(popgate gets the tokens) or 'password_command' (a program prints "
+			       "the access token)", a->name, conf_auth_name(a->auth));
 }
 
 /* account_extract - copy one account section, reporting missing options
@@ -1056,6 +1367,7 @@ static void account_free(struct conf_account *a)
 	free(a->maps);
 	free(a->fallback_to);
 	free(a->envelope_from);
+	oauth2_free(&a->oauth2);
 }
 
 void conf_free(struct conf **cp)

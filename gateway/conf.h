@@ -78,6 +78,32 @@ struct conf_map {
 	char *to;   /* local delivery address */
 };
 
+/* ---- OAuth2 (the account's `oauth2 { }` block) ---- */
+enum conf_oauth2_provider { OAUTH2_PROVIDER_MICROSOFT = 0, OAUTH2_PROVIDER_GOOGLE,
+			    OAUTH2_PROVIDER_GENERIC };
+enum conf_oauth2_flow { OAUTH2_FLOW_DEVICE = 0, OAUTH2_FLOW_BROWSER,
+			OAUTH2_FLOW_CLIENT_CREDENTIALS };
+const char *conf_oauth2_provider_name(enum conf_oauth2_provider p);
+const char *conf_oauth2_flow_name(enum conf_oauth2_flow f);
+
+/* Endpoints and scope are always set after conf_load: the provider's
+ * defaults unless given.  Optional strings are NULL when not given. */
+struct conf_oauth2 {
+	enum conf_oauth2_provider provider;
+	enum conf_oauth2_flow flow;
+	char *tenant;            /* microsoft */
+	char *client_id;
+	char *client_secret_file; /* optional (google, client_credentials) */
+	char *client_certificate_file; /* client_credentials with private_key_jwt */
+	char *client_key_file;
+	char *scope;
+	char *token_endpoint;    /* https:// */
+	char *device_endpoint;   /* https://, NULL when the flow is not device */
+	char *authorize_endpoint; /* https://, NULL when the flow is not browser */
+	char *ca_file;           /* optional: the CA store for the identity provider */
+	int line;                /* line of the oauth2 block */
+};
+
 struct conf_account {
 	char *name;
 	char *server;
@@ -88,6 +114,7 @@ struct conf_account {
 	char *user;
 	char *password_file;  /* exactly one of password_file, password_command */
 	char *password_command; /* argv split on blanks; run without a shell */
+	struct conf_oauth2 *oauth2; /* NULL, or the oauth2 block (then neither of the two above) */
 	enum conf_auth auth;
 	int allow_plaintext;  /* USER/PASS, APOP, PLAIN, LOGIN without TLS */
 	int pipelining;       /* 1: use PIPELINING when offered (default) */

@@ -42,6 +42,9 @@ static void usage(FILE *f)
 		"                               mailbox size; fetch nothing\n"
 		"  route [--account NAME] ID|FILE\n"
 		"                               show the envelope a message gets (dry run)\n"
+		"  authorize [--port N] [--timeout S] [--refresh-token-file FILE] NAME\n"
+		"                               OAuth2: sign in (device or browser flow), test\n"
+		"                               client credentials, or import a refresh token\n"
 		"\n"
 		"Options:\n"
 		"  -c, --config FILE   configuration file (default %s)\n"
@@ -67,6 +70,7 @@ static const struct command commands[] = {
 	{ "delete", cmd_delete }, { "flush", cmd_flush },
 	{ "route", cmd_route },
 	{ "status", cmd_status }, { "test-account", cmd_test_account },
+	{ "authorize", cmd_authorize },
 };
 
 int main(int argc, char **argv)

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "tokenstore.h"
 #include "spool_stats.h"
 
 long sched_jitter(const char *name, int interval)
@@ -57,11 +58,32 @@ static struct metrics_account *add_account(struct metrics *m)
 	return ma;
 }
 
+/* account_tokens - the token store's state of an OAuth2 account; the
+ * tokens themselves are wiped at once */
+static void account_tokens(const struct conf *c, struct metrics_account *ma)
+{
+	struct tokenstore_entry e;
+	char *err = NULL;
+	if (ma->conf == NULL || ma->conf->oauth2 == NULL)
+		return;
+	ma->oauth2 = 1;
+	if (tokenstore_read(c->spool_dir, ma->conf->name, &e, &err) != PG_OK) {
+		LOG_WARN("account=%s status=token-store-unreadable reason=\"%s\"", ma->conf->name, err);
+		free(err);
+		return;
+	}
+	ma->token_state = (int)e.state;
+	ma->token_expires = e.access_token != NULL ? e.access_expires : 0;
+	ma->refresh_issued = e.refresh_token != NULL ? e.refresh_issued : 0;
+	tokenstore_entry_wipe(&e);
+}
+
 static void account_derive(struct metrics_account *ma)
 {
 	const struct spool_account_state *st = &ma->st;
 	ma->failing = st->auth_failed != NULL ||
-		      (st->last_result != NULL && strcmp(st->last_result, "ok") != 0);
+		      (st->last_result != NULL && strcmp(st->last_result, "ok") != 0) ||
+		      ma->token_state == TOKENSTORE_REAUTHORIZE;
 	ma->next_poll = ma->conf != NULL ? sched_next_poll(ma->conf, st) : 0;
 }
 
@@ -147,6 +169,7 @@ enum pg_res metrics_collect(const struct conf *c, struct spool *sp, struct metri
 		struct metrics_account *ma = add_account(m_r);
 		ma->conf = &c->accounts[i];
 		r = spool_account_get(sp, c->accounts[i].name, &ma->st, &err);
+		account_tokens(c, ma);
 		if (r == SPOOL_OK)
 			account_derive(ma);
 	}
@@ -339,8 +362,31 @@ static void prom_relay(const struct metrics *m, FILE *f)
 	}
 }
 
+/* prom_oauth2 - the token state of the OAuth2 accounts (never a token) */
+static void prom_oauth2(const struct metrics *m, FILE *f)
+{
+	prom_head(f, "popgate_account_oauth2_reauthorize", "gauge",
+		  "1 if the identity provider refused the grant (invalid_grant): run "
+		  "popgate authorize NAME.");
+	for (size_t i = 0; i < m->naccounts; i++)
+		if (m->accounts[i].oauth2) {
+			fputs("popgate_account_oauth2_reauthorize{account=\"", f);
+			prom_label(f, m->accounts[i].st.name);
+			fprintf(f, "\"} %d\n", m->accounts[i].token_state == TOKENSTORE_REAUTHORIZE);
+		}
+	prom_head(f, "popgate_account_oauth2_token_expiry_timestamp_seconds", "gauge",
+		  "Unix time the stored access token expires (0: none).");
+	for (size_t i = 0; i < m->naccounts; i++)
+		if (m->accounts[i].oauth2) {
+			fputs("popgate_account_oauth2_token_expiry_timestamp_seconds{account=\"", f);
+			prom_label(f, m->accounts[i].st.name);
+			fprintf(f, "\"} %lld\n", (long long)m->accounts[i].token_expires);
+		}
+}
+
 void metrics_render_prom(const struct metrics *m, FILE *f)
 {
+	prom_oauth2(m, f);
 	prom_account_counter(m, f, "popgate_messages_fetched_total", "fetched",
 			     "Messages fetched into the spool.");
 	prom_account_counter(m, f, "popgate_bytes_fetched_total", "fetched_bytes",
@@ -471,6 +517,12 @@ static void json_account(const struct metrics *m, const struct metrics_account *
 		metrics_counter_value(m, "fetched_bytes", st->name, NULL));
 	fputs(", \"polls\": ", f);
 	json_polls(m, f, st->name);
+	if (ma->oauth2)
+		fprintf(f, ", \"oauth2\": {\"state\": \"%s\", \"access_token_expires\": %lld, "
+			"\"refresh_token_issued\": %lld, \"refresh_token_age\": %lld}",
+			tokenstore_state_name((enum tokenstore_state)ma->token_state),
+			(long long)ma->token_expires, (long long)ma->refresh_issued,
+			ma->refresh_issued ? (long long)(m->now - ma->refresh_issued) : 0LL);
 	fputc('}', f);
 }
 

@@ -39,6 +39,11 @@ struct metrics_account {
 	struct spool_account_state st;
 	time_t next_poll;                /* 0: unknown / not scheduled */
 	int failing;                     /* last poll failed or the account is held */
+	/* OAuth2 accounts: the token store's state (never a token) */
+	int oauth2;                      /* 1: the account has an oauth2 block */
+	int token_state;                 /* enum tokenstore_state */
+	time_t token_expires;            /* access token valid until (0: none/unknown) */
+	time_t refresh_issued;           /* when the refresh token was issued (0: none) */
 };
 
 /* One reason `status` is not healthy. */

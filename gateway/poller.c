@@ -33,6 +33,7 @@
 #include "log.h"
 #include "msgfilter.h"
 #include "poller.h"
+#include "tokenstore.h"
 #include "pop3.h"
 #include "route.h"
 
@@ -833,6 +834,46 @@ fail:
 
 /* ---- one poll ------------------------------------------------------------- */
 
+/* oauth2_login - open and log in with the account's OAuth2 access token
+ * (tokenstore.h: refreshed when it expires within 5 minutes).  A token
+ * popgate thought valid that the server refuses is refreshed once and the
+ * login retried once on a new connection (Microsoft closes it after a
+ * failed AUTH). */
+static enum pg_res oauth2_login(struct poll *p, const struct pop3_params *pp, const char **mech,
+				char **err_r)
+{
+	const struct conf_account *a = p->a;
+	char *tok = NULL, *tok2 = NULL;
+	int fresh = 0, reauth = 0;
+	enum pg_res res = tokenstore_login_token(p->c, a, NULL, &tok, &fresh, &reauth, err_r);
+	if (res == PG_OK)
+		res = pop3_open(pp, &p->s, err_r);
+	if (res == PG_OK)
+		res = pop3_auth(p->s, a->auth, a->user, tok, mech, err_r);
+	if (res == PG_AUTH && tok != NULL && !fresh) {
+		char *why = sanitize_for_log(*err_r, strlen(*err_r), 300);
+		LOG_WARN("account=%s status=token-refused action=\"refresh and retry once\" "
+			 "reason=\"%s\"", a->name, why);
+		free(why);
+		free(*err_r);
+		*err_r = NULL;
+		pop3_close(&p->s);
+		memset(&p->status, 0, sizeof p->status);
+		res = tokenstore_login_token(p->c, a, tok, &tok2, &fresh, &reauth, err_r);
+		if (res == PG_OK)
+			res = pop3_open(pp, &p->s, err_r);
+		if (res == PG_OK)
+			res = pop3_auth(p->s, a->auth, a->user, tok2, mech, err_r);
+	}
+	if (tok != NULL)
+		explicit_bzero(tok, strlen(tok));
+	if (tok2 != NULL)
+		explicit_bzero(tok2, strlen(tok2));
+	free(tok);
+	free(tok2);
+	return res;
+}
+
 /* session - open, log in, scan, plan, drain */
 static enum pg_res session(struct poll *p, const volatile sig_atomic_t *stop_flag,
 			   struct pop3_msginfo **list, size_t *n, struct spool_uidl_row **rows,
@@ -849,15 +890,20 @@ static enum pg_res session(struct poll *p, const volatile sig_atomic_t *stop_fla
 		.status = &p->status,
 	};
 	const char *mech = NULL;
-	/* read anew on every login: OAuth2 access tokens expire */
-	enum pg_res res = conf_read_secret(a, &pass, err_r);
-	if (res == PG_OK)
-		res = pop3_open(&pp, &p->s, err_r);
-	if (res == PG_OK)
-		res = pop3_auth(p->s, a->auth, a->user, pass, &mech, err_r);
-	if (pass != NULL)
-		explicit_bzero(pass, strlen(pass));
-	free(pass);
+	enum pg_res res;
+	if (a->oauth2 != NULL) {
+		res = oauth2_login(p, &pp, &mech, err_r);
+	} else {
+		/* read anew on every login: access tokens of a password_command expire */
+		res = conf_read_secret(a, &pass, err_r);
+		if (res == PG_OK)
+			res = pop3_open(&pp, &p->s, err_r);
+		if (res == PG_OK)
+			res = pop3_auth(p->s, a->auth, a->user, pass, &mech, err_r);
+		if (pass != NULL)
+			explicit_bzero(pass, strlen(pass));
+		free(pass);
+	}
 	if (res != PG_OK)
 		return res;
 	LOG_DEBUG("account=%s auth=%s pipelining=%s", a->name, mech,
@@ -936,6 +982,20 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	return res;
 }
 
+/* oauth2_reauthorize - the account's grant was refused (tokenstore.h) */
+static int oauth2_reauthorize(const struct conf_account *a, struct spool *sp)
+{
+	struct tokenstore_entry e;
+	char *err = NULL;
+	if (a->oauth2 == NULL || tokenstore_read(spool_dir(sp), a->name, &e, &err) != PG_OK) {
+		free(err);
+		return 0;
+	}
+	int r = e.state == TOKENSTORE_REAUTHORIZE;
+	tokenstore_entry_wipe(&e);
+	return r;
+}
+
 int poller_account_ready(const struct conf_account *a, struct spool *sp, time_t now,
 			 time_t *not_before_r, char **why_r)
 {
@@ -946,6 +1006,10 @@ int poller_account_ready(const struct conf_account *a, struct spool *sp, time_t 
 	if (spool_account_get(sp, a->name, &st, &err) != SPOOL_OK) {
 		free(err);
 		return 1; /* the poll itself will report the spool problem */
+	}
+	if (oauth2_reauthorize(a, sp)) {
+		spool_account_state_free(&st);
+		return 1; /* fails at once, no request, no login: exit 77 and the command to run */
 	}
 	if (st.auth_failed != NULL) {
 		char *fp = config_fingerprint(a);

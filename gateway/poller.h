@@ -53,7 +53,9 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
  * set to the earliest time it may (0: not until the configuration changes
  * or an operator polls it by hand, after an [AUTH] refusal) and *why_r to a
  * malloc'd reason ("LOGIN-DELAY 900 s", "backoff after 3 failures",
- * "authentication refused").  Reads the spool's account state. */
+ * "authentication refused").  Reads the spool's account state.  An OAuth2
+ * account in state reauthorize is always ready: its poll fails at once
+ * (no token request, no login) with PG_AUTH and the command to run. */
 int poller_account_ready(const struct conf_account *a, struct spool *sp, time_t now,
 			 time_t *not_before_r, char **why_r);
 

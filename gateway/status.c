@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "privs.h"
 #include "spool.h"
+#include "tokenstore.h"
 
 #define STATUS_UNHEALTHY 1
 
@@ -71,6 +72,32 @@ static void next_text(const struct metrics *m, const struct metrics_account *ma,
 	}
 }
 
+/* print_tokens - an OAuth2 account's token state, never a token */
+static void print_tokens(const struct metrics *m, const struct metrics_account *ma)
+{
+	char until[40], age[32];
+	if (ma->token_state == TOKENSTORE_REAUTHORIZE) {
+		printf("%-20s   oauth2: REAUTHORIZE: the grant was refused; run popgate authorize %s\n",
+		       "", ma->st.name);
+		return;
+	}
+	if (ma->token_state == TOKENSTORE_NONE) {
+		if (ma->conf->oauth2->flow == OAUTH2_FLOW_CLIENT_CREDENTIALS)
+			printf("%-20s   oauth2: no token yet (requested at the next poll)\n", "");
+		else
+			printf("%-20s   oauth2: not authorized: run popgate authorize %s\n", "",
+			       ma->st.name);
+		return;
+	}
+	fmt_time(ma->token_expires, until, sizeof until);
+	fmt_dur((long)(m->now - ma->refresh_issued), age, sizeof age);
+	printf("%-20s   oauth2: token valid until %s%s%s%s\n", "",
+	       ma->token_expires ? until : "unknown",
+	       ma->token_expires && ma->token_expires <= m->now ? " (expired; refreshed at the "
+	       "next poll)" : "", ma->refresh_issued ? ", refresh token age " : "",
+	       ma->refresh_issued ? age : "");
+}
+
 static void print_text(const struct metrics *m, const char *spool_dir)
 {
 	char when[40], next[40], age[32];
@@ -94,6 +121,8 @@ static void print_text(const struct metrics *m, const char *spool_dir)
 		printf("%-20s %-19s %-9s %7u %12" PRIu64 " %-22s %u\n", ma->st.name, when,
 		       ma->st.last_result ? ma->st.last_result : "-", ma->st.last_fetched,
 		       ma->st.last_bytes, next, ma->st.failures);
+		if (ma->oauth2)
+			print_tokens(m, ma);
 		if (ma->failing && ma->st.last_error != NULL) {
 			char *e = sanitize_for_log(ma->st.last_error, strlen(ma->st.last_error), 300);
 			printf("%-20s   last error: %s\n", "", e);

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "net.h"
 #include "pop3.h"
+#include "tokenstore.h"
 
 /* how long the port probe waits for a greeting or a TLS answer */
 #define PROBE_MS 5000
@@ -236,9 +237,13 @@ static int test_one(const struct conf *c, const struct conf_account *a)
 		goto out;
 	}
 	free(cerrs);
-	enum pg_res res = conf_read_secret(a, &secret, &err);
+	int fresh = 0, reauth = 0;
+	enum pg_res res = a->oauth2 != NULL ?
+		tokenstore_login_token(c, a, NULL, &secret, &fresh, &reauth, &err) :
+		conf_read_secret(a, &secret, &err);
 	if (res != PG_OK) {
-		code = fail(a->name, "reading the secret", res, err);
+		code = fail(a->name, a->oauth2 ? "getting the OAuth2 access token" :
+			    "reading the secret", res, err);
 		goto out;
 	}
 	if (a->tls != TLS_IMPLICIT && probe_expects_tls(a)) {
@@ -281,6 +286,8 @@ static int test_one(const struct conf *c, const struct conf_account *a)
 		printf("OK: account %s works\n", a->name);
 out:
 	pop3_close(&s);
+	if (secret != NULL)
+		explicit_bzero(secret, strlen(secret));
 	free(secret);
 	free(err);
 	return code;

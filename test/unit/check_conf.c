@@ -474,6 +474,79 @@ START_TEST(test_duplicate_option_warned)
 }
 END_TEST
 
+/* ---- the oauth2 block ---- */
+
+/* oauth2_conf - an account with `auth`, extra account options, then an
+ * oauth2 block (at line 6 plus the lines of extra) */
+static void oauth2_conf(char *text, size_t len, const char *auth, const char *extra,
+			const char *body)
+{
+	snprintf(text, len,
+		 "account \"sales\" {\n"
+		 "  server = \"outlook.office365.com\"\n"
+		 "  user = \"sales@contoso.example\"\n"
+		 "  auth = \"%s\"\n"
+		 "  deliver_to = \"sales@corp.example\"\n"
+		 "%s"
+		 "  oauth2 {\n%s  }\n"
+		 "}\n",
+		 auth, extra, body);
+}
+
+static struct conf *oauth2_load(const char *body)
+{
+	char text[4096];
+	struct conf *c = NULL;
+	char *err = NULL;
+	oauth2_conf(text, sizeof text, "xoauth2", "", body);
+	write_conf(text);
+	ck_assert_msg(conf_load(conf_path, &c, &err) == PG_OK, "%s", err ? err : "");
+	return c;
+}
+
+START_TEST(test_oauth2_microsoft_defaults)
+{
+	struct conf *c = oauth2_load("provider = \"microsoft\"\ntenant = \"contoso.example\"\n"
+				     "client_id = \"0000-1111\"\nflow = \"device\"\n");
+	const struct conf_oauth2 *o = c->accounts[0].oauth2;
+	ck_assert_ptr_nonnull(o);
+	ck_assert_int_eq(o->provider, OAUTH2_PROVIDER_MICROSOFT);
+	ck_assert_int_eq(o->flow, OAUTH2_FLOW_DEVICE);
+	ck_assert_str_eq(o->token_endpoint,
+			 "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token");
+	ck_assert_str_eq(o->device_endpoint,
+			 "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/devicecode");
+	ck_assert_ptr_null(o->authorize_endpoint);
+	ck_assert_str_eq(o->scope, "https://outlook.office.com/POP.AccessAsUser.All offline_access");
+	ck_assert_str_eq(o->client_id, "0000-1111");
+	ck_assert_int_eq(o->line, 6);
+	ck_assert_ptr_null(c->accounts[0].password_file);
+	ck_assert_ptr_null(c->accounts[0].password_command);
+	conf_free(&c);
+
+	char body[1024];
+	snprintf(body, sizeof body, "provider = \"microsoft\"\ntenant = \"contoso.example\"\n"
+		 "client_id = \"x\"\nflow = \"browser\"\n");
+	c = oauth2_load(body);
+	o = c->accounts[0].oauth2;
+	ck_assert_str_eq(o->authorize_endpoint,
+			 "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/authorize");
+	ck_assert_ptr_null(o->device_endpoint);
+	conf_free(&c);
+
+	snprintf(body, sizeof body, "provider = \"microsoft\"\ntenant = \"1b2c3d4e-aaaa-bbbb\"\n"
+		 "client_id = \"x\"\nflow = \"client_credentials\"\n"
+		 "client_certificate_file = \"%s\"\nclient_key_file = \"%s\"\n", pass_path, pass_path);
+	c = oauth2_load(body);
+	o = c->accounts[0].oauth2;
+	ck_assert_int_eq(o->flow, OAUTH2_FLOW_CLIENT_CREDENTIALS);
+	ck_assert_str_eq(o->scope, "https://outlook.office365.com/.default");
+	ck_assert_str_eq(o->client_key_file, pass_path);
+	ck_assert_ptr_null(o->client_secret_file);
+	conf_free(&c);
+}
+END_TEST
+
 /* issue 13.5: relative paths are resolved against the file's directory,
  * and the file's own path is made absolute, whatever the working dir */
 START_TEST(test_relative_paths)
@@ -503,6 +576,120 @@ START_TEST(test_relative_paths)
 }
 END_TEST
 
+START_TEST(test_oauth2_google_generic)
+{
+	char body[1024];
+	snprintf(body, sizeof body, "provider = \"Google\"\nclient_id = \"x.apps\"\n"
+		 "flow = \"browser\"\nclient_secret_file = \"%s\"\n", pass_path);
+	struct conf *c = oauth2_load(body);
+	const struct conf_oauth2 *o = c->accounts[0].oauth2;
+	ck_assert_int_eq(o->provider, OAUTH2_PROVIDER_GOOGLE);
+	ck_assert_str_eq(o->token_endpoint, "https://oauth2.googleapis.com/token");
+	ck_assert_str_eq(o->authorize_endpoint, "https://accounts.google.com/o/oauth2/v2/auth");
+	ck_assert_str_eq(o->scope, "https://mail.google.com/");
+	conf_free(&c);
+
+	snprintf(body, sizeof body, "provider = \"generic\"\nclient_id = \"x\"\nflow = \"device\"\n"
+		 "scope = \"pop\"\ntoken_endpoint = \"https://127.0.0.1:8443/token\"\n"
+		 "device_endpoint = \"https://127.0.0.1:8443/device\"\nca_file = \"%s\"\n", pass_path);
+	c = oauth2_load(body);
+	o = c->accounts[0].oauth2;
+	ck_assert_str_eq(o->token_endpoint, "https://127.0.0.1:8443/token");
+	ck_assert_str_eq(o->device_endpoint, "https://127.0.0.1:8443/device");
+	ck_assert_str_eq(o->ca_file, pass_path);
+	ck_assert_str_eq(o->scope, "pop");
+	conf_free(&c);
+
+	/* an explicit endpoint overrides a provider's default */
+	c = oauth2_load("provider = \"microsoft\"\ntenant = \"t\"\nclient_id = \"x\"\n"
+			"flow = \"device\"\ntoken_endpoint = \"https://idp.test/token\"\n");
+	ck_assert_str_eq(c->accounts[0].oauth2->token_endpoint, "https://idp.test/token");
+	conf_free(&c);
+}
+END_TEST
+
+/* oauth2_error_case - the error is at the oauth2 block's line and names
+ * both needles */
+static void oauth2_error_case(const char *auth, const char *extra, const char *body,
+			      const char *n1, const char *n2)
+{
+	char text[4096];
+	int line = 6;
+	oauth2_conf(text, sizeof text, auth, extra, body);
+	for (const char *p = extra; *p; p++)
+		line += *p == '\n';
+	expect_error(text, line, n1, n2);
+}
+
+START_TEST(test_oauth2_errors)
+{
+	const char *ms = "provider = \"microsoft\"\ntenant = \"contoso.example\"\nclient_id = \"x\"\n";
+	char body[1024], extra[512];
+	/* exclusive with the password options */
+	snprintf(extra, sizeof extra, "  password_file = \"%s\"\n", pass_path);
+	snprintf(body, sizeof body, "%sflow = \"device\"\n", ms);
+	oauth2_error_case("xoauth2", extra, body, "oauth2: an account with an oauth2 block takes no "
+			  "'password_file'", "remove that option");
+	oauth2_error_case("xoauth2", "  password_command = \"/bin/echo t\"\n", body,
+			  "takes no 'password_command'", NULL);
+	/* auth must carry a token */
+	oauth2_error_case("user", "", body, "auth = user cannot carry a token", "xoauth2");
+	oauth2_error_case("auto", "", body, "auth = auto", "oauthbearer");
+	/* required per provider and flow */
+	oauth2_error_case("xoauth2", "", "provider = \"microsoft\"\ntenant = \"t\"\nflow = \"device\"\n",
+			  "option 'client_id' is required", NULL);
+	oauth2_error_case("xoauth2", "", "client_id = \"x\"\n", "option 'provider' is required",
+			  "option 'flow' is required");
+	oauth2_error_case("xoauth2", "", "provider = \"microsoft\"\nclient_id = \"x\"\nflow = \"device\"\n",
+			  "option 'tenant' is required", NULL);
+	snprintf(body, sizeof body, "provider = \"google\"\nclient_id = \"x\"\nflow = \"device\"\n"
+		 "client_secret_file = \"%s\"\n", pass_path);
+	oauth2_error_case("xoauth2", "", body, "option 'flow'", "use flow = \"browser\"");
+	oauth2_error_case("xoauth2", "", "provider = \"google\"\nclient_id = \"x\"\nflow = \"browser\"\n",
+			  "option 'client_secret_file' is required with provider = google", NULL);
+	oauth2_error_case("xoauth2", "", "provider = \"generic\"\nclient_id = \"x\"\nflow = \"device\"\n",
+			  "option 'token_endpoint' is required", "option 'device_endpoint' is required");
+	oauth2_error_case("xoauth2", "", "provider = \"generic\"\nclient_id = \"x\"\nflow = \"browser\"\n"
+			  "scope = \"s\"\ntoken_endpoint = \"https://h/t\"\n",
+			  "option 'authorize_endpoint' is required", NULL);
+	/* https only, ca_file or not */
+	snprintf(body, sizeof body, "%sflow = \"device\"\ntoken_endpoint = \"http://127.0.0.1/t\"\n"
+		 "ca_file = \"%s\"\n", ms, pass_path);
+	oauth2_error_case("xoauth2", "", body, "option 'token_endpoint': 'http://127.0.0.1/t' is not "
+			  "an https:// URL", NULL);
+	/* client_credentials: exactly one credential */
+	snprintf(body, sizeof body, "%sflow = \"client_credentials\"\n", ms);
+	oauth2_error_case("xoauth2", "", body, "needs exactly one credential", NULL);
+	snprintf(body, sizeof body, "%sflow = \"client_credentials\"\nclient_key_file = \"%s\"\n", ms,
+		 pass_path);
+	oauth2_error_case("xoauth2", "", body, "'client_certificate_file' and 'client_key_file' go "
+			  "together", NULL);
+	snprintf(body, sizeof body, "provider = \"microsoft\"\ntenant = \"common\"\nclient_id = \"x\"\n"
+		 "flow = \"client_credentials\"\nclient_secret_file = \"%s\"\n", pass_path);
+	oauth2_error_case("xoauth2", "", body, "option 'tenant'", "not 'common'");
+	snprintf(body, sizeof body, "%sflow = \"device\"\nclient_key_file = \"%s\"\n", ms, pass_path);
+	oauth2_error_case("xoauth2", "", body, "client_credentials\" only", NULL);
+	/* secrets 0600, files readable */
+	chmod(pass_path, 0644);
+	snprintf(body, sizeof body, "%sflow = \"client_credentials\"\nclient_secret_file = \"%s\"\n", ms,
+		 pass_path);
+	oauth2_error_case("xoauth2", "", body, "option 'client_secret_file'", "chmod 600");
+	chmod(pass_path, 0600);
+	snprintf(body, sizeof body, "%sflow = \"device\"\nca_file = \"/nonexistent/ca.pem\"\n", ms);
+	oauth2_error_case("xoauth2", "", body, "option 'ca_file': cannot read '/nonexistent/ca.pem'",
+			  NULL);
+	/* the value checks of libconfuse name the option at its own line */
+	char text[4096];
+	snprintf(body, sizeof body, "%sflow = \"implicit\"\n", ms);
+	oauth2_conf(text, sizeof text, "xoauth2", "", body);
+	expect_error(text, 10, "option 'flow': 'implicit' is not one of device, browser, "
+		     "client_credentials", NULL);
+	/* xoauth2 without either source of tokens */
+	expect_error("account \"x\" {\n  server = \"s\"\n  user = \"u\"\n  auth = \"xoauth2\"\n"
+		     "  deliver_to = \"a@b.example\"\n}\n", 1, "needs an oauth2 { } block", NULL);
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
@@ -529,6 +716,12 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_duplicate_option_warned);
 	tcase_add_test(tc, test_relative_paths);
 	suite_add_tcase(s, tc);
+	TCase *to = tcase_create("oauth2");
+	tcase_add_checked_fixture(to, setup, teardown);
+	tcase_add_test(to, test_oauth2_microsoft_defaults);
+	tcase_add_test(to, test_oauth2_google_generic);
+	tcase_add_test(to, test_oauth2_errors);
+	suite_add_tcase(s, to);
 	return s;
 }
 
