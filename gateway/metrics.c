@@ -134,7 +134,10 @@ static void find_problems(const struct conf *c, struct metrics *m)
 		const char *e = ma->st.last_error ? ma->st.last_error : "";
 		if (ma->conf == NULL || !ma->failing)
 			continue;
-		if (ma->st.auth_failed != NULL)
+		if (ma->token_state == TOKENSTORE_REAUTHORIZE)
+			add_problem(m, "account-reauthorize", ma->st.name, "the OAuth2 grant was "
+				    "refused: run popgate authorize %s", ma->st.name);
+		else if (ma->st.auth_failed != NULL)
 			add_problem(m, "account-held", ma->st.name, "authentication refused: %s; "
 				    "not polled on schedule until the configuration changes", e);
 		else

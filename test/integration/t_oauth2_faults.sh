@@ -234,6 +234,8 @@ is "$PG_RC" 1 "reauthorize: status exits 1"
 like "$(cat "$TESTDIR/status.out")" "oauth2: REAUTHORIZE: the grant was refused; run popgate authorize dev" "reauthorize: status says so"
 pg "$LOG" -c "$CONF" status --json >"$TESTDIR/status.json"
 like "$(cat "$TESTDIR/status.json")" '"oauth2": \{"state": "reauthorize"' "reauthorize: status --json says so"
+like "$(cat "$TESTDIR/status.json")" '\{"what": "account-reauthorize", "account": "dev", "reason": "the OAuth2 grant was refused: run popgate authorize dev"' "reauthorize: status --json lists it among the problems"
+like "$(cat "$TESTDIR/status.json")" '"healthy": false' "reauthorize: status --json is not healthy"
 like "$(cat "$TESTDIR/metrics.prom")" 'popgate_account_oauth2_reauthorize\{account="dev"\} 1' "reauthorize: the metrics show it"
 pg "$LOG" -c "$CONF" authorize dev >/dev/null
 is "$PG_RC" 0 "reauthorize: popgate authorize dev"
