@@ -956,10 +956,15 @@ void relay_reclaim(struct spool *sp)
 	LOG_WARN("relay status=reclaimed reason=\"a relay session stopped\" requeued=%u "
 		 "journal_sent=%u journal_rcpts=%u",
 		 r->sending_requeued, r->journal_sent, r->journal_rcpts);
-	for (size_t i = 0; r->requeued_ids != NULL && r->requeued_ids[i] != NULL; i++)
-		LOG_WARN("id=%s status=requeued-after-crash note=\"a relay session stopped while "
-			 "sending it; sent again, a duplicate if the host had accepted it\"",
-			 r->requeued_ids[i]);
+	/* each message was named before the commit: relay_requeue_log */
+}
+
+void relay_requeue_log(const char *id, const char *account, int reclaim)
+{
+	LOG_WARN("id=%s account=%s status=requeued-after-crash note=\"%s; sent again, a "
+		 "duplicate if the host had accepted it\"", id, account ? account : "",
+		 reclaim ? "a relay session stopped while sending it"
+			 : "the relay stopped while sending it");
 }
 
 enum pg_res relay_run_once(const struct conf *c, struct spool *sp,

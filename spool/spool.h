@@ -172,6 +172,16 @@ struct spool_recovery {
 };
 const struct spool_recovery *spool_last_recovery(const struct spool *sp);
 
+/* spool_set_requeue_log - fn is called once for every message that
+ * recovery (spool_open) or spool_reclaim takes back from `sending` to send
+ * again (the host may already have it), before that change is committed:
+ * a process killed while the commit is being written has named the
+ * message already (a line too many if the commit is lost, never one too
+ * few).  reclaim: 1 from spool_reclaim, 0 from recovery at open.
+ * Process-wide, inherited by forks; NULL (the default): no call. */
+typedef void (*spool_requeue_log_fn)(const char *id, const char *account, int reclaim);
+void spool_set_requeue_log(spool_requeue_log_fn fn);
+
 /* ---- ingest (poller) ---- */
 
 /* spool_uidl_known - *known_r = 1 if (account, uidl) was ever committed */
