@@ -8,11 +8,11 @@
 # named in an `id=<id> status=requeued-after-crash` line (the duplicates
 # per kill are printed).
 #
-# The index's fsyncs are slowed down (test/fake/failfsync.c,
-# FAILFSYNC_SLOW_MS, default 40 ms) as on a loaded disk, and every other
-# kill lands early, in the start-up: so kills often land while a commit that
-# requeues messages (recovery at open, a reclaim) is written but its fsync
-# has not returned.  analyze.py --db then checks that every requeue the
+# The first fsync of the index by the scheduler process is slowed down
+# (test/fake/failfsync.c, FAILFSYNC_SLOW_MS, default 300 ms) as on a loaded
+# disk, and every other kill lands early, in the start-up: so kills often
+# land while the commit of recovery at open (which requeues the messages the
+# last kill left `sending`) is written but its fsync has not returned.  analyze.py --db then checks that every requeue the
 # index recorded (history) was logged by id, whether or not the message
 # actually went out twice.
 #
@@ -28,7 +28,7 @@ require_env
 require_popgate
 
 : "${CRASH_MESSAGES:=3000}" "${CRASH_KILLS:=12}" "${CRASH_SEED:=$$}" "${CRASH_MAX_MS:=800}"
-: "${CRASH_SESSIONS:=4}" "${FAILFSYNC_SLOW_MS:=40}"
+: "${CRASH_SESSIONS:=4}" "${FAILFSYNC_SLOW_MS:=300}"
 RANDOM=$CRASH_SEED
 SPOOL=$TESTDIR/spool
 CONF=$TESTDIR/popgate.conf
@@ -71,7 +71,7 @@ while [ "$kills" -lt "$CRASH_KILLS" ] && [ "$cycles" -lt $((CRASH_KILLS * 10)) ]
 	printf '### run: popgate run --once\n' >>"$LOG"
 	# its own process group (setsid), so that one kill reaches every
 	# process of the run at the same instant
-	FAILFSYNC_SLOW_MATCH="$SPOOL/index.db" FAILFSYNC_SLOW_MS=$FAILFSYNC_SLOW_MS \
+	FAILFSYNC_SLOW_MATCH="$SPOOL/index.db" FAILFSYNC_SLOW_MS=$FAILFSYNC_SLOW_MS FAILFSYNC_SLOW_FIRST=1 \
 		LD_PRELOAD="$TESTDIR/failfsync.so" \
 		setsid "$POPGATE" -c "$CONF" run --once >/dev/null 2>>"$LOG" &
 	pid=$!
@@ -79,7 +79,7 @@ while [ "$kills" -lt "$CRASH_KILLS" ] && [ "$cycles" -lt $((CRASH_KILLS * 10)) ]
 	# [0, CRASH_MAX_MS): the poll, the relay while the poll goes on, the
 	# relay alone
 	if [ $((cycles % 2)) = 1 ]; then
-		ms=$((RANDOM % 120))
+		ms=$((RANDOM % 400))
 	else
 		ms=$((kills * CRASH_MAX_MS / CRASH_KILLS + RANDOM % 100))
 	fi
@@ -89,7 +89,7 @@ while [ "$kills" -lt "$CRASH_KILLS" ] && [ "$cycles" -lt $((CRASH_KILLS * 10)) ]
 	wait "$pid" || rc=$?
 	if [ "$rc" = 137 ]; then
 		kills=$((kills + 1))
-		echo "### killed run" >>"$LOG"
+		echo "### killed run after ${ms} ms" >>"$LOG"
 	fi
 	# no wait for the killed group's last processes: the next start may
 	# meet them (the restarts did)

@@ -10,7 +10,9 @@
  * A slow disk instead: every fsync() or fdatasync() on a file whose path
  * contains FAILFSYNC_SLOW_MATCH sleeps FAILFSYNC_SLOW_MS milliseconds first
  * (the crash test widens the window in which a commit is written but its
- * fsync has not returned, as a loaded disk does).
+ * fsync has not returned, as a loaded disk does).  FAILFSYNC_SLOW_FIRST=1:
+ * only the first such call, and only in a process group leader (the
+ * crash test starts popgate with setsid: its recovery commit at start).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -40,10 +42,17 @@ static void slow(int fd)
 {
 	const char *match = getenv("FAILFSYNC_SLOW_MATCH");
 	const char *ms = getenv("FAILFSYNC_SLOW_MS");
+	const char *first = getenv("FAILFSYNC_SLOW_FIRST");
+	static pid_t slowed; /* the process whose first call was slowed */
 	char path[4096];
 
 	if (match == NULL || ms == NULL || strstr(fd_path(fd, path, sizeof path), match) == NULL)
 		return;
+	if (first != NULL && atoi(first) == 1) {
+		if (slowed == getpid() || getpid() != getpgrp())
+			return;
+		slowed = getpid();
+	}
 	struct timespec ts = { atoi(ms) / 1000, (long)(atoi(ms) % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) != 0)
 		;
