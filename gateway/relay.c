@@ -971,8 +971,18 @@ enum pg_res relay_run_once(const struct conf *c, struct spool *sp,
 			   const volatile sig_atomic_t *stop_flag, struct relay_stats *st_r,
 			   char **err_r)
 {
+	enum pg_res res;
+	char *err = NULL;
 	memset(st_r, 0, sizeof *st_r);
 	if (c->smtp.max_sessions > 1)
-		return relay_parallel(c, sp, stop_flag, st_r, err_r);
-	return relay_loop(c, sp, stop_flag, st_r, err_r);
+		res = relay_parallel(c, sp, stop_flag, st_r, err_r);
+	else
+		res = relay_loop(c, sp, stop_flag, st_r, err_r);
+	/* the round's sent bodies free their pages: the index shrinks back
+	 * and the WAL is cut, so neither grows with the messages relayed */
+	if (st_r->sent > 0 && spool_compact(sp, &err) != SPOOL_OK) {
+		LOG_WARN("relay status=compact-failed reason=\"%s\"", err);
+		free(err);
+	}
+	return res;
 }
