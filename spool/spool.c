@@ -813,10 +813,9 @@ static enum spool_res lock_and_recover(struct spool *sp, char **err_r)
 		res = spool_recover(sp, err_r);
 		if (res == SPOOL_OK)
 			res = vacuum_convert(sp, err_r);
-		/* a WAL a killed run left is copied now and cut to nothing:
-		 * starts killed one after the other do not read a growing one */
-		if (res == SPOOL_OK)
-			spool_checkpoint_truncate(sp);
+		/* a WAL a killed run left is not copied here: that would delay
+		 * the first relay of every start; the relay's checkpoints do it
+		 * (checkpoint_restart), and the poll's deferral bounds it */
 	} else if (errno == EWOULDBLOCK)
 		sp->rec.skipped = 1;
 	else

@@ -287,8 +287,8 @@ enum spool_res spool_msg_open(struct spool *sp, const struct spool_msg *m, int *
 void spool_defer_checkpoints(struct spool *sp, int on);
 /* spool_checkpoint_truncate - copy the WAL into the database and cut it to
  * nothing, if no other handle is reading or writing (never waits).  Done
- * by recovery at open and by spool_close of a handle that deferred its
- * checkpoints. */
+ * by spool_close of a handle that deferred its checkpoints and by
+ * spool_compact. */
 void spool_checkpoint_truncate(struct spool *sp);
 /* spool_compact - the end of a relay round: give the free pages of sent
  * bodies back to the file system beyond a 4 MiB slack for the next groups
