@@ -93,11 +93,7 @@ struct spool *open_spool(const struct conf *c)
 			 c->spool_dir, r->tmp_removed, r->sending_requeued, r->uncommitted_removed,
 			 r->missing_file_held, r->orphans_removed, r->copies_removed, r->sent_purged,
 			 r->journal_sent, r->journal_rcpts);
-	/* the one window for a duplicate at the SMTP host: name each message */
-	for (size_t i = 0; r->requeued_ids != NULL && r->requeued_ids[i] != NULL; i++)
-		LOG_WARN("id=%s status=requeued-after-crash note=\"the relay stopped while sending "
-			 "it; sent again, a duplicate if the host had accepted it\"",
-			 r->requeued_ids[i]);
+	/* each requeued message was named before the commit (relay_requeue_log) */
 	return sp;
 }
 

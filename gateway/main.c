@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "conf.h"
+#include "relay.h"
 
 static void usage(FILE *f)
 {
@@ -118,6 +119,9 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return EX_OK;
 	}
+	/* every message recovery or a reclaim sends again is named in the
+	 * log before that is committed, whichever command opens the spool */
+	spool_set_requeue_log(relay_requeue_log);
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
 		if (strcmp(cmd, commands[i].name) == 0) {
 			optind++; /* let the command parse its own options from 1 */

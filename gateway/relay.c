@@ -445,7 +445,61 @@ struct relay_run {
 	time_t now;
 	int spool_failed;
 	char *spool_err;
+	int no8bit;          /* the host lacks 8BITMIME for this 8-bit session */
+	int64_t last_read_ms; /* CLOCK_MONOTONIC of the host's last reply line */
+	int data_pending;    /* DATA was written, its 354 not yet read */
 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* monitor_cb - libesmtp's protocol trace (commands and replies, not the
+ * message): when the host last said something, and whether it owes the
+ * answer to DATA, so that a session cut by the timeout says so */
+static void monitor_cb(const char *buf, int len, int writing, void *arg)
+{
+	struct relay_run *run = arg;
+	if (writing == SMTP_CB_READING) {
+		run->last_read_ms = mono_ms();
+		if (len >= 3 && strncmp(buf, "354", 3) == 0)
+			run->data_pending = 0;
+	} else if (writing == SMTP_CB_WRITING) {
+		/* PIPELINING: DATA may end a batch that starts with MAIL */
+		for (int i = 0; i + 4 <= len; i++)
+			if ((i == 0 || buf[i - 1] == '\n') && strncasecmp(buf + i, "DATA", 4) == 0)
+				run->data_pending = 1;
+	}
+}
+
+/* session_failure - why a session that libesmtp calls started ended early
+ * (NULL: it did not): the host's missing 8BITMIME for an 8-bit message
+ * (run->no8bit: those messages are held, not retried), a silence that
+ * outlasted the smtp timeout, or the error libesmtp saw */
+static char *session_failure(struct relay_run *run, int body8)
+{
+	char ebuf[256];
+	int e = smtp_errno();
+	const struct conf *c = run->c;
+	if (e == 0)
+		return NULL;
+	if (body8 && e == SMTP_ERR_EXTENSION_NOT_AVAILABLE) {
+		run->no8bit = 1;
+		return xasprintf("the SMTP host %s:%d does not offer 8BITMIME, which this message "
+				 "(8-bit octets) needs; enable 8BITMIME on the host, then popgate "
+				 "requeue it", c->smtp.host, c->smtp.port);
+	}
+	if (e == SMTP_ERR_DROPPED_CONNECTION &&
+	    mono_ms() - run->last_read_ms >= (int64_t)c->smtp.timeout * 1000 - 50)
+		return xasprintf("timed out: no reply from %s:%d for %ds (timeout) %s", c->smtp.host,
+				 c->smtp.port, c->smtp.timeout,
+				 run->data_pending ? "after DATA" : "after the final dot of the message");
+	return xasprintf("SMTP session with %s:%d failed: %s", c->smtp.host, c->smtp.port,
+			 smtp_strerror(e, ebuf, sizeof ebuf));
+}
 
 static char *status_text(const smtp_status_t *s)
 {
@@ -617,8 +671,22 @@ static void record(struct relay_run *run, struct relay_item *it, smtp_message_t 
 		for (size_t i = 0; i < it->msg->nrcpts; i++)
 			it->msg->rcpts[i].state = SPOOL_HELD;
 		free(w.first_bad);
+	} else if (run->no8bit && w.nsent == 0) {
+		/* retrying cannot help until the host changes: held at once,
+		 * for `popgate requeue` once it offers 8BITMIME */
+		st = SPOOL_HELD;
+		it->reply = xstrdup(session_err ? session_err : "host lacks 8BITMIME");
+		for (size_t i = 0; i < it->msg->nrcpts; i++)
+			it->msg->rcpts[i].state = SPOOL_HELD;
+		free(w.first_bad);
 	} else if (w.ndeferred > 0 || sm == NULL) {
 		st = SPOOL_DEFERRED;
+		/* no 4xx/5xx of the host's own: the session's end says why */
+		if (session_err != NULL && w.first_bad != NULL &&
+		    (w.ms == NULL || (w.ms->code / 100 != 4 && w.ms->code / 100 != 5))) {
+			free(w.first_bad);
+			w.first_bad = NULL;
+		}
 		it->reply = w.first_bad ? w.first_bad : xstrdup(session_err ? session_err : "no reply");
 		if (run->now - it->msg->created >= run->c->max_queue_time)
 			st = expire(run, it);
@@ -782,13 +850,23 @@ static enum pg_res run_session(struct relay_run *run, struct spool_msg **msgs, s
 	}
 	res = session_setup(run->c, s, &run->auth, &session_err);
 	smtp_set_eventcb(s, event_cb, run);
+	run->no8bit = run->data_pending = 0;
+	run->last_read_ms = mono_ms();
+	smtp_set_monitorcb(s, monitor_cb, run, 0);
 	for (size_t i = 0; res == PG_OK && i < n; i++) {
 		res = add_message(s, &run->items[i], body8, &session_err);
 		added += run->items[i].sm != NULL;
 	}
 	if (res == PG_OK && added > 0) {
 		int started = smtp_start_session(s);
-		if (!started || !any_reply(run, n)) {
+		int replied = started && any_reply(run, n);
+		if (started && (replied || (body8 && smtp_errno() == SMTP_ERR_EXTENSION_NOT_AVAILABLE)) &&
+		    (session_err = session_failure(run, body8)) != NULL) {
+			/* messages the host answered keep their replies; the rest
+			 * take this reason */
+			LOG_WARN("relay smtp=%s:%d status=session-failed reason=\"%s\"",
+				 run->c->smtp.host, run->c->smtp.port, session_err);
+		} else if (!replied) {
 			/* libesmtp can report success for a session that never got
 			 * as far as MAIL (a refused certificate): say what happened */
 			char ebuf[256];
@@ -1030,18 +1108,33 @@ void relay_reclaim(struct spool *sp)
 	LOG_WARN("relay status=reclaimed reason=\"a relay session stopped\" requeued=%u "
 		 "journal_sent=%u journal_rcpts=%u",
 		 r->sending_requeued, r->journal_sent, r->journal_rcpts);
-	for (size_t i = 0; r->requeued_ids != NULL && r->requeued_ids[i] != NULL; i++)
-		LOG_WARN("id=%s status=requeued-after-crash note=\"a relay session stopped while "
-			 "sending it; sent again, a duplicate if the host had accepted it\"",
-			 r->requeued_ids[i]);
+	/* each message was named before the commit: relay_requeue_log */
+}
+
+void relay_requeue_log(const char *id, const char *account, int reclaim)
+{
+	LOG_WARN("id=%s account=%s status=requeued-after-crash note=\"%s; sent again, a "
+		 "duplicate if the host had accepted it\"", id, account ? account : "",
+		 reclaim ? "a relay session stopped while sending it"
+			 : "the relay stopped while sending it");
 }
 
 enum pg_res relay_run_once(const struct conf *c, struct spool *sp,
 			   const volatile sig_atomic_t *stop_flag, struct relay_stats *st_r,
 			   char **err_r)
 {
+	enum pg_res res;
+	char *err = NULL;
 	memset(st_r, 0, sizeof *st_r);
 	if (c->smtp.max_sessions > 1)
-		return relay_parallel(c, sp, stop_flag, st_r, err_r);
-	return relay_loop(c, sp, stop_flag, st_r, err_r);
+		res = relay_parallel(c, sp, stop_flag, st_r, err_r);
+	else
+		res = relay_loop(c, sp, stop_flag, st_r, err_r);
+	/* the round's sent bodies free their pages: the index shrinks back
+	 * and the WAL is cut, so neither grows with the messages relayed */
+	if (st_r->sent > 0 && spool_compact(sp, &err) != SPOOL_OK) {
+		LOG_WARN("relay status=compact-failed reason=\"%s\"", err);
+		free(err);
+	}
+	return res;
 }

@@ -48,6 +48,11 @@ enum pg_res relay_run_once(const struct conf *c, struct spool *sp,
  * whoever has just seen a relay process die (the daemon, relay_run_once). */
 void relay_reclaim(struct spool *sp);
 
+/* relay_requeue_log - the spool_set_requeue_log callback: one
+ * `id=... account=... status=requeued-after-crash` warning, written before
+ * the requeue is committed.  main() installs it for the whole process. */
+void relay_requeue_log(const char *id, const char *account, int reclaim);
+
 /* relay_backoff - seconds to wait before attempt number `attempts`+1:
  * retry_intervals[attempts-1], the last interval repeating */
 long relay_backoff(const struct conf *c, int attempts);

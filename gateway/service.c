@@ -31,18 +31,22 @@
  * message on stderr when another daemon has it */
 static int take_lock(const char *spool_dir)
 {
-	if (mkdir(spool_dir, 0750) != 0 && errno != EEXIST) {
+	if (mkdir(spool_dir, 0700) != 0 && errno != EEXIST) {
 		fprintf(stderr, "popgate: cannot create spool directory %s: %s\n", spool_dir,
 			strerror(errno));
 		return -2;
 	}
 	char *path = xasprintf("%s/%s", spool_dir, LOCK_NAME);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	/* like every spool file: 0600 whatever the umask (an older one too) */
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		fprintf(stderr, "popgate: cannot open %s: %s\n", path, strerror(errno));
 		free(path);
 		return -2;
 	}
+	struct stat lst;
+	if (fstat(fd, &lst) == 0 && (lst.st_mode & 077) != 0 && lst.st_uid == geteuid())
+		(void)fchmod(fd, 0600);
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		char pid[32] = "";
 		ssize_t n = pread(fd, pid, sizeof pid - 1, 0);

@@ -30,12 +30,22 @@
 				   * message that fits stays in the index */
 #define SPOOL_BUSY_MS 10000
 /* WAL pages before a checkpoint: SQLite's default for most handles; a poll
- * (spool_defer_checkpoints) leaves them to the relay up to 64 MiB */
+ * (spool_defer_checkpoints) leaves them to the relay up to 16 MiB */
 #define SPOOL_CKPT_PAGES 1000
-#define SPOOL_CKPT_DEFERRED_PAGES 16384
+#define SPOOL_CKPT_DEFERRED_PAGES 4096
+/* how long a checkpoint waits for readers to leave the WAL so that it can
+ * start over (SQLITE_CHECKPOINT_RESTART), in 1 ms steps */
+#define SPOOL_CKPT_WAIT_MS 100
 /* SQLite's page cache per handle, KiB (a limit: used as needed).  Above a
  * group's pages SQLite would spill them into the WAL before the commit. */
 #define SPOOL_CACHE_KIB "8192"
+/* The WAL file is cut back to this size whenever a checkpoint lets it
+ * start over (PRAGMA journal_size_limit): a drain's peak does not stay on
+ * disk, nor have to be read again by the next start. */
+#define SPOOL_WAL_LIMIT "4194304"
+/* Free pages spool_compact leaves in the file for the next groups (4 MiB);
+ * the rest goes back to the file system (auto_vacuum = INCREMENTAL). */
+#define SPOOL_FREE_SLACK_PAGES 1024
 
 struct spool_writer {
 	struct spool *sp;
@@ -355,6 +365,40 @@ static enum spool_res mkdir_0700(const char *path, char **err_r)
 	return SPOOL_OK;
 }
 
+/* private_mode - the spool holds mail: a file or directory of it that
+ * group or others can use (made by an older popgate, or by hand) is made
+ * 0600 / 0700 when this user owns it; anything else is left as it is */
+static void private_mode(int fd)
+{
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) != 0 || (st.st_mode & 077) == 0 || st.st_uid != geteuid())
+		return;
+	(void)fchmod(fd, S_ISDIR(st.st_mode) ? 0700 : 0600);
+}
+
+/* private_db_files - index.db is created 0600 here, before SQLite would
+ * create it with 0644 less the umask; SQLite gives its -wal and -shm the
+ * mode of the database file.  Existing ones are made private too. */
+static enum spool_res private_db_files(struct spool *sp, char **err_r)
+{
+	static const char *const names[] = { "index.db", "index.db-wal", "index.db-shm" };
+
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		int fd = openat(sp->rootfd, names[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+				(i == 0 ? O_CREAT : 0), 0600);
+
+		if (fd < 0 && i > 0 && errno == ENOENT)
+			continue;
+		if (fd < 0)
+			return spool_fail(err_r, spool_errno_res(errno), "%s/%s: open: %s", sp->dir,
+					  names[i], strerror(errno));
+		private_mode(fd);
+		close(fd);
+	}
+	return SPOOL_OK;
+}
+
 /* open_subdir - create <dir>/<name> if missing, return an O_DIRECTORY fd */
 static enum spool_res open_subdir(struct spool *sp, const char *name, int *fd_r, char **err_r)
 {
@@ -386,9 +430,14 @@ static enum spool_res open_tree(const char *dir, struct spool *sp, char **err_r)
 	sp->rootfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->rootfd < 0)
 		return spool_fail(err_r, SPOOL_IO, "%s: open: %s", sp->dir, strerror(errno));
+	private_mode(sp->rootfd);
 	if ((res = open_subdir(sp, "tmp", &sp->tmpfd, err_r)) != SPOOL_OK)
 		return res;
-	return open_subdir(sp, "msg", &sp->msgfd, err_r);
+	private_mode(sp->tmpfd);
+	if ((res = open_subdir(sp, "msg", &sp->msgfd, err_r)) != SPOOL_OK)
+		return res;
+	private_mode(sp->msgfd);
+	return private_db_files(sp, err_r);
 }
 
 static enum spool_res user_version(struct spool *sp, unsigned int *v_r, char **err_r)
@@ -499,9 +548,34 @@ static int busy_wait(void *ctx, int count)
 	return 1;
 }
 
-/* wal_hook - after each commit: a passive checkpoint (never waits for
- * readers) once the WAL holds this handle's threshold of pages; replaces
- * SQLite's auto-checkpoint, which has one threshold for every handle */
+/* busy_short - a checkpoint's wait for readers: SPOOL_CKPT_WAIT_MS at most */
+static int busy_short(void *ctx, int count)
+{
+	(void)ctx;
+	if (count >= SPOOL_CKPT_WAIT_MS)
+		return 0;
+	usleep(1000);
+	return 1;
+}
+
+/* checkpoint_restart - copy the WAL into the database and, if the readers
+ * leave it within SPOOL_CKPT_WAIT_MS, make the next commit start it over
+ * (cut to journal_size_limit): a passive checkpoint alone never lets a WAL
+ * that is read and written all the time start over, so it grew with the
+ * whole drain.  What a busy wait leaves undone, the next one does. */
+static void checkpoint_restart(sqlite3 *db, struct spool *sp)
+{
+	sqlite3_busy_handler(db, busy_short, NULL);
+	(void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+	if (sp != NULL)
+		sqlite3_busy_handler(db, busy_wait, sp);
+	else
+		sqlite3_busy_handler(db, NULL, NULL);
+}
+
+/* wal_hook - after each commit: a checkpoint (checkpoint_restart) once the
+ * WAL holds this handle's threshold of pages; replaces SQLite's
+ * auto-checkpoint, which has one threshold for every handle */
 static int wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
 {
 	struct spool *sp = ctx;
@@ -516,7 +590,8 @@ static int wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
 		pthread_mutex_unlock(&sp->ck_mu);
 		return SQLITE_OK;
 	}
-	(void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	(void)name;
+	checkpoint_restart(db, sp);
 	return SQLITE_OK;
 }
 
@@ -530,6 +605,8 @@ static void *ckpt_thread(void *arg)
 
 	if (asprintf(&path, "%s/index.db", sp->dir) < 0 ||
 	    sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+		    SQLITE_OK ||
+	    sqlite3_exec(db, "PRAGMA journal_size_limit = " SPOOL_WAL_LIMIT, NULL, NULL, NULL) !=
 		    SQLITE_OK) {
 		sqlite3_close(db);
 		db = NULL;
@@ -543,11 +620,10 @@ static void *ckpt_thread(void *arg)
 			break;
 		sp->ck_want = 0;
 		pthread_mutex_unlock(&sp->ck_mu);
-		/* passive: never waits for readers or writers; what it leaves,
-		 * the next request copies */
+		/* waits for readers SPOOL_CKPT_WAIT_MS at most; what it
+		 * leaves, the next request copies */
 		if (db != NULL)
-			(void)sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
-							NULL);
+			checkpoint_restart(db, NULL);
 		pthread_mutex_lock(&sp->ck_mu);
 	}
 	pthread_mutex_unlock(&sp->ck_mu);
@@ -585,10 +661,23 @@ void spool_checkpoint_in_background(struct spool *sp, int on)
 	}
 }
 
+static int pragma_int(struct spool *sp, const char *sql, int *v_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*v_r = sqlite3_column_int(st, 0);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static enum spool_res open_db(struct spool *sp, char **err_r)
 {
 	char *path, *errmsg = NULL;
-	int rc, wal = 0;
+	int rc, wal = 0, pages = 0;
 	enum spool_res res = SPOOL_OK;
 
 	if (asprintf(&path, "%s/index.db", sp->dir) < 0)
@@ -605,11 +694,19 @@ static enum spool_res open_db(struct spool *sp, char **err_r)
 	}
 	sqlite3_busy_handler(sp->db, busy_wait, sp);
 	sqlite3_wal_hook(sp->db, wal_hook, sp);
-	rc = sqlite3_exec(sp->db, "PRAGMA journal_mode = WAL", wal_cb, &wal, &errmsg);
+	/* a new index frees its pages on request (spool_compact): set before
+	 * WAL mode and the first table; an older index is converted by the
+	 * first exclusive open (vacuum_convert) */
+	rc = pragma_int(sp, "PRAGMA page_count", &pages);
+	if (rc == SQLITE_OK && pages == 0)
+		rc = sqlite3_exec(sp->db, "PRAGMA auto_vacuum = INCREMENTAL", NULL, NULL, &errmsg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(sp->db, "PRAGMA journal_mode = WAL", wal_cb, &wal, &errmsg);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(sp->db, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; "
 				  /* a group's pages stay in memory until its commit */
 				  "PRAGMA cache_size = -" SPOOL_CACHE_KIB "; "
+				  "PRAGMA journal_size_limit = " SPOOL_WAL_LIMIT "; "
 				  /* Debian builds SQLite with SECURE_DELETE: every sent
 				   * body's freed page would be written again as zeros
 				   * (to the WAL, then by the checkpoint): 40 MB more
@@ -657,6 +754,56 @@ static enum spool_res retention(struct spool *sp, const struct spool_params *prm
 	return SPOOL_OK;
 }
 
+/* vacuum_convert - an index made before auto_vacuum = INCREMENTAL (set by
+ * open_db) gets it now, once: only a VACUUM can change it.  Run with the
+ * spool held exclusively, so no other handle is open. */
+static enum spool_res vacuum_convert(struct spool *sp, char **err_r)
+{
+	int av = 0;
+	int rc = pragma_int(sp, "PRAGMA auto_vacuum", &av);
+
+	if (rc == SQLITE_OK && av == 2)
+		return SPOOL_OK;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(sp->db, "PRAGMA auto_vacuum = INCREMENTAL; VACUUM", NULL, NULL,
+				  NULL);
+	if (rc != SQLITE_OK)
+		return spool_dbfail(sp, rc, "vacuum (auto_vacuum = incremental)", err_r);
+	return SPOOL_OK;
+}
+
+void spool_checkpoint_truncate(struct spool *sp)
+{
+	if (sp->db == NULL)
+		return;
+	/* never waits: busy means another handle is at work, and the WAL is
+	 * cut when a later checkpoint lets it start over (journal_size_limit) */
+	sqlite3_busy_handler(sp->db, NULL, NULL);
+	(void)sqlite3_wal_checkpoint_v2(sp->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	sqlite3_busy_handler(sp->db, busy_wait, sp);
+}
+
+enum spool_res spool_compact(struct spool *sp, char **err_r)
+{
+	int av = 0, nfree = 0, rc;
+	char sql[64];
+
+	if (sp->db == NULL)
+		return SPOOL_OK;
+	rc = pragma_int(sp, "PRAGMA auto_vacuum", &av);
+	if (rc == SQLITE_OK)
+		rc = pragma_int(sp, "PRAGMA freelist_count", &nfree);
+	if (rc == SQLITE_OK && av == 2 && nfree > SPOOL_FREE_SLACK_PAGES) {
+		snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%d)",
+			 nfree - SPOOL_FREE_SLACK_PAGES);
+		rc = sqlite3_exec(sp->db, sql, NULL, NULL, NULL);
+	}
+	if (rc != SQLITE_OK)
+		return spool_dbfail(sp, rc, "incremental vacuum", err_r);
+	spool_checkpoint_truncate(sp);
+	return SPOOL_OK;
+}
+
 /* lock_and_recover - recovery would destroy the pending files and the
  * `sending` claims of another handle, so it runs only if nobody else holds
  * the spool; every handle then keeps a shared lock while open */
@@ -664,9 +811,14 @@ static enum spool_res lock_and_recover(struct spool *sp, char **err_r)
 {
 	enum spool_res res = SPOOL_OK;
 
-	if (flock(sp->rootfd, LOCK_EX | LOCK_NB) == 0)
+	if (flock(sp->rootfd, LOCK_EX | LOCK_NB) == 0) {
 		res = spool_recover(sp, err_r);
-	else if (errno == EWOULDBLOCK)
+		if (res == SPOOL_OK)
+			res = vacuum_convert(sp, err_r);
+		/* a WAL a killed run left is not copied here: that would delay
+		 * the first relay of every start; the relay's checkpoints do it
+		 * (checkpoint_restart), and the poll's deferral bounds it */
+	} else if (errno == EWOULDBLOCK)
 		sp->rec.skipped = 1;
 	else
 		return spool_fail(err_r, SPOOL_IO, "%s: flock: %s", sp->dir, strerror(errno));
@@ -767,6 +919,10 @@ void spool_close(struct spool **spp)
 	spool_recovery_clear(sp);
 	for (int i = 0; i < SQ__COUNT; i++)
 		sqlite3_finalize(sp->sq[i]);
+	/* a poll's handle deferred its checkpoints for the POP3 session's
+	 * sake; that is over: its WAL must not wait for the next start */
+	if (sp->defer_ckpt)
+		spool_checkpoint_truncate(sp);
 	if (sp->db != NULL)
 		sqlite3_close(sp->db);
 	if (sp->msgfd >= 0)

@@ -172,6 +172,16 @@ struct spool_recovery {
 };
 const struct spool_recovery *spool_last_recovery(const struct spool *sp);
 
+/* spool_set_requeue_log - fn is called once for every message that
+ * recovery (spool_open) or spool_reclaim takes back from `sending` to send
+ * again (the host may already have it), before that change is committed:
+ * a process killed while the commit is being written has named the
+ * message already (a line too many if the commit is lost, never one too
+ * few).  reclaim: 1 from spool_reclaim, 0 from recovery at open.
+ * Process-wide, inherited by forks; NULL (the default): no call. */
+typedef void (*spool_requeue_log_fn)(const char *id, const char *account, int reclaim);
+void spool_set_requeue_log(spool_requeue_log_fn fn);
+
 /* ---- ingest (poller) ---- */
 
 /* spool_uidl_known - *known_r = 1 if (account, uidl) was ever committed */
@@ -275,10 +285,21 @@ enum spool_res spool_body_get(struct spool *sp, const char *id, unsigned char **
 enum spool_res spool_msg_open(struct spool *sp, const struct spool_msg *m, int *fd_r,
 			      char **err_r);
 /* spool_defer_checkpoints - on: this handle leaves WAL checkpoints to the
- * other handles (the relay, admin commands) unless the WAL passes 64 MiB,
+ * other handles (the relay, admin commands) unless the WAL passes 16 MiB,
  * and does not checkpoint on close: a poll spends its time on the POP3
  * session, not copying pages into the database file. */
 void spool_defer_checkpoints(struct spool *sp, int on);
+/* spool_checkpoint_truncate - copy the WAL into the database and cut it to
+ * nothing, if no other handle is reading or writing (never waits).  Done
+ * by spool_close of a handle that deferred its checkpoints and by
+ * spool_compact. */
+void spool_checkpoint_truncate(struct spool *sp);
+/* spool_compact - the end of a relay round: give the free pages of sent
+ * bodies back to the file system beyond a 4 MiB slack for the next groups
+ * (PRAGMA incremental_vacuum; the index uses auto_vacuum = INCREMENTAL),
+ * then spool_checkpoint_truncate.  So the index shrinks back once its
+ * messages are sent, and the WAL does not hold a whole drain. */
+enum spool_res spool_compact(struct spool *sp, char **err_r);
 /* spool_fork_prepare - before fork(): close this handle's SQLite
  * connections (the handle, its lock and its directories stay).  SQLite
  * keeps per-process state about the locks of its connections (POSIX

@@ -133,7 +133,15 @@ static enum spool_res exec_changes(struct spool *sp, const char *sql, time_t now
 /* The `sending` messages of one claim (?2), or all of them (?2 NULL). */
 #define SENDING_OF_CLAIM "state = 'sending' AND (?2 IS NULL OR claim = ?2)"
 
-/* sending_ids - remember which messages recovery requeues (for the log) */
+static spool_requeue_log_fn requeue_log;
+
+void spool_set_requeue_log(spool_requeue_log_fn fn)
+{
+	requeue_log = fn;
+}
+
+/* sending_ids - remember which messages recovery requeues, and name each
+ * one in the log now, before the commit (spool_set_requeue_log) */
 static enum spool_res sending_ids(struct spool *sp, const char *claim, char **err_r)
 {
 	sqlite3_stmt *st = NULL;
@@ -142,8 +150,8 @@ static enum spool_res sending_ids(struct spool *sp, const char *claim, char **er
 
 	while (sp->rec.requeued_ids != NULL && sp->rec.requeued_ids[n] != NULL)
 		n++;
-	rc = sqlite3_prepare_v2(sp->db, "SELECT id FROM messages WHERE " SENDING_OF_CLAIM
-				" ORDER BY id", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(sp->db, "SELECT id, account FROM messages WHERE "
+				SENDING_OF_CLAIM " ORDER BY id", -1, &st, NULL);
 	if (st != NULL && claim != NULL)
 		sqlite3_bind_text(st, 2, claim, -1, SQLITE_STATIC);
 	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -151,6 +159,9 @@ static enum spool_res sending_ids(struct spool *sp, const char *claim, char **er
 		sp->rec.requeued_ids = spool_xrealloc(sp->rec.requeued_ids, n + 2, sizeof(char *));
 		sp->rec.requeued_ids[n++] = spool_xstrdup((const char *)sqlite3_column_text(st, 0));
 		sp->rec.requeued_ids[n] = NULL;
+		if (requeue_log != NULL)
+			requeue_log(sp->rec.requeued_ids[n - 1],
+				    (const char *)sqlite3_column_text(st, 1), claim != NULL);
 	}
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE)

@@ -23,7 +23,7 @@ import sys
 
 TID_RE = re.compile(rb"^X-Test-Id: (\S+)", re.M)
 SPOOL_ID_RE = re.compile(rb"with POP3 id ([0-9A-F]{16})")
-REQUEUE_RE = re.compile(r"id=([0-9A-F]{16}) status=requeued-after-crash")
+REQUEUE_RE = re.compile(r"id=([0-9A-F]{16}) (?:account=\S* )?status=requeued-after-crash")
 
 
 def main():
@@ -33,6 +33,11 @@ def main():
     ap.add_argument("--kills", default="")
     ap.add_argument("--relay-kills", type=int, default=-1,
                     help="relay sessions killed: no more SMTP-side duplicates than that")
+    ap.add_argument("--per-kill", type=int, default=0,
+                    help="kills: print the SMTP-side duplicates per kill")
+    ap.add_argument("--db", default="",
+                    help="the spool's index.db: every requeue after a crash it recorded "
+                    "(history) must be logged by id")
     ap.add_argument("expected", nargs="+")
     a = ap.parse_args()
 
@@ -65,6 +70,9 @@ def main():
     print("# kills: %s" % a.kills)
     print("# SMTP-side duplicates: %d (messages requeued after a crash, logged: %d, "
           "distinct: %d)" % (smtp_dups, sum(requeued.values()), len(requeued)))
+    if a.per_kill > 0:
+        print("# SMTP-side duplicates per kill: %.2f (%d duplicates, %d kills)"
+              % (smtp_dups / a.per_kill, smtp_dups, a.per_kill))
     print("CHECK %d 0 lost: every one of the %d messages reached the sink"
           % (1 if lost else 0, len(tids)))
     for t in lost[:10]:
@@ -80,6 +88,21 @@ def main():
     for i in unexplained[:10]:
         print("# unexplained duplicate: %s sent %d times, requeued %d times"
               % (i, per_id[i], requeued[i]))
+    if a.db:
+        # the index's own record of each requeue from `sending`: each must
+        # have its log line, duplicate or not (the log must never say less
+        # than the index did)
+        import sqlite3
+        con = sqlite3.connect("file:%s?mode=ro" % a.db, uri=True, timeout=10)
+        hist = collections.Counter(r[0] for r in con.execute(
+            "SELECT msg_id FROM history WHERE state = 'queued' AND reply LIKE 'recovery:%'"))
+        con.close()
+        unlogged = sorted(i for i, k in hist.items() if k > requeued[i])
+        print("CHECK %d each of the %d requeues after a crash recorded in the index was logged "
+              "by id" % (1 if unlogged else 0, sum(hist.values())))
+        for i in unlogged[:10]:
+            print("# requeue not logged: %s requeued %d times, logged %d times"
+                  % (i, hist[i], requeued[i]))
     if a.relay_kills >= 0:
         # accepted recipients are journalled at once: only a kill between the
         # host's reply and that write can send a message twice, one per kill

@@ -22,7 +22,13 @@ Modes:
   stall:N  as accept, but the transaction after the first N gets no reply
            to its final "." (nothing is written for it): the client hangs
            there until it gives up or is killed; later connections are
-           served as in accept mode.  For killing a relay mid-session.
+           served as in accept mode.  For killing a relay mid-session,
+           and for the relay's timeout after the final ".".
+  stalldata:N  as accept, but the DATA command after the first N
+           transactions gets no reply at all (no 354), once; later
+           connections are served as in accept mode.
+  no8bit   as accept, but EHLO does not offer 8BITMIME while the file
+           DIR/no8bit exists (remove it: the host is "fixed").
 """
 
 import argparse
@@ -37,10 +43,10 @@ class Session:
         self.buf = b""
         self.counter = counter
 
-    def stall_now(self):
+    def stall_now(self, kind="stall:"):
         """stall:N - the first DATA after N transactions is never answered"""
         mode = self.args.mode
-        if not mode.startswith("stall:") or self.counter[1]:
+        if not mode.startswith(kind) or self.counter[1]:
             return False
         if self.counter[0] < int(mode.split(":", 1)[1]):
             return False
@@ -92,7 +98,10 @@ class Session:
             cmd = line.rstrip(b"\r")
             verb = cmd.split(b" ", 1)[0].upper()
             if verb == b"EHLO":
-                self.conn.sendall(b"250-fakesmtp\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                no8 = (self.args.mode == "no8bit" and
+                       os.path.exists(os.path.join(self.args.dir, "no8bit")))
+                self.conn.sendall(b"250-fakesmtp\r\n250-PIPELINING\r\n" +
+                                  (b"" if no8 else b"250-8BITMIME\r\n") +
                                   b"250-SIZE 100000000\r\n250 DSN\r\n")
             elif verb == b"HELO":
                 self.conn.sendall(b"250 fakesmtp\r\n")
@@ -103,6 +112,10 @@ class Session:
                 env.append(b"RCPT TO:" + cmd[8:].split(b" ")[0])
                 self.conn.sendall(b"250 2.1.5 Ok\r\n")
             elif verb == b"DATA":
+                if self.stall_now("stalldata:"):
+                    while self.readline() is not None:
+                        pass
+                    return
                 self.conn.sendall(b"354 go ahead\r\n")
                 if self.stall_now():
                     while self.readline() is not None:
