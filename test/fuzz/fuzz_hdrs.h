@@ -8,12 +8,15 @@
  * out either in large pieces or in small pieces whose sizes come from the
  * data, so the targets can check that chunking changes nothing (for inputs
  * up to FUZZ_SMALL_MAX expanded: the check needs no megabytes, and it would
- * halve the executions of the big ones).
+ * halve the executions of the big ones).  FUZZ_EXPAND_MAX in the
+ * environment lowers the cap (octets) for a long run that should spend its
+ * time on many small inputs rather than on a few 16 MiB ones.
  */
 #ifndef POPGATE_FUZZ_HDRS_H
 #define POPGATE_FUZZ_HDRS_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define FUZZ_EXPAND_MAX (16u * 1024 * 1024)
@@ -29,10 +32,22 @@ struct fuzz_emit {
 	size_t total;
 };
 
+/* fuzz_expand_max - FUZZ_EXPAND_MAX, or the environment's lower cap */
+static size_t fuzz_expand_max(void)
+{
+	static size_t max;
+	if (max == 0) {
+		const char *v = getenv("FUZZ_EXPAND_MAX");
+		unsigned long long e = v ? strtoull(v, NULL, 10) : 0;
+		max = e > 0 && e < FUZZ_EXPAND_MAX ? (size_t)e : FUZZ_EXPAND_MAX;
+	}
+	return max;
+}
+
 static void fuzz_emit(struct fuzz_emit *e, const uint8_t *p, size_t n)
 {
-	if (n > FUZZ_EXPAND_MAX - e->total)
-		n = FUZZ_EXPAND_MAX - e->total;
+	if (n > fuzz_expand_max() - e->total)
+		n = fuzz_expand_max() - e->total;
 	e->total += n;
 	while (n > 0) {
 		size_t k = n;
@@ -54,7 +69,7 @@ static size_t fuzz_expand(const uint8_t *d, size_t n, int small, fuzz_feed_fn fn
 	static uint8_t block[65536];
 	struct fuzz_emit e = { fn, ctx, small, 1, 0 };
 	size_t i = 0;
-	while (i < n && e.total < FUZZ_EXPAND_MAX) {
+	while (i < n && e.total < fuzz_expand_max()) {
 		const uint8_t *m = memmem(d + i, n - i, "\x01R", 2);
 		size_t lit = m ? (size_t)(m - (d + i)) : n - i;
 		fuzz_emit(&e, d + i, lit);
@@ -75,7 +90,7 @@ static size_t fuzz_expand(const uint8_t *d, size_t n, int small, fuzz_feed_fn fn
 		size_t per = sizeof block / ulen; /* units per block */
 		for (size_t k = 0; k < per; k++)
 			memcpy(block + k * ulen, unit, ulen);
-		while (count > 0 && e.total < FUZZ_EXPAND_MAX) {
+		while (count > 0 && e.total < fuzz_expand_max()) {
 			size_t u = count < per ? count : per;
 			fuzz_emit(&e, block, u * ulen);
 			count -= u;
