@@ -164,11 +164,13 @@ static void out_printf(struct nout *o, const char *fmt, ...)
 	free(s);
 }
 
-/* boundary - one that no quoted header line can contain */
+/* boundary - one that no quoted header line contains (the id and the time
+ * are not known to a sender in advance, so a few tries always do; the
+ * bound keeps a block made of near-misses from costing more) */
 static void boundary(const struct spool_msg *m, time_t now, const struct notice_hdrs *h,
 		     char *bnd, size_t len)
 {
-	for (unsigned i = 0;; i++) {
+	for (unsigned i = 0; i < 64; i++) {
 		snprintf(bnd, len, "popgate-%s-%lld%s%.0u", m->id, (long long)now, i ? "-" : "", i);
 		if (h->b.len == 0 || memmem(h->b.data, h->b.len, bnd, strlen(bnd)) == NULL)
 			return;
