@@ -182,11 +182,12 @@ static int validate_hostname(cfg_t *cfg, cfg_opt_t *opt)
 }
 
 /* section_line - the line where `account "NAME"` starts in the cleaned text
- * (the name must match whole, so "office" does not match "office2") */
-static int section_line(const char *text, const char *name)
+ * (the name must match whole, so "office" does not match "office2"; with
+ * prefix, only its first nlen octets: a name whose control character was
+ * written as an escape such as \n) */
+static int section_line_n(const char *text, const char *name, size_t nlen, int prefix)
 {
 	int line = 1;
-	size_t nlen = strlen(name);
 	for (const char *p = text; *p; p++) {
 		if (*p == '\n') {
 			line++;
@@ -202,10 +203,29 @@ static int section_line(const char *text, const char *name)
 		if (strncmp(q, name, nlen) != 0)
 			continue;
 		char end = q[nlen];
-		if ((quote && end == quote) || (!quote && (end == ' ' || end == '\t' ||
-							   end == '{' || end == '\n')))
+		if (prefix || (quote && end == quote) ||
+		    (!quote && (end == ' ' || end == '\t' || end == '{' || end == '\n')))
 			return line;
 	}
+	return 0;
+}
+
+static int section_line(const char *text, const char *name)
+{
+	int line = section_line_n(text, name, strlen(name), 0);
+	size_t ok = strcspn(name, "\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f"
+			    "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f");
+	if (line == 0 && name[ok] != '\0')
+		line = section_line_n(text, name, ok, 1);
+	return line;
+}
+
+/* has_control - any octet below 0x20, or DEL */
+static int has_control(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return 1;
 	return 0;
 }
 
@@ -629,6 +649,7 @@ static void set_validators(cfg_t *cfg)
 		{ "smtp|port", validate_port_required },       { "smtp|host", validate_nonempty },
 		{ "smtp|timeout", validate_duration }, { "account|port", validate_port },
 		{ "account|tls", validate_tls },      { "account|server", validate_nonempty },
+		{ "account|ca_file", validate_nonempty },
 		{ "account|user", validate_nonempty }, { "account|password_file", validate_nonempty },
 		{ "account|deliver_to", validate_addr }, { "account|interval", validate_duration },
 		{ "account|timeout", validate_duration },
@@ -1074,6 +1095,20 @@ static void account_extract(struct conf_ctx *cx, struct conf *c, cfg_t *sec,
 	a->name = xstrdup(cfg_title(sec));
 	a->file = c->path;
 	a->line = section_line(cx->text, a->name);
+	/* the name goes into every message's Received field (inside a comment)
+	 * and into every log line: a CR or LF there would add header fields
+	 * or log lines, a parenthesis would end the comment */
+	if (has_control(a->name)) {
+		char *shown = sanitize_for_log(a->name, strlen(a->name), 100);
+		conf_add_error(cx, a->line, "account '%s': the name contains a control character "
+			       "(CR, LF, TAB, NUL...): it would break the Received field and the "
+			       "log lines", shown);
+		free(a->name); /* from here on only used in messages */
+		a->name = shown;
+	} else if (a->name[0] == '\0' || strpbrk(a->name, " \"=()\\") != NULL) {
+		conf_add_error(cx, a->line, "account '%s': the name must be non-empty and contain "
+			       "no blanks, quotes, parentheses, backslashes or '='", a->name);
+	}
 	for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
 		if (cfg_size(sec, required[i]) == 0)
 			conf_add_error(cx, a->line, "account '%s': missing required option '%s'",
@@ -1098,9 +1133,6 @@ static void account_extract(struct conf_ctx *cx, struct conf *c, cfg_t *sec,
 	if (a->tls_fingerprint != NULL && a->tls == TLS_NONE)
 		conf_add_error(cx, a->line, "account '%s': tls_fingerprint needs tls = implicit or "
 			       "starttls", a->name);
-	if (a->name[0] == '\0' || strpbrk(a->name, " \t\"=") != NULL)
-		conf_add_error(cx, a->line, "account '%s': the name must be non-empty and contain "
-			       "no blanks, quotes or '='", a->name);
 }
 
 /* conf_smtp_extract - the smtp block */
@@ -1172,6 +1204,12 @@ static void conf_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 		if (gethostname(host, sizeof host) != 0)
 			strcpy(host, "localhost");
 		host[HOST_NAME_MAX] = '\0';
+		if (has_control(host) || strpbrk(host, " ()<>;\"\\") != NULL) {
+			char *shown = sanitize_for_log(host, strlen(host), 100);
+			conf_add_error(cx, 0, "option 'hostname': the system's host name '%s' cannot "
+				       "go into a Received field; set hostname", shown);
+			free(shown);
+		}
 		c->hostname = xstrdup(host);
 	}
 	conf_smtp_extract(cx, cfg_getsec(cfg, "smtp"), &c->smtp);

@@ -1,15 +1,18 @@
 /*
  * notice.c - RFC 3464 delivery notices about held messages (see notice.h).
  *
- * The notice is built in a bounded buffer: the original header block is
- * copied up to NOTICE_HDRS_MAX octets (cut at a line end), everything else
- * is small.  It is in canonical CRLF form, like every spool file.
+ * The notice is streamed into the spool writer, so the number of recipients
+ * and the length of their replies cost no memory.  The original header
+ * block is kept in memory up to NOTICE_HDRS_MAX octets; past that it is cut
+ * at a line end and the notice says so, in its human part and after the
+ * quoted lines.  It is in canonical CRLF form, like every spool file.
  */
 #include "config.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +22,6 @@
 #include "notice.h"
 #include "route.h"
 
-#define NOTICE_HDRS_MAX (64 * 1024)
-#define NOTICE_MAX (NOTICE_HDRS_MAX + 64 * 1024)
 
 const char *notice_recipient(const struct conf *c, const struct spool_msg *m)
 {
@@ -63,51 +64,128 @@ static void status_code(const char *reply, int expired, char *out, size_t len)
 	snprintf(out, len, "%s", reply != NULL && reply[0] == '4' ? "4.0.0" : "5.0.0");
 }
 
-/* orig_headers - the header block of the spool file, CRLF, bounded */
-static void orig_headers(struct spool *sp, const struct spool_msg *m, struct buf *b)
+void notice_hdrs_init(struct notice_hdrs *h)
 {
-	char chunk[8192];
-	struct buf h;
-	buf_init(&h, NOTICE_HDRS_MAX);
-	int fd = -1;
-	(void)spool_msg_open(sp, m, &fd, NULL); /* unreadable: noted below */
-	ssize_t n;
-	while (fd >= 0 && (n = read(fd, chunk, sizeof chunk)) > 0) {
-		size_t room = h.max - h.len;
-		buf_append(&h, chunk, (size_t)n < room ? (size_t)n : room);
-		char *end = h.data ? strstr(h.data, "\r\n\r\n") : NULL;
-		if (end != NULL) {
-			h.len = (size_t)(end - h.data) + 2;
-			break;
-		}
-		if (h.len == h.max) { /* cut at the last complete line */
-			char *p = h.data + h.len;
-			while (p > h.data && !(p[-1] == '\n'))
-				p--;
-			h.len = (size_t)(p - h.data);
-			break;
-		}
-	}
-	if (fd >= 0)
-		close(fd);
-	if (h.len == 0)
-		buf_printf(b, "X-Popgate-Note: the original message file could not be read\r\n");
-	else
-		buf_append(b, h.data, h.len);
-	buf_free(&h);
+	memset(h, 0, sizeof *h);
+	buf_init(&h->b, NOTICE_HDRS_MAX);
 }
 
-/* compose - the whole notice into b */
-static void compose(const struct conf *c, struct spool *sp, const struct spool_msg *m,
-		    const char *to, const char *reason, int expired, time_t now, struct buf *b)
+/* cut_at_line - keep the complete lines of the block only */
+static void cut_at_line(struct notice_hdrs *h)
 {
-	char date[64], arrival[64], st[16], bnd[64];
+	size_t n = h->b.len;
+	while (n > 0 && h->b.data[n - 1] != '\n')
+		n--;
+	h->b.len = n;
+	h->cut = 1;
+	h->done = 1;
+}
+
+void notice_hdrs_feed(struct notice_hdrs *h, const void *data, size_t len)
+{
+	if (h->done || len == 0)
+		return;
+	h->total += len;
+	size_t room = h->b.max - h->b.len, n = len < room ? len : room;
+	buf_append(&h->b, data, n);
+	const char *d = h->b.data;
+	if (h->b.len >= 2 && d[0] == '\r' && d[1] == '\n') {
+		h->b.len = 0; /* no header at all */
+		h->done = 1;
+		return;
+	}
+	/* the empty line; memmem, not strstr: a header may hold a NUL */
+	size_t from = h->scan > 3 ? h->scan - 3 : 0;
+	const char *end = memmem(d + from, h->b.len - from, "\r\n\r\n", 4);
+	h->scan = h->b.len;
+	if (end != NULL) {
+		h->b.len = (size_t)(end - d) + 2;
+		h->done = 1;
+	} else if (n < len) {
+		cut_at_line(h); /* over NOTICE_HDRS_MAX */
+	}
+}
+
+void notice_hdrs_end(struct notice_hdrs *h)
+{
+	if (h->done)
+		return;
+	h->done = 1; /* no empty line: a message with no body */
+	if (h->b.len > 0 && h->b.data[h->b.len - 1] != '\n' && buf_append(&h->b, "\r\n", 2) != 0)
+		cut_at_line(h);
+}
+
+void notice_hdrs_free(struct notice_hdrs *h)
+{
+	buf_free(&h->b);
+}
+
+/* orig_headers - the header block of the spool file */
+static void orig_headers(struct spool *sp, const struct spool_msg *m, struct notice_hdrs *h)
+{
+	char chunk[8192];
+	int fd = -1;
+	ssize_t n;
+	notice_hdrs_init(h);
+	(void)spool_msg_open(sp, m, &fd, NULL); /* unreadable: noted in the notice */
+	if (fd < 0) {
+		h->unreadable = 1;
+		return;
+	}
+	while (!h->done && (n = read(fd, chunk, sizeof chunk)) > 0)
+		notice_hdrs_feed(h, chunk, (size_t)n);
+	notice_hdrs_end(h);
+	close(fd);
+}
+
+/* The notice is streamed to a sink; the first failure sticks. */
+struct nout {
+	notice_sink_fn fn;
+	void *ctx;
+	enum pg_res res;
+	char *err;
+};
+
+static void out_write(struct nout *o, const void *p, size_t n)
+{
+	if (o->res == PG_OK && n > 0)
+		o->res = o->fn(o->ctx, p, n, &o->err);
+}
+
+static void out_printf(struct nout *o, const char *fmt, ...) PG_PRINTF(2, 3);
+
+static void out_printf(struct nout *o, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = xvasprintf(fmt, ap);
+	va_end(ap);
+	out_write(o, s, strlen(s));
+	free(s);
+}
+
+/* boundary - one that no quoted header line contains (the id and the time
+ * are not known to a sender in advance, so a few tries always do; the
+ * bound keeps a block made of near-misses from costing more) */
+static void boundary(const struct spool_msg *m, time_t now, const struct notice_hdrs *h,
+		     char *bnd, size_t len)
+{
+	for (unsigned i = 0; i < 64; i++) {
+		snprintf(bnd, len, "popgate-%s-%lld%s%.0u", m->id, (long long)now, i ? "-" : "", i);
+		if (h->b.len == 0 || memmem(h->b.data, h->b.len, bnd, strlen(bnd)) == NULL)
+			return;
+	}
+}
+
+/* compose_intro - the notice's own header and its human-readable part */
+static void compose_intro(struct nout *o, const struct conf *c, const struct spool_msg *m,
+			  const char *to, const char *reason, int expired, time_t now,
+			  const struct notice_hdrs *h, const char *bnd)
+{
+	char date[64];
 	rfc5322_date(now, date, sizeof date);
-	rfc5322_date(m->created, arrival, sizeof arrival);
-	status_code(reason, expired, st, sizeof st);
-	snprintf(bnd, sizeof bnd, "popgate-%s-%lld", m->id, (long long)now);
 	char *why = sanitize_for_log(reason ? reason : "no reply", reason ? strlen(reason) : 8, 400);
-	buf_printf(b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
+	out_printf(o, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
 		   "Subject: popgate: message %s held (%s)\r\nDate: %s\r\n"
 		   "Message-ID: <notice.%s.%lld@%s>\r\nAuto-Submitted: auto-replied\r\n"
 		   "MIME-Version: 1.0\r\nContent-Type: multipart/report; "
@@ -115,7 +193,7 @@ static void compose(const struct conf *c, struct spool *sp, const struct spool_m
 		   "This is a MIME-encapsulated message.\r\n\r\n",
 		   c->hostname, to, m->id, expired ? "expired" : "refused", date, m->id,
 		   (long long)now, c->hostname, bnd);
-	buf_printf(b, "--%s\r\nContent-Description: Notification\r\n"
+	out_printf(o, "--%s\r\nContent-Description: Notification\r\n"
 		   "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
 		   "This is popgate on %s.\r\n\r\nThe message %s (account %s, from <%s>) %s\r\n"
 		   "It is held in the spool; nothing was bounced to its sender unless\r\n"
@@ -125,7 +203,25 @@ static void compose(const struct conf *c, struct spool *sp, const struct spool_m
 		   expired ? "could not be delivered before max_queue_time ran out."
 			   : "was refused by the local mail host.",
 		   why);
-	buf_printf(b, "--%s\r\nContent-Description: Delivery report\r\n"
+	if (h->cut)
+		out_printf(o, "Its header block is longer than the %u KiB a notice quotes: only\r\n"
+			   "its first %zu octets (whole lines) are below, the rest was cut.\r\n"
+			   "The whole message is in the spool: `popgate show %s`.\r\n\r\n",
+			   NOTICE_HDRS_MAX / 1024, h->b.len, m->id);
+	free(why);
+}
+
+void notice_compose(const struct conf *c, const struct spool_msg *m, const char *to,
+		    const char *reason, int expired, time_t now, const struct notice_hdrs *h,
+		    notice_sink_fn fn, void *ctx, enum pg_res *res_r, char **err_r)
+{
+	struct nout o = { fn, ctx, PG_OK, NULL };
+	char date[64], arrival[64], bnd[96];
+	rfc5322_date(now, date, sizeof date);
+	rfc5322_date(m->created, arrival, sizeof arrival);
+	boundary(m, now, h, bnd, sizeof bnd);
+	compose_intro(&o, c, m, to, reason, expired, now, h, bnd);
+	out_printf(&o, "--%s\r\nContent-Description: Delivery report\r\n"
 		   "Content-Type: message/delivery-status\r\n\r\n"
 		   "Reporting-MTA: dns; %s\r\nX-Popgate-Queue-ID: %s\r\nOriginal-Envelope-Id: %s\r\n"
 		   "Arrival-Date: %s\r\n",
@@ -137,22 +233,38 @@ static void compose(const struct conf *c, struct spool *sp, const struct spool_m
 		char rst[16];
 		status_code(r, expired, rst, sizeof rst);
 		char *rwhy = sanitize_for_log(r ? r : "no reply", r ? strlen(r) : 8, 400);
-		buf_printf(b, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n"
+		out_printf(&o, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n"
 			   "Remote-MTA: dns; %s\r\nDiagnostic-Code: smtp; %s\r\n"
 			   "Last-Attempt-Date: %s\r\n",
 			   m->rcpts[i].addr, rst, c->smtp.host, rwhy, date);
 		free(rwhy);
 	}
-	buf_printf(b, "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
+	out_printf(&o, "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
 		   "Content-Type: text/rfc822-headers\r\n\r\n", bnd);
-	orig_headers(sp, m, b);
-	buf_printf(b, "\r\n--%s--\r\n", bnd);
-	free(why);
+	if (h->unreadable || (h->b.len == 0 && !h->cut))
+		out_printf(&o, "X-Popgate-Note: the original %s\r\n",
+			   h->unreadable ? "message file could not be read" : "message has no header");
+	out_write(&o, h->b.data, h->b.len);
+	if (h->cut)
+		out_printf(&o, "X-Popgate-Note: the header block was cut here, after %zu of its "
+			   "octets (a notice quotes at most %u KiB)\r\n",
+			   h->b.len, NOTICE_HDRS_MAX / 1024);
+	out_printf(&o, "\r\n--%s--\r\n", bnd);
+	*res_r = o.res;
+	if (o.res != PG_OK && err_r != NULL)
+		*err_r = o.err;
+	else
+		free(o.err);
 }
 
 static enum pg_res spool_pg(enum spool_res r)
 {
 	return r == SPOOL_OK ? PG_OK : r == SPOOL_BUSY ? PG_TEMP : PG_IO;
+}
+
+static enum pg_res writer_sink(void *ctx, const void *data, size_t len, char **err_r)
+{
+	return spool_pg(spool_writer_write(ctx, data, len, err_r));
 }
 
 enum pg_res notice_send(const struct conf *c, struct spool *sp, const struct spool_msg *m,
@@ -165,17 +277,16 @@ enum pg_res notice_send(const struct conf *c, struct spool *sp, const struct spo
 								 : "no notice recipient (bounce)");
 		return PG_OK;
 	}
-	struct buf b;
+	struct notice_hdrs h;
 	struct spool_writer *w = NULL;
 	char uidl[96];
 	snprintf(uidl, sizeof uidl, "notice-%s-%lld", m->id, (long long)now);
-	buf_init(&b, NOTICE_MAX);
-	compose(c, sp, m, to, reason, expired, now, &b);
+	orig_headers(sp, m, &h);
 	const char *rcpts[1] = { to };
 	struct spool_envelope env = { .sender = "", .rcpts = rcpts, .nrcpts = 1 };
 	enum pg_res res = spool_pg(spool_writer_begin(sp, NOTICE_ACCOUNT, uidl, &w, err_r));
 	if (res == PG_OK)
-		res = spool_pg(spool_writer_write(w, b.data, b.len, err_r));
+		notice_compose(c, m, to, reason, expired, now, &h, writer_sink, w, &res, err_r);
 	if (res != PG_OK)
 		spool_writer_abort(&w);
 	else
@@ -183,8 +294,8 @@ enum pg_res notice_send(const struct conf *c, struct spool *sp, const struct spo
 	if (res == PG_OK)
 		res = spool_pg(spool_commit(sp, NULL, NULL, err_r));
 	if (res == PG_OK)
-		LOG_INFO("id=%s account=%s status=notice to=<%s> uidl=%s", m->id, m->account, to,
-			 uidl);
-	buf_free(&b);
+		LOG_INFO("id=%s account=%s status=notice to=<%s> uidl=%s%s", m->id, m->account, to,
+			 uidl, h.cut ? " headers=cut" : "");
+	notice_hdrs_free(&h);
 	return res;
 }

@@ -11,15 +11,17 @@
 
 #include <ctype.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/types.h>
 
 #include "log.h"
 #include "route.h"
 
-#define HDR_LINE_MAX 998
+#define HDR_LINE_MAX 998 /* octets of a physical line, without its CRLF */
 #define ROUTE_FIELD_MAX 16384 /* one unfolded field */
 #define ROUTE_ADDR_MAX 100    /* occurrences / addresses kept per list */
 #define ROUTE_NAME_MAX 64
@@ -78,7 +80,7 @@ struct route_hdrs *route_hdrs_new(const struct conf_account *a)
 	h->in_headers = 1;
 	if (a != NULL && a->envelope_header != NULL)
 		snprintf(h->envhdr, sizeof h->envhdr, "%s", a->envelope_header);
-	buf_init(&h->line, HDR_LINE_MAX);
+	buf_init(&h->line, HDR_LINE_MAX + 1); /* + the CR of its CRLF */
 	buf_init(&h->field, ROUTE_FIELD_MAX);
 	return h;
 }
@@ -147,8 +149,12 @@ static void line_done(struct route_hdrs *h)
 	}
 	if (l[0] != ' ' && l[0] != '\t')
 		field_done(h);
+	/* an overlong line is unusable, but its start (the field name) is kept
+	 * so an envelope header holds the message instead of vanishing */
+	if (h->line_overflow || n > HDR_LINE_MAX)
+		h->field_bad = 1;
 	/* unfolding (RFC 5322 2.2.3) is removing the CRLF: append as is */
-	if (h->line_overflow || buf_append(&h->field, l, n) != 0)
+	if (buf_append(&h->field, l, n) != 0)
 		h->field_bad = 1;
 }
 
@@ -171,6 +177,18 @@ void route_hdrs_feed(struct route_hdrs *h, const void *data, size_t len)
 		h->line_overflow = 0;
 		p = nl + 1;
 	}
+}
+
+void route_hdrs_end(struct route_hdrs *h)
+{
+	if (!h->in_headers)
+		return;
+	if (h->line.len > 0 || h->line_overflow)
+		line_done(h); /* a last line without its LF */
+	buf_reset(&h->line);
+	h->line_overflow = 0;
+	field_done(h);
+	h->in_headers = 0;
 }
 
 void route_hdrs_free(struct route_hdrs **hp)
@@ -273,21 +291,130 @@ static void addr_list(const char *v, struct strlist *out)
 	buf_free(&s.angle);
 }
 
-/* received_for - the address of a Received field's `for` clause */
+/* rcv_scan - where a Received value's clauses end: the last ';' outside
+ * comments, quoted strings and angle brackets (the date follows it; none:
+ * the whole value).  Quoted strings are honoured inside comments too, as
+ * Exim writes `(envelope-from <"local part">)`.  -1 when a comment or a
+ * quoted string is still open at the end: malformed, so no clause is
+ * trusted. */
+static ssize_t rcv_scan(const char *v)
+{
+	int depth = 0, cquote = 0, quote = 0, angle = 0;
+	ssize_t semi = -1;
+	const char *p;
+	for (p = v; *p; p++) {
+		char c = *p;
+		if ((depth > 0 || quote) && c == '\\' && p[1] != '\0')
+			p++; /* quoted-pair */
+		else if (cquote)
+			cquote = c != '"';
+		else if (depth > 0)
+			cquote = c == '"', depth += (c == '(') - (c == ')');
+		else if (quote)
+			quote = c != '"';
+		else if (c == '"')
+			quote = 1;
+		else if (angle)
+			angle = c != '>';
+		else if (c == '<')
+			angle = 1;
+		else if (c == '(')
+			depth = 1;
+		else if (c == ';')
+			semi = p - v;
+	}
+	if (depth > 0 || quote)
+		return -1;
+	return semi >= 0 ? semi : p - v;
+}
+
+/* rcv_token - the next word of v[*pos..end) outside comments (a quoted
+ * string or <...> is part of its word); 0 at the end */
+static int rcv_token(const char *v, size_t end, size_t *pos, size_t *start_r, size_t *len_r)
+{
+	size_t i = *pos;
+	int depth = 0, cquote = 0;
+	for (; i < end; i++) { /* blanks and comments separate words */
+		char c = v[i];
+		if (depth > 0 && c == '\\' && i + 1 < end)
+			i++;
+		else if (cquote) /* as rcv_scan() reads comments */
+			cquote = c != '"';
+		else if (depth > 0)
+			cquote = c == '"', depth += (c == '(') - (c == ')');
+		else if (c == '(')
+			depth = 1;
+		else if (c != ' ' && c != '\t' && c != '\r' && c != '\n')
+			break;
+	}
+	if (i >= end)
+		return 0;
+	size_t s = i;
+	int quote = 0, angle = 0;
+	for (; i < end; i++) {
+		char c = v[i];
+		if (quote && c == '\\' && i + 1 < end)
+			i++;
+		else if (quote)
+			quote = c != '"';
+		else if (c == '"')
+			quote = 1;
+		else if (angle)
+			angle = c != '>';
+		else if (c == '<')
+			angle = 1;
+		else if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '(')
+			break;
+	}
+	*start_r = s;
+	*len_r = i - s;
+	*pos = i;
+	return 1;
+}
+
+static int rcv_is(const char *v, size_t s, size_t n, const char *kw)
+{
+	return n == strlen(kw) && strncasecmp(v + s, kw, n) == 0;
+}
+
+static int rcv_keyword(const char *v, size_t s, size_t n)
+{
+	static const char *const kw[] = { "from", "by", "via", "with", "id", "for" };
+	for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++)
+		if (rcv_is(v, s, n, kw[i]))
+			return 1;
+	return 0;
+}
+
+/* received_for - the addresses of a Received field's `for` clause (RFC 5321
+ * 4.4): only the one the receiving host wrote, i.e. the last `for` after the
+ * last `by` (whose argument is the host's name), before the date's ';',
+ * outside comments.  The from-clause holds the sender's HELO, which may say
+ * anything ("from for boss@corp.example (unknown [192.0.2.7]) by ..."), so
+ * nothing before the by-clause counts.  A `for` with several addresses
+ * gives each. */
 static void received_for(const char *v, struct strlist *out)
 {
-	for (const char *p = v; *p; p++) {
-		if (strncasecmp(p, "for", 3) != 0 || (p > v && p[-1] != ' ' && p[-1] != '\t') ||
-		    (p[3] != ' ' && p[3] != '\t'))
-			continue;
-		const char *q = p + 3;
-		q += strspn(q, " \t");
-		size_t n = *q == '<' ? strcspn(q, ">") + 1 : strcspn(q, " \t;");
-		if (*q == '<' && q[n - 1] == '\0')
-			n--; /* no '>': keep the '<' so the address is refused */
-		char *a = *q == '<' && q[n - 1] == '>' ? xstrndup(q + 1, n - 2) : xstrndup(q, n);
-		strlist_push(out, a);
+	ssize_t end = rcv_scan(v);
+	size_t pos = 0, s, n, by = SIZE_MAX, forpos = SIZE_MAX, idx = 0;
+	if (end < 0)
 		return;
+	while (rcv_token(v, (size_t)end, &pos, &s, &n)) {
+		if (rcv_is(v, s, n, "by")) {
+			by = idx;
+			forpos = SIZE_MAX;
+		} else if (by != SIZE_MAX && idx > by + 1 && rcv_is(v, s, n, "for")) {
+			forpos = pos;
+		}
+		idx++;
+	}
+	if (forpos == SIZE_MAX)
+		return;
+	pos = forpos;
+	while (rcv_token(v, (size_t)end, &pos, &s, &n) && !rcv_keyword(v, s, n)) {
+		char *t = xstrndup(v + s, n);
+		addr_list(t, out);
+		free(t);
 	}
 }
 
@@ -453,11 +580,12 @@ static void decide_sender(const struct conf_account *a, const struct route_hdrs 
 	r->sender = xstrdup("");
 }
 
-enum pg_res route_decide(const struct conf_account *a, const struct route_hdrs *h,
+enum pg_res route_decide(const struct conf_account *a, struct route_hdrs *h,
 			 struct route_result *r, char **err_r)
 {
 	struct strlist out = { 0 };
 	memset(r, 0, sizeof *r);
+	route_hdrs_end(h); /* every caller ends its input the same way */
 	if (a->deliver_to == NULL && a->envelope_header == NULL) {
 		set_err(err_r, "account '%s': neither deliver_to nor envelope_header", a->name);
 		return PG_CONFIG;

@@ -64,7 +64,7 @@ static int feed_fd(int fd, const char *path, int skip_ours, struct route_hdrs *h
 		fprintf(stderr, "popgate route: read %s: %s\n", path, strerror(e));
 		return EX_IOERR;
 	}
-	route_hdrs_feed(h, "\r\n\r\n", 4); /* a file of headers only still ends */
+	/* a file of headers only still ends: route_decide() ends the input */
 	return EX_OK;
 }
 

@@ -90,6 +90,25 @@ EOF
 is "$(route rcvd | grep '^recipient')" "recipient: <Carl@corp.example>" \
 	"Received: the folded for clause, foreign hops ignored"
 
+# ---- Received for: only the receiving host's clause (issue 12) ---------------
+# The from-clause is the sender's HELO: "for boss@..." there must not route.
+msg helo <<'EOF'
+Received: from for boss@corp.example (unknown [192.0.2.7])\n\tby mx.provider.example (Postfix) with ESMTP id 4AbC\n\tfor <anna@corp.example>; Tue, 1 Dec 2026 10:00:00 +0100\nFrom: x@evil.example\n\nbody\n
+EOF
+is "$(route helo | grep '^recipient')" "recipient: <anna@corp.example>" \
+	"Received: a HELO saying 'for boss' does not redirect (anna, the host's for clause)"
+msg forbefore <<'EOF'
+Received: from x for <boss@corp.example> (unknown [192.0.2.7])\n\tby mx.provider.example with ESMTP id 4AbC; Tue, 1 Dec 2026 10:00:00 +0100\nFrom: x@evil.example\n\nbody\n
+EOF
+like "$(route forbefore)" "status: held \\(no recipient found in Received\\)" \
+	"Received: a for before the by clause is the sender's, never a recipient"
+msg forcomment <<'EOF'
+Received: from h (for boss@corp.example) by mx (for boss@corp.example)\n\tid 1 (for <boss@corp.example>) for anna@corp.example, <bob@corp.example>\nFrom: x@evil.example\n\nbody\n
+EOF
+is "$(route forcomment | grep '^recipient')" "recipient: <anna@corp.example>
+recipient: <bob@corp.example>" \
+	"Received: for in comments ignored; no ';'; a for with two addresses gives both"
+
 # ---- unsafe addresses: held, nothing reaches the wire -----------------------------
 conf "${MULTI[@]}"
 msg ctl <<'EOF'
@@ -170,5 +189,57 @@ RCPT TO:<anna@corp.example>
 RCPT TO:<bob@corp.example>
 RCPT TO:<catchall@corp.example>" "relay: the stored envelope reaches the SMTP host"
 is "$(sink_count)" 1 "relay: held messages are not sent"
+
+# ---- end to end (issue 12): the HELO's `for`, a message without a body, and
+# over-long envelope header lines, through Dovecot, the poller and the relay
+SPOOL2=$TESTDIR/spool2
+dovecot_add_user r secret
+dovecot_add_user x secret
+printf '%b' 'Received: from for boss@corp.example (unknown [192.0.2.7])\r\n\tby mx.provider.example (Postfix) with ESMTP id 4AbC\r\n\tfor <anna@corp.example>; Tue, 1 Dec 2026 10:00:00 +0100\r\nFrom: x@evil.example\r\nSubject: helo\r\n\r\nbody\r\n' \
+	>"$(maildir_of r)/new/2001.r1.host"
+xmd=$(maildir_of x)
+# no body, no empty line, no final line end: the last header still routes
+printf 'From: a@b.example\r\nSubject: nobody\r\nX-Original-To: bob@corp.example' \
+	>"$xmd/new/3001.x1.host"
+# a line of exactly 998 octets without its CRLF: routed; 999 and 5,000: held
+# ("X-Original-To: xxxx@corp.example (" is 34 octets, ")" one more)
+for n in 998 999 5000; do
+	pad=$(head -c $((n - 35)) /dev/zero | tr '\0' c)
+	printf 'Subject: l%s\r\nX-Original-To: %s@corp.example (%s)\r\n\r\nbody\r\n' "$n" \
+		"$([ "$n" = 998 ] && echo carl || echo dora)" "$pad" >"$xmd/new/3$n.x.host"
+done
+maildir_fix_owner r
+maildir_fix_owner x
+{
+	conf_base "$SPOOL2"
+	printf 'keep_sent_days = 1\n' # so `route ID` can read a sent message
+	for a in r x; do
+		printf 'account "%s" {\n  server = "localhost"\n  port = %s\n  tls = "starttls"\n' "$a" "$POP3_PORT"
+		printf '  ca_file = "%s"\n  user = "%s"\n  password_file = "%s"\n' "$CA" "$a" "$TESTDIR/pw"
+		printf '  local_domains = { "corp.example" }\n  fallback_to = "fallback@corp.example"\n'
+		if [ "$a" = r ]; then hdr=Received; else hdr=X-Original-To; fi
+		printf '  envelope_header = "%s"\n}\n' "$hdr"
+	done
+} >"$TESTDIR/rx.conf"
+sed -i "s/port = 25\$/port = $SMTP_PORT/" "$TESTDIR/rx.conf"
+before=$(sink_files)
+pg "$LOG" -c "$TESTDIR/rx.conf" run --once
+is "$(spool_sql "$SPOOL2" "select state, count(*) from messages group by state order by state")" \
+	"held|2
+sent|3" "issue 12: three messages relayed, the two over-long envelope lines held" || note "$LOG"
+is "$(spool_sql "$SPOOL2" "select count(*) from messages where state='held' and last_reply like 'unusable X-Original-To field (a line over 998 octets%'")" \
+	2 "issue 12: lines of 999 and 5,000 octets hold with the reason, never fallback_to"
+got=
+for f in $(comm -13 <(printf '%s\n' "$before") <(sink_files)); do
+	subj=$(grep -m1 '^Subject:' "$f" | tr -d '\r')
+	got+="${subj#Subject: } $(sink_envelope "$f" | grep RCPT | tr '\n' ' ')"$'\n'
+done
+is "$(sort <<<"$got" | sed '/^$/d')" "helo RCPT TO:<anna@corp.example> 
+l998 RCPT TO:<carl@corp.example> 
+nobody RCPT TO:<bob@corp.example> " \
+	"issue 12: the HELO's for ignored (anna), 998 octets routed, last header without body (bob)"
+id=$(spool_sql "$SPOOL2" "select id from messages where account='x' and state='sent' and id in (select msg_id from recipients where addr='bob@corp.example')")
+out=$(pg "$LOG" -c "$TESTDIR/rx.conf" route "$id")
+like "$out" "recipient: <bob@corp.example>" "issue 12: popgate route ID agrees with the fetch (bob)"
 
 done_testing

@@ -690,6 +690,35 @@ START_TEST(test_oauth2_errors)
 }
 END_TEST
 
+/* regression (issue 12): a CR or LF in an account name went into every
+ * relayed message's Received field (a "Bcc:" line) and split log lines */
+START_TEST(test_account_name_controls)
+{
+	static const char *const names[] = { "office\\r\\nBcc: x@evil.example", "off\\nice",
+					     "a\\tb", "x\\x01y", "tab\there" };
+	char text[8192];
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		snprintf(text, sizeof text, "smtp {\n  port = 25\n}\n%s",
+			 account_block(names[i], ""));
+		char *err = load_err(text);
+		char where[300];
+		snprintf(where, sizeof where, "%s:4: account '", conf_path);
+		ck_assert_msg(strstr(err, where) != NULL, "%s: expected '%s' in '%s'", names[i], where,
+			      err);
+		ck_assert_msg(strstr(err, "the name contains a control character") != NULL, "%s", err);
+		ck_assert_msg(strpbrk(err, "\r\t\x01") == NULL, "raw control in the error: %s", err);
+		for (const char *p = strchr(err, '\n'); p; p = strchr(p + 1, '\n'))
+			ck_assert_msg(strncmp(p + 1, conf_path, strlen(conf_path)) == 0,
+				      "a line of the error that is not an error: %s", err);
+		free(err);
+	}
+	snprintf(text, sizeof text, "%s", account_block("a(b)", ""));
+	expect_error(text, 1, "account 'a(b)'", "parentheses");
+	snprintf(text, sizeof text, "%s", account_block("office", "  ca_file = \"/x\\ny\"\n"));
+	expect_error(text, 6, "ca_file", "control character");
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
@@ -715,6 +744,7 @@ static Suite *conf_suite(void)
 	tcase_add_test(tc, test_durations_everywhere);
 	tcase_add_test(tc, test_duplicate_option_warned);
 	tcase_add_test(tc, test_relative_paths);
+	tcase_add_test(tc, test_account_name_controls);
 	suite_add_tcase(s, tc);
 	TCase *to = tcase_create("oauth2");
 	tcase_add_checked_fixture(to, setup, teardown);
