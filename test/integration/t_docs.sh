@@ -24,6 +24,15 @@ check "$CONF_C" "$D/conf5-cut" "$D/help.txt" "$MAN_8" >"$D/out1"
 is "$?" 1 "self-test: popgate.conf(5) without tls_timeout's entry fails"
 like "$(cat "$D/out1")" "option 'tls_timeout' \\(account_opts\\) has no entry" \
 	"self-test: ... naming tls_timeout"
+# an option named second on a shared entry line counts, and is missed
+sed 's/^\(\.BR token_endpoint ", "\) device_endpoint ", "/\1/' "$CONF_5" >"$D/conf5-cut3"
+check "$CONF_C" "$D/conf5-cut3" "$D/help.txt" "$MAN_8" >"$D/out1c"
+like "$(cat "$D/out1c")" "option 'device_endpoint' \\(oauth2_opts\\) has no entry" \
+	"self-test: an oauth2 option missing from its shared entry line is named"
+sed '/^\.SS The oauth2 block/d' "$CONF_5" >"$D/conf5-cut4"
+check "$CONF_C" "$D/conf5-cut4" "$D/help.txt" "$MAN_8" >"$D/out1d"
+like "$(cat "$D/out1d")" "option 'oauth2' \\(account_opts\\) has no entry" \
+	"self-test: the oauth2 block needs its own subsection"
 sed '/^\.BR tls_fingerprint /d' "$CONF_5" >"$D/conf5-cut2"
 check "$CONF_C" "$D/conf5-cut2" "$D/help.txt" "$MAN_8" >"$D/out1b"
 like "$(cat "$D/out1b")" "option 'tls_fingerprint' \\(account_opts\\).*option 'tls_fingerprint' \\(smtp_opts\\)" \

@@ -12,10 +12,13 @@ in COMMANDS.  Prints "CHECK 0/1 description" lines (run_checks) and
 "# missing: ..." diagnostics; exit 1 if anything is missing.
 """
 import re
+import shlex
 import sys
 
 SECTIONS = {"top_opts": "TOP-LEVEL OPTIONS", "smtp_opts": "THE SMTP BLOCK",
-            "account_opts": "ACCOUNT BLOCKS", "map_opts": "ACCOUNT BLOCKS"}
+            "account_opts": "ACCOUNT BLOCKS", "map_opts": "ACCOUNT BLOCKS",
+            "oauth2_opts": "ACCOUNT BLOCKS"}
+SUBBLOCKS = {"oauth2": "The oauth2 block"}  # an account option that is a block: its .SS
 PARENT = {"map_opts": "map"}
 
 
@@ -47,9 +50,16 @@ def entries(lines):
     words, texts = set(), []
     for prev, line in zip(lines, lines[1:]):
         if prev.strip() == ".TP":
-            m = re.match(r"\.B[RI]?\s+(\S+)", line)
+            m = re.match(r"\.(B[RI]?)\s+\S", line)
             if m:
-                words.add(m.group(1).replace("\\-", "-").strip('"'))
+                try:
+                    toks = shlex.split(line)
+                except ValueError:
+                    toks = line.split()
+                # .B: every word bold; .BR/.BI: every other word, from the first
+                bold = toks[1:] if m.group(1) == "B" else toks[1::2]
+                for t in bold[:1] + [t for t in bold[1:] if re.fullmatch(r"[a-z0-9_\\-]+", t)]:
+                    words.add(t.replace("\\-", "-").strip('"'))
                 texts.append(line)
     return words, texts
 
@@ -72,6 +82,9 @@ def main():
             if name in ("smtp", "account") and arr == "top_opts":
                 # a block: its own section
                 found = ("THE SMTP BLOCK" if name == "smtp" else "ACCOUNT BLOCKS") in s5
+            elif name in SUBBLOCKS and arr == "account_opts":
+                found = any(l.startswith(".SS") and SUBBLOCKS[name] in l
+                            for l in s5.get(sec, []))
             elif arr in PARENT:
                 found = any(re.match(r"\.B[RI]?\s+%s\b" % PARENT[arr], t) and
                             re.search(r"\b%s =" % re.escape(name), t) for t in texts)
