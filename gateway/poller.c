@@ -779,6 +779,11 @@ static void failure_state(const struct poll *p, enum pg_res res, struct spool_ac
 		wait = BACKOFF_SYS_PERM;
 	else if (code_is(code, "LOGIN-DELAY") && st->login_delay > wait)
 		wait = st->login_delay;
+	if (p->a->oauth2 != NULL) { /* the identity provider's Retry-After */
+		time_t until = tokenstore_retry_until(p->c->spool_dir, p->a->name);
+		if (until > now + wait)
+			wait = until - now;
+	}
 	st->not_before = now + wait;
 }
 

@@ -12,6 +12,7 @@
  *   access_expires=<unix time, 0 unknown>
  *   updated=<unix time>
  *   reason=<why reauthorize, sanitized>
+ *   retry_until=<unix time: the identity provider's Retry-After, 0 none>
  */
 #include "config.h"
 
@@ -121,6 +122,8 @@ static int parse_line(char *line, struct tokenstore_entry *e)
 		return parse_time(v, &e->access_expires);
 	} else if (strcmp(k, "updated") == 0) {
 		return parse_time(v, &e->updated);
+	} else if (strcmp(k, "retry_until") == 0) {
+		return parse_time(v, &e->retry_until);
 	}
 	return 0;
 }
@@ -230,6 +233,8 @@ static void format_entry(struct buf *b, const struct tokenstore_entry *e)
 		   (long long)time(NULL));
 	if (reason != NULL)
 		buf_printf(b, "reason=%s\n", reason);
+	if (e->retry_until != 0)
+		buf_printf(b, "retry_until=%lld\n", (long long)e->retry_until);
 	free(reason);
 }
 
@@ -342,6 +347,32 @@ static void mark_reauthorize(const struct conf *c, const struct conf_account *a,
 		a->name, a->name, why);
 }
 
+/* note_retry_after - store the identity provider's Retry-After, so no
+ * process asks again before it has passed */
+static void note_retry_after(const struct conf *c, const struct conf_account *a,
+			     struct tokenstore_entry *e, long seconds)
+{
+	char *werr = NULL;
+	e->retry_until = time(NULL) + seconds;
+	if (tokenstore_write(c->spool_dir, a->name, e, &werr) != PG_OK) {
+		LOG_WARN("account=%s status=spool-warning reason=\"%s\"", a->name, werr);
+		free(werr);
+	}
+}
+
+time_t tokenstore_retry_until(const char *spool_dir, const char *account)
+{
+	struct tokenstore_entry e;
+	char *err = NULL;
+	time_t t = 0;
+	if (tokenstore_read(spool_dir, account, &e, &err) == PG_OK)
+		t = e.retry_until;
+	else
+		free(err);
+	tokenstore_entry_wipe(&e);
+	return t;
+}
+
 /* obtain - a new access token (refresh, or client_credentials), stored
  * durably before it is returned in e */
 static enum pg_res obtain(const struct conf *c, const struct conf_account *a,
@@ -354,7 +385,10 @@ static enum pg_res obtain(const struct conf *c, const struct conf_account *a,
 	if (or == OAUTH2_OK)
 		or = cc ? oauth2_client_credentials(oc, &t, err_r)
 			: oauth2_refresh(oc, e->refresh_token, &t, err_r);
+	long retry_after = oc != NULL && or == OAUTH2_TEMP ? oauth2_retry_after(oc) : 0;
 	oauth2_client_free(&oc);
+	if (retry_after > 0)
+		note_retry_after(c, a, e, retry_after);
 	if (or == OAUTH2_REAUTHORIZE && !cc) {
 		mark_reauthorize(c, a, e, err_r && *err_r ? *err_r : "invalid_grant");
 		*reauth_r = 1;
@@ -375,6 +409,7 @@ static enum pg_res obtain(const struct conf *c, const struct conf_account *a,
 	}
 	free(e->reason);
 	e->reason = NULL;
+	e->retry_until = 0;
 	oauth2_token_wipe(&t);
 	return tokenstore_write(c->spool_dir, a->name, e, err_r);
 }
@@ -407,6 +442,13 @@ enum pg_res tokenstore_login_token(const struct conf *c, const struct conf_accou
 			a->name, a->name);
 		*reauth_r = 1;
 		r = PG_AUTH;
+	} else if (r == PG_OK && !usable(&e, refused, time(NULL)) && e.retry_until > time(NULL)) {
+		char when[32];
+		struct tm tm;
+		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&e.retry_until, &tm));
+		set_err(err_r, "the identity provider asked for no request before %s (Retry-After, "
+			"%lld s from now)", when, (long long)(e.retry_until - time(NULL)));
+		r = PG_TEMP;
 	} else if (r == PG_OK && !usable(&e, refused, time(NULL))) {
 		r = obtain(c, a, &e, reauth_r, err_r);
 		*fresh_r = r == PG_OK;

@@ -40,6 +40,8 @@ struct tokenstore_entry {
 	time_t access_expires;   /* 0: unknown */
 	time_t updated;          /* last write */
 	char *reason;            /* why reauthorize (no secrets), or NULL */
+	time_t retry_until;      /* the identity provider's Retry-After: no
+				  * token request before this time (0: none) */
 };
 
 /* tokenstore_read - the account's entry; a missing file is PG_OK with
@@ -55,6 +57,9 @@ enum pg_res tokenstore_lock(const char *spool_dir, const char *account, int wait
 			    char **err_r);
 void tokenstore_unlock(int *fd);
 void tokenstore_entry_wipe(struct tokenstore_entry *e);
+/* tokenstore_retry_until - the account's stored Retry-After deadline (0:
+ * none, or unreadable) */
+time_t tokenstore_retry_until(const char *spool_dir, const char *account);
 
 /* tokenstore_login_token - the access token for the account's next login.
  *  - refused: NULL, or the token a server just refused: then a token equal
@@ -63,6 +68,8 @@ void tokenstore_entry_wipe(struct tokenstore_entry *e);
  *  - Refreshes (or, for client_credentials, requests) a token when the
  *    stored one expires within 5 minutes, is unknown, or was refused, under
  *    the account's lock, and stores the result before returning it.
+ *  - A 429/503 with Retry-After is stored (retry_until): until then no
+ *    request is made and the result is PG_TEMP naming the time.
  *  - State reauthorize, or no grant yet: PG_AUTH with *reauth_r = 1 and no
  *    request at all.  invalid_grant: the state becomes reauthorize (stored),
  *    PG_AUTH, *reauth_r = 1.  invalid_client & co: PG_CONFIG.  Network,

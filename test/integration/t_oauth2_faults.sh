@@ -79,7 +79,8 @@ newmail() {
 }
 # expire - the stored access token expires within 5 minutes: next login refreshes
 expire() {
-	sed -i "s/^access_expires=.*/access_expires=$(($(date +%s) + 100))/" "$TF"
+	sed -i -e "s/^access_expires=.*/access_expires=$(($(date +%s) + 100))/" \
+		-e '/^retry_until=/d' "$TF"
 }
 refreshes() { faketoken_stats grants.refresh_token; }
 lastlog() { grep "$1" "$LOG" | tail -1; }
@@ -105,6 +106,22 @@ fault() {
 }
 fault '{"kind":"503","retry_after":7}' 75 temporary 503 ' retry_after=7 reason=.*HTTP 503' "503 with Retry-After"
 fault '{"kind":"429","retry_after":3}' 75 temporary 429 ' retry_after=3 reason=.*HTTP 429' "429 with Retry-After"
+# Retry-After is honoured: no request to the endpoint before it has passed,
+# by a manual poll or the daemon's schedule (the account's next poll)
+ok "grep -q '^retry_until=' '$TF'" "Retry-After: the deadline is kept in the token store"
+faketoken_fault '{"kind":"429","retry_after":600}' || bail_out "cannot queue fault 429"
+expire
+r0=$(faketoken_stats requests.token)
+pg "$LOG" -c "$CONF" poll --once dev
+is "$PG_RC" 75 "Retry-After 600: exit 75"
+is "$(faketoken_stats requests.token)" $((r0 + 1)) "Retry-After 600: one request"
+pg "$LOG" -c "$CONF" poll --once dev
+is "$PG_RC" 75 "Retry-After 600: the next poll exits 75 too"
+is "$(faketoken_stats requests.token)" $((r0 + 1)) "Retry-After 600: the next poll makes no request"
+like "$(lastlog 'account=dev status=failed')" "the identity provider asked for no request before [0-9T:-]*Z \\(Retry-After, [0-9]* s from now\\)" \
+	"Retry-After 600: the log says until when"
+nb=$(spool_sql "$SPOOL" "select not_before - strftime('%s','now') from accounts where name='dev'")
+ok "[ '${nb:-0}' -ge 500 ]" "Retry-After 600: the account's next scheduled poll waits for it (${nb}s)"
 fault '{"kind":"server_error"}' 75 temporary 500 'HTTP 500 error=server_error' "500 server_error"
 fault '{"kind":"html"}' 75 temporary 200 'HTTP 200 with a body that is not a JSON object' "an HTML page"
 fault '{"kind":"garbage"}' 75 temporary 200 'HTTP 200 with a body that is not a JSON object' "garbage"
