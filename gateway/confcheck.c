@@ -4,7 +4,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <grp.h>
 #include <libgen.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "confcheck.h"
+#include "privs.h"
 
 /* The problems found, one line each; errors and warnings apart. */
 struct found {
@@ -135,8 +135,7 @@ static void as_user(struct found *f, const struct conf *c, const struct conf_acc
 	pid_t pid = fork();
 	if (pid == 0) {
 		close(pfd[0]);
-		if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-		    setuid(pw->pw_uid) != 0)
+		if (privs_become(pw) != 0)
 			_exit(2);
 		struct found g = { .who = f->who, .file = f->file };
 		buf_init(&g.err, 65536);

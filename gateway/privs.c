@@ -50,12 +50,19 @@ static int hand_over(const struct conf *c, const struct passwd *pw)
 	return 0;
 }
 
+int privs_become(const struct passwd *pw)
+{
+	if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+	    setuid(pw->pw_uid) != 0)
+		return -1;
+	return 0;
+}
+
 int privs_drop(const struct conf *c, const struct passwd *pw)
 {
 	if (hand_over(c, pw) != 0)
 		return -1;
-	if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-	    setuid(pw->pw_uid) != 0) {
+	if (privs_become(pw) != 0) {
 		LOG_ERR("user=%s status=failed reason=\"cannot drop privileges: %s\"", pw->pw_name,
 			strerror(errno));
 		return -1;

@@ -22,6 +22,9 @@
 
 int privs_for_spool(const struct conf *c, int create);
 int privs_drop(const struct conf *c, const struct passwd *pw);
+/* privs_become - initgroups, setgid, setuid to pw (no checks, no spool):
+ * 0, or -1 with errno */
+int privs_become(const struct passwd *pw);
 int privs_spool_exists(const char *spool_dir);
 
 #endif
