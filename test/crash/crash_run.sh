@@ -73,6 +73,7 @@ while [ "$kills" -lt "$CRASH_KILLS" ] && [ "$cycles" -lt $((CRASH_KILLS * 10)) ]
 	# process of the run at the same instant
 	FAILFSYNC_SLOW_MATCH="$SPOOL/index.db" FAILFSYNC_SLOW_MS=$FAILFSYNC_SLOW_MS FAILFSYNC_SLOW_FIRST=1 \
 		LD_PRELOAD="$TESTDIR/failfsync.so" \
+		ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
 		setsid "$POPGATE" -c "$CONF" run --once >/dev/null 2>>"$LOG" &
 	pid=$!
 	# odd kills in the start-up (recovery at open), even ones spread over
