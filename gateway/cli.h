@@ -36,6 +36,8 @@ int cmd_status(const struct cli_opts *o, int argc, char **argv);
 int cmd_test_account(const struct cli_opts *o, int argc, char **argv);
 int cmd_route(const struct cli_opts *o, int argc, char **argv);
 int cmd_authorize(const struct cli_opts *o, int argc, char **argv);
+/* importcmd.c: a .fetchmailrc to popgate.conf; needs no configuration */
+int cmd_import_fetchmailrc(const struct cli_opts *o, int argc, char **argv);
 /* Shared by the command files (cli.c, daemon.c, admin.c). */
 struct spool;
 struct conf_account;

@@ -46,6 +46,9 @@ static void usage(FILE *f)
 		"  authorize [--port N] [--timeout S] [--refresh-token-file FILE] NAME\n"
 		"                               OAuth2: sign in (device or browser flow), test\n"
 		"                               client credentials, or import a refresh token\n"
+		"  import-fetchmailrc [--secrets-dir DIR] [FILE|-]\n"
+		"                               print a popgate.conf made from a .fetchmailrc\n"
+		"                               (default ~/.fetchmailrc); DIR gets the passwords\n"
 		"\n"
 		"Options:\n"
 		"  -c, --config FILE   configuration file (default %s)\n"
@@ -72,6 +75,7 @@ static const struct command commands[] = {
 	{ "route", cmd_route },
 	{ "status", cmd_status }, { "test-account", cmd_test_account },
 	{ "authorize", cmd_authorize },
+	{ "import-fetchmailrc", cmd_import_fetchmailrc },
 };
 
 int main(int argc, char **argv)
