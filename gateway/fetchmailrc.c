@@ -135,7 +135,8 @@ struct conv {
 	char **names;
 	size_t nnames;
 	long daemon;   /* set daemon, 0 when absent */
-	const char *postmaster;
+	const char *postmaster;     /* the address for notices */
+	const char *postmaster_raw; /* as the rcfile gave it */
 	int smtp_line;
 	const char *smtp_host;
 	long smtp_port;
@@ -198,7 +199,7 @@ static void qstr(FILE *f, const char *s)
 
 static void opt_str(FILE *f, const char *name, const char *v)
 {
-	fprintf(f, "    %-16s= ", name);
+	fprintf(f, "    %-15s = ", name);
 	qstr(f, v);
 	fputc('\n', f);
 }
@@ -504,8 +505,8 @@ static void conv_delivery(struct acct *a)
 		fprintf(b, "    # without '*' fetchmail dropped users it was not given; popgate passes "
 			"every address in local_domains through\n");
 	}
-	const char *pm = cv->postmaster ? cv->postmaster
-					: cv->o->local_user ? cv->o->local_user : "postmaster";
+	const char *pm = cv->postmaster_raw ? cv->postmaster_raw
+					    : cv->o->local_user ? cv->o->local_user : "postmaster";
 	fprintf(b, "    # fetchmail sent mail without a local recipient to the postmaster\n");
 	opt_str(b, "fallback_to", addr_in(p, pm, a->dest));
 }
@@ -695,7 +696,7 @@ static void conv_global(struct conv *cv, FILE *out)
 				s->line, s->n);
 			break;
 		case K_POSTMASTER:
-			cv->postmaster = s->s;
+			cv->postmaster = cv->postmaster_raw = s->s;
 			break;
 		case K_PIDFILE:
 			top_str(out, "pid_file", s->s);
