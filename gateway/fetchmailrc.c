@@ -135,8 +135,8 @@ struct conv {
 	char **names;
 	size_t nnames;
 	long daemon;   /* set daemon, 0 when absent */
-	const char *postmaster;     /* the address for notices */
 	const char *postmaster_raw; /* as the rcfile gave it */
+	const char *first_dest;     /* the first account's RCPT domain */
 	int smtp_line;
 	const char *smtp_host;
 	long smtp_port;
@@ -494,21 +494,27 @@ static void conv_delivery(struct acct *a)
 			}
 		}
 	}
+	const char *pm = cv->postmaster_raw ? cv->postmaster_raw
+					    : cv->o->local_user ? cv->o->local_user : "postmaster";
+	const char *pma = addr_in(p, pm, a->dest);
 	if (wild) {
 		int same = 0;
 		for (size_t k = 0; k < nal; k++)
 			same |= strcasecmp(al[k], a->dest) == 0;
-		if (!same)
-			fprintf(b, "    # '*': popgate passes other users of %s through with that domain; "
-				"fetchmail sent them to USER@%s\n", srvname, a->dest);
+		for (size_t i = 0; !same && i < nsets; i++)
+			for (size_t j = 0; j < ln[i]->nv; j++)
+				if (strcmp(ln[i]->v[j], "*") == 0)
+					left_out(cv, b, ln[i], "'*': popgate passes other users of the "
+						 "server's names through as they are (USER@SERVER), "
+						 "fetchmail sent them to USER@smtpaddress");
 	} else {
-		fprintf(b, "    # without '*' fetchmail dropped users it was not given; popgate passes "
-			"every address in local_domains through\n");
+		fprintf(b, "    # other users of the server's names: fetchmail did not deliver "
+			"them (the postmaster got the mail when no one else did)\n");
+		for (size_t k = 0; k < nal; k++)
+			fprintf(b, "    map \"@%s\" { to = \"%s\" }\n", al[k], pma);
 	}
-	const char *pm = cv->postmaster_raw ? cv->postmaster_raw
-					    : cv->o->local_user ? cv->o->local_user : "postmaster";
 	fprintf(b, "    # fetchmail sent mail without a local recipient to the postmaster\n");
-	opt_str(b, "fallback_to", addr_in(p, pm, a->dest));
+	opt_str(b, "fallback_to", pma);
 }
 
 /* conv_policy - keep, limits, timeouts, interval */
@@ -639,6 +645,8 @@ static void account(struct conv *cv, FILE *out, struct entry *e, struct user *u)
 	a.dest = sa ? sa->s : sh && sh->v[0][0] != '/' ? host_part(p, sh->v[0], &port)
 							: "localhost";
 	char *name = account_name(cv, remote, e->name);
+	if (cv->first_dest == NULL)
+		cv->first_dest = a.dest;
 	int pop3 = proto == NULL || strcasecmp(proto->s, "pop3") == 0 ||
 		   strcasecmp(proto->s, "apop") == 0 || strcasecmp(proto->s, "auto") == 0;
 	if (!pop3) {
@@ -696,7 +704,7 @@ static void conv_global(struct conv *cv, FILE *out)
 				s->line, s->n);
 			break;
 		case K_POSTMASTER:
-			cv->postmaster = cv->postmaster_raw = s->s;
+			cv->postmaster_raw = s->s;
 			break;
 		case K_PIDFILE:
 			top_str(out, "pid_file", s->s);
@@ -740,13 +748,17 @@ static void conv_global(struct conv *cv, FILE *out)
 			break; /* showdots, properties: nothing to do */
 		}
 	}
-	if (cv->postmaster != NULL) {
-		const char *pm = strchr(cv->postmaster, '@') ? cv->postmaster
-			: a_keep(&cv->p->ar, xasprintf("%s@localhost", cv->postmaster));
-		fprintf(out, "# set postmaster: notices about held mail, and multidrop fallback_to\n");
-		top_str(out, "postmaster", pm);
-		cv->postmaster = pm;
-	}
+}
+
+/* conv_postmaster - set postmaster, in the first account's RCPT domain as
+ * fetchmail completed it */
+static void conv_postmaster(struct conv *cv, FILE *out)
+{
+	if (cv->postmaster_raw == NULL)
+		return;
+	const char *dom = cv->first_dest ? cv->first_dest : "localhost";
+	fprintf(out, "# set postmaster: notices about held mail, and multidrop fallback_to\n");
+	top_str(out, "postmaster", addr_in(cv->p, cv->postmaster_raw, dom));
 }
 
 static void convert(struct conv *cv, FILE *out)
@@ -771,6 +783,7 @@ static void convert(struct conv *cv, FILE *out)
 		for (size_t j = 0; j < e->nu; j++, naccounts++)
 			account(cv, ac, e, e->u[j]);
 	}
+	conv_postmaster(cv, g);
 	fclose(g);
 	fclose(ac);
 	fclose(cv->top);
