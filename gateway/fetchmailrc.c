@@ -182,9 +182,15 @@ static struct set *find(const struct acct *a, enum kw k)
 	return NULL;
 }
 
-/* qstr - s as a popgate.conf double-quoted string (escapes \ and ") */
+/* qstr - s as a popgate.conf string: in single quotes (taken literally)
+ * when it holds a '$' or a backslash, which libconfuse would expand or
+ * unescape in double quotes; else in double quotes, \ and " escaped */
 static void qstr(FILE *f, const char *s)
 {
+	if (strpbrk(s, "$\\") != NULL && strchr(s, '\'') == NULL) {
+		fprintf(f, "'%s'", s);
+		return;
+	}
 	fputc('"', f);
 	for (; *s != '\0'; s++) {
 		if (*s == '"' || *s == '\\')
@@ -536,7 +542,9 @@ static void conv_policy(struct acct *a)
 		fprintf(b, "    max_message_size = %ld\n    oversize        = \"skip\"    # "
 			"fetchmail left oversize mail on the server\n", s->n);
 	}
-	if ((s = find(a, K_FETCHLIMIT)) != NULL && s->n > 0)
+	if ((s = find(a, K_FETCHLIMIT)) != NULL && s->n > 10000000)
+		left_out(cv, b, s, "max_messages_per_poll takes at most 10000000");
+	else if (s != NULL && s->n > 0)
 		fprintf(b, "    max_messages_per_poll = %ld\n", s->n);
 	if ((s = find(a, K_TIMEOUT)) != NULL) {
 		if (s->n >= 1 && s->n <= 604800)
@@ -545,10 +553,10 @@ static void conv_policy(struct acct *a)
 			left_out(cv, b, s, "popgate's timeout takes 1 second to 7 days");
 	}
 	s = find(a, K_INTERVAL);
-	long iv = cv->daemon;
+	long iv = cv->daemon > 604800 ? 604800 : cv->daemon;
 	if (s != NULL) {
 		if (cv->daemon > 0)
-			iv = cv->daemon * (s->n > 0 ? s->n : 1);
+			iv = s->n > 1 && s->n < 604800 ? iv * s->n : iv;
 		else
 			left_out(cv, b, s, "counts daemon cycles, and there is no 'set daemon'");
 	}
@@ -556,7 +564,9 @@ static void conv_policy(struct acct *a)
 		iv = 604800;
 	if (iv > 0)
 		fprintf(b, "    interval        = %ld\n", iv);
-	if ((s = find(a, K_BATCHLIMIT)) != NULL && s->n > 0 && cv->batchlimit == 0)
+	if ((s = find(a, K_BATCHLIMIT)) != NULL && s->n > 1000000)
+		left_out(cv, b, s, "max_messages_per_session takes at most 1000000");
+	else if (s != NULL && s->n > 0 && cv->batchlimit == 0)
 		cv->batchlimit = s->n;
 }
 

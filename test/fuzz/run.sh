@@ -6,11 +6,11 @@
 # BUILDDIR/test/fuzz/crash-*), 77 when clang or libFuzzer is missing.
 # SECONDS=0 only builds.  Targets: what a POP3 server sends (reply,
 # multiline, session) and what any mail sender writes (route, sender,
-# notice); the seeds of the latter may hold repeats (fuzz_hdrs.h), so a
+# notice), and a .fetchmailrc (fetchmailrc); the seeds of the latter may hold repeats (fuzz_hdrs.h), so a
 # 10 MiB header is a 30-byte file.
 src=$1 build=$2 secs=${3:-20}
 shift 3 2>/dev/null || shift $#
-targets=${*:-reply multiline session route sender notice}
+targets=${*:-reply multiline session route sender notice fetchmailrc}
 out=$build/test/fuzz
 command -v clang >/dev/null 2>&1 || { echo "clang not installed"; exit 77; }
 mkdir -p "$out"
@@ -22,6 +22,7 @@ for t in $targets; do
 	case $t in
 	route|sender) srcs="util.c log.c route.c" libs= ;;
 	notice) srcs="util.c log.c route.c notice.c" libs= ;; # the spool is stubbed
+	fetchmailrc) srcs="util.c log.c fetchmailrc.c fetchmailrc_parse.c" libs= ;;
 	*) srcs="util.c log.c conf.c linereader.c msgfilter.c net.c pop3.c sasl.c" libs=$LIBS ;;
 	esac
 	objs=()

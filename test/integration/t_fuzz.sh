@@ -2,7 +2,7 @@
 # t_fuzz.sh - build the libFuzzer targets (test/fuzz/: reply parsers,
 # line reader + message filter, a whole POP3 session over canned server
 # bytes; and what any mail sender writes: routing headers, sender
-# selection, the notice that quotes them) with clang + ASan + UBSan and run
+# selection, the notice that quotes them; a .fetchmailrc) with clang + ASan + UBSan and run
 # each for FUZZ_SECONDS (default 6: six targets in the time three took)
 # over its committed corpus, which includes every crash found so far
 # (regress-*).  Skipped without clang/libFuzzer, and in the sanitizer build
@@ -19,7 +19,7 @@ out=$(bash "$top_srcdir/test/fuzz/run.sh" "$top_srcdir" "$top_builddir" "${FUZZ_
 rc=$?
 [ "$rc" = 77 ] && skip_all "$out"
 printf '%s\n' "$out" | sed 's/^/# /'
-for t in reply multiline session route sender notice; do
+for t in reply multiline session route sender notice fetchmailrc; do
 	like "$out" "fuzz_$t: ok" "fuzz_$t ran clean over its corpus for ${FUZZ_SECONDS:-6} s"
 done
 done_testing

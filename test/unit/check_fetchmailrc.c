@@ -203,6 +203,18 @@ static const struct snippet snippets[] = {
 	  ":1:39: syntax error" },
 	{ "error: bad protocol", "poll pop.example.com proto smtp\n", FMRC_SYNTAX, { NULL },
 	  { NULL }, ":1:28: syntax error: protocol name expected" },
+	{ "a '$' or a backslash in a value: single quotes, taken literally",
+	  "poll pop.example.com user 'a$b' pass x sslcertfile '/etc/ssl/certs/ca-certificates.crt'\n"
+	  "poll p2.example.com user 'c\\\\d' pass x\n", FMRC_OK,
+	  { "user            = 'a$b'", "user            = 'c\\d'" }, { NULL }, NULL },
+	{ "out of range numbers are reported, never written",
+	  "set daemon 99999999999\npoll pop.example.com interval 99999999 timeout 0 "
+	  "envelope 200 Delivered-To user jo pass x "
+	  "fetchlimit 99999999 batchlimit 9999999 is a b\n",
+	  FMRC_PARTIAL,
+	  { "NOT CONVERTED (line 2): timeout", "NOT CONVERTED (line 2): fetchlimit",
+	    "NOT CONVERTED (line 2): batchlimit", "NOT CONVERTED (line 2): envelope",
+	    "interval        = 604800" }, { NULL }, NULL },
 	{ "empty file: no account, still a header", "# nothing\n", FMRC_OK,
 	  { "has no poll entry" }, { NULL }, NULL },
 };
