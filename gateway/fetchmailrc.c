@@ -351,7 +351,11 @@ static void conv_auth(struct acct *a, const char *name)
 		fprintf(b, "    # the file must be mode 0600 and hold the password on one line\n");
 		return;
 	}
-	if (pw != NULL) {
+	if (pw != NULL && (pw->s[0] == '\0' || strpbrk(pw->s, "\r\n") != NULL)) {
+		left_out(cv, b, pw, pw->s[0] == '\0' ? "an empty password: popgate's password "
+			 "file holds one non-empty line" : "the password holds a line break: "
+			 "popgate's password file holds one line; it is not written");
+	} else if (pw != NULL) {
 		add_secret(cv, name, pw->s);
 		if (dir == NULL)
 			fprintf(b, "    # put the password from line %d in this file (mode 0600), or "
@@ -684,6 +688,14 @@ static void account(struct conv *cv, FILE *out, struct entry *e, struct user *u)
 	conv_rest(&a, &e->srv);
 	if (u != NULL)
 		conv_rest(&a, &u->l);
+	if (e->skip) {
+		struct set *sk = a_keep(&p->ar, xcalloc(1, sizeof *sk));
+		sk->kw = K_SKIP;
+		sk->line = e->line;
+		sk->word = "skip";
+		left_out(cv, a.b, sk, "popgate has no account polled only on demand; the account "
+			 "is written commented out");
+	}
 	fclose(a.b);
 	const char *pfx = e->skip ? "# " : "";
 	fprintf(out, "\n# from %s line %d (%s %s)%s\n", cv->o->source, u ? u->line : e->line,
@@ -808,6 +820,10 @@ static void convert(struct conv *cv, FILE *out)
 		cv->r->nleft_out, cv->r->nleft_out == 1 ? "" : "s");
 	if (naccounts == 0)
 		fprintf(out, "# The rcfile has no poll entry: add an account block.\n");
+	if (cv->daemon == 0 && naccounts > 0)
+		fprintf(out, "# No 'set daemon': fetchmail polled once per run.  popgate run polls "
+			"every\n# interval (default 300 s); from the same timer or cron job, run "
+			"popgate run --once.\n");
 	fputs(cv->topbuf, out);
 	fputs(gbuf, out);
 	fprintf(out, "\nsmtp {\n");
