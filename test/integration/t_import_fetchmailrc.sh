@@ -58,12 +58,15 @@ fill_boxes() {
 		maildir_fix_owner "$u"
 	done
 }
-# delivered DIR - "X-Test-Id RCPT" per recipient of every dump in DIR, sorted
+# delivered DIR - "X-Test-Id SENDER RCPT BODY-SHA256" per recipient of every
+# dump in DIR, sorted (the headers differ: each tool adds its own Received)
 delivered() {
-	local f id
+	local f id from body
 	for f in $(sink_files "$1"); do
 		id=$(sed -n 's/^X-Test-Id: *\([^[:space:]]*\).*/\1/p' "$f" | head -n 1)
-		sink_envelope "$f" | sed -n "s/^RCPT TO:<\(.*\)>$/$id \1/p"
+		from=$(sink_envelope "$f" | sed -n 's/^MAIL FROM:<\(.*\)>$/\1/p')
+		body=$(sink_content "$f" | sed '1,/^\r*$/d' | sha256sum | cut -c1-16)
+		sink_envelope "$f" | sed -n "s/^RCPT TO:<\(.*\)>$/$id <$from> \1 $body/p"
 	done | sort
 }
 
@@ -156,10 +159,10 @@ for u in plainu stlsu sslu multi; do
 	is "$(maildir_count $u)" 0 "popgate emptied $u"
 done
 PG=$(delivered "$SINK_DIR")
-is "$PG" "$FM" "popgate delivered the same messages to the same recipients as fetchmail" ||
+is "$PG" "$FM" "popgate delivered the same messages (sender, body) to the same recipients as fetchmail" ||
 	{ diag "fetchmail:"; diag "$FM"; diag "popgate:"; diag "$PG"; }
-like "$FM" "multi-1 robert@corp.example" "the mapping bob=robert was applied by both"
-like "$FM" "multi-4 pm@corp.example" "an unlisted user of the server's name: the postmaster, in both"
-like "$FM" "multi-5 pm@corp.example" "an address of no local domain: the postmaster, in both"
+like "$FM" "multi-1 <sender@remote.example> robert@corp.example" "the mapping bob=robert was applied by both"
+like "$FM" "multi-4 <[^>]*> pm@corp.example" "an unlisted user of the server's name: the postmaster, in both"
+like "$FM" "multi-5 <[^>]*> pm@corp.example" "an address of no local domain: the postmaster, in both"
 
 done_testing
