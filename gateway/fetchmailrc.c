@@ -689,12 +689,14 @@ static void account(struct conv *cv, FILE *out, struct entry *e, struct user *u)
 	if (u != NULL)
 		conv_rest(&a, &u->l);
 	if (e->skip) {
-		struct set *sk = a_keep(&p->ar, xcalloc(1, sizeof *sk));
-		sk->kw = K_SKIP;
-		sk->line = e->line;
-		sk->word = "skip";
-		left_out(cv, a.b, sk, "popgate has no account polled only on demand; the account "
-			 "is written commented out");
+		if (e->skip_set == NULL) {
+			e->skip_set = a_keep(&p->ar, xcalloc(1, sizeof *e->skip_set));
+			e->skip_set->kw = K_SKIP;
+			e->skip_set->line = e->line;
+			e->skip_set->word = "skip";
+		}
+		left_out(cv, a.b, e->skip_set, "popgate has no account polled only on demand; the "
+			 "account is written commented out");
 	}
 	fclose(a.b);
 	const char *pfx = e->skip ? "# " : "";

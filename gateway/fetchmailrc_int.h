@@ -67,6 +67,7 @@ struct entry {
 	struct user **u;
 	size_t nu;
 	struct entry *defaults; /* the defaults entry in force, or NULL */
+	struct set *skip_set;   /* the converter's report of a skip entry */
 };
 
 struct token {

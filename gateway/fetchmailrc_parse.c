@@ -684,10 +684,10 @@ static void set_statement(struct px *p)
 		if (neg)
 			break;
 		lex(p);
-		if (p->tok.kw == K_MAP) {
-			p->st = LS_INITIAL;
+		/* `=` puts fetchmail's lexer in its NAME state: the value is then
+		 * a string, so `set daemon = 60` is a syntax error there too */
+		if (p->tok.kw == K_MAP)
 			lex(p);
-		}
 		if (kt.kw == K_DAEMON) {
 			s->n = want_number(p, "the poll interval in seconds");
 			s->has_n = 1;

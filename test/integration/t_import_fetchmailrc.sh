@@ -165,4 +165,88 @@ like "$FM" "multi-1 <sender@remote.example> robert@corp.example" "the mapping bo
 like "$FM" "multi-4 <[^>]*> pm@corp.example" "an unlisted user of the server's name: the postmaster, in both"
 like "$FM" "multi-5 <[^>]*> pm@corp.example" "an address of no local domain: the postmaster, in both"
 
+# --- the parser agrees with fetchmail's own (fetchmail --configdump) ----------
+# quoting, escapes, continuations, comments, noise words, keywords as names
+# after user/pass (fetchmail's NAME state), defaults inherited, skip entries
+TRICKY=$TESTDIR/fm/tricky
+cat >"$TESTDIR/cmp.py" <<'EOF'
+import os, re, sys
+dump, conf, sec = sys.argv[1:4]
+def unvis(s):
+    return re.sub(r"\\(.)", lambda m: {"t": "\t", "b": "\b", "n": "\n", "r": "\r"}.get(
+        m.group(1), m.group(1)), s)
+fm, poll, cur = {}, None, None
+for line in open(dump, encoding="latin-1"):
+    m = re.search(r'"pollname":"(.*)",', line)
+    if m:
+        poll = m.group(1)
+    m = re.search(r'"remote":"(.*)",', line)
+    if m:
+        cur = {"remote": m.group(1)}
+        fm[(poll, cur["remote"])] = cur
+    m = re.search(r'"password":"(.*)",', line)
+    if m:
+        cur["password"] = unvis(m.group(1))
+    for k in ("keep", "ssl"):
+        m = re.search(r"'%s':(TRUE|FALSE)," % k, line)
+        if m:
+            cur[k] = m.group(1) == "TRUE"
+    m = re.search(r"'localnames':\[\"(.*)\"\],", line)
+    if m:
+        cur["local"] = m.group(1)
+pg = {}
+text = open(conf).read()
+for name, body in re.findall(r'^(?:# )?account "([^"]*)" \{\n(.*?)^(?:# )?\}', text, re.M | re.S):
+    body = re.sub(r"^# ", "", body, flags=re.M)
+    def get(k):
+        m = re.search(r'^\s*%s\s*= "?([^"\n]*)' % k, body, re.M)
+        return m.group(1) if m else None
+    server = name.rsplit("@", 1)[1]
+    d = {"remote": get("user"), "keep": get("keep") == "true",
+         "ssl": get("tls") == "implicit", "local": (get("deliver_to") or "").split("@")[0],
+         "password": open(os.path.join(sec, name + ".pass")).read()[:-1]}
+    pg[(server, d["remote"])] = d
+same = len(fm) > 0 and sorted(fm) == sorted(pg)
+print("CHECK %d the same %d (server, user) pairs as fetchmail" % (0 if same else 1, len(fm)))
+if not same:
+    print("# fetchmail: %s" % sorted(fm))
+    print("# popgate:   %s" % sorted(pg))
+for key in sorted(fm):
+    if key not in pg:
+        continue
+    for k in ("password", "keep", "ssl", "local"):
+        a, b = fm[key].get(k), pg[key].get(k)
+        print("CHECK %d %s@%s: %s as fetchmail reads it (%r)" % (0 if a == b else 1, key[1],
+                                                                key[0], k, a))
+        if a != b:
+            print("# popgate has %r" % (b,))
+EOF
+cat >"$TRICKY" <<'EOF'
+set daemon 60
+set postmaster = "pm"
+defaults proto pop3 user "dflt" keep
+poll a.example user "jo" pass 'a\tb\x41\101\0101\\z\qy' is joe here
+poll b.example with proto POP3: user k, pass "ab\
+cd" is x; no keep
+poll c.example \
+ user keep pass p#ss # a comment
+poll d.example user esr here is eric there password "sp ace" ssl
+skip e.example
+  user "u1" pass one fetchall
+  user 'u2' pass "t;w,o" nokeep
+poll f.example pass "inherits dflt"
+EOF
+chmod 0600 "$TRICKY"
+HOME=$TESTDIR/fm fetchmail -f "$TRICKY" --configdump >"$TESTDIR/dump.py" 2>"$TESTDIR/dump.err"
+ok "[ -s $TESTDIR/dump.py ]" "fetchmail --configdump reads the tricky rcfile" || note "$TESTDIR/dump.err"
+"$POPGATE" import-fetchmailrc --secrets-dir "$TESTDIR/tsec" "$TRICKY" >"$TESTDIR/tricky.conf" \
+	2>"$TESTDIR/tricky.err"
+is "$?" 1 "the tricky rcfile converts (exit 1: its skip entry is reported)" ||
+	note "$TESTDIR/tricky.err"
+is "$(grep -c ': skip: not converted' "$TESTDIR/tricky.err")" 1 \
+	"the skip entry is reported once, with its line" || note "$TESTDIR/tricky.err"
+like "$(grep -c '^# account "u[12]@e.example"' "$TESTDIR/tricky.conf")" 2 \
+	"its two users are written commented out"
+run_checks "$PYTHON" "$TESTDIR/cmp.py" "$TESTDIR/dump.py" "$TESTDIR/tricky.conf" "$TESTDIR/tsec"
+
 done_testing
