@@ -290,48 +290,108 @@ static int word_char(char c)
 	return c != '\0' && strchr("=;:, \t\r\n", c) == NULL;
 }
 
-/* lex - the next token into p->tok */
+/* skip_blank - past blanks, the punctuation fetchmail ignores, comments,
+ * newlines and backslash-newlines; 1 at the end of the input */
+static int skip_blank(struct px *p)
+{
+	while (p->pos < p->len) {
+		const char *c = p->buf + p->pos;
+		if (*c != '\0' && strchr(" \t\r;:,\n", *c) != NULL) {
+			advance(p, 1);
+		} else if (*c == '#') {
+			while (p->pos < p->len && p->buf[p->pos] != '\n')
+				advance(p, 1);
+		} else if (*c == '\\' && p->len - p->pos > 1 && c[1] == '\n') {
+			advance(p, 2);
+		} else {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* lex_quoted - a "..." or '...' string: up to the next same quote (no
+ * escaped quote, as in fetchmail), then fetchmail's escapes */
+static void lex_quoted(struct px *p, struct token *t)
+{
+	const char *c = p->buf + p->pos;
+	const char *end = memchr(c + 1, *c, p->len - p->pos - 1);
+	if (end == NULL)
+		syntax(p, t->line, t->col, "unterminated %s-quoted string",
+		       *c == '"' ? "double" : "single");
+	t->s = a_strndup(p, c + 1, (size_t)(end - c - 1));
+	escapes(t->s);
+	t->kw = K_STRING;
+	p->st = LS_INITIAL;
+	advance(p, (size_t)(end - c) + 1);
+}
+
+/* word_kind - what fetchmail's lexer makes of the unquoted word c[0..n)
+ * outside its NAME state: a number, `no` (of a no-prefixed word, which is
+ * then read again from its third octet), a protocol or authentication
+ * type, a keyword, or a string; returns how many octets it took */
+static size_t word_kind(struct px *p, struct token *t, const char *c, size_t n)
+{
+	size_t dig = c[0] == '-' ? 1 : 0;
+	while (dig < n && isdigit((unsigned char)c[dig]))
+		dig++;
+	if (dig == n && n > (c[0] == '-' ? 1u : 0u)) {
+		t->kw = K_NUMBER;
+		t->n = strtol(t->s, NULL, 10);
+		return n;
+	}
+	if (in_list(no_words, c, n)) {
+		t->kw = K_NO;
+		t->s = "no";
+		return 2;
+	}
+	char low[16];
+	int upper = n < sizeof low;
+	for (size_t i = 0; upper && i < n; i++) {
+		upper = isupper((unsigned char)c[i]) || isdigit((unsigned char)c[i]);
+		low[i] = (char)tolower((unsigned char)c[i]);
+	}
+	const struct kwdef *d;
+	if (p->st == LS_AUTH && n == 8 && strncmp(c, "password", 8) == 0) {
+		t->kw = K_AUTHTYPE;
+		p->st = LS_INITIAL;
+	} else if (in_list(proto_words, c, n) || (upper && in_list(proto_words, low, n))) {
+		t->kw = K_PROTO;
+	} else if (in_list(authtype_words, c, n)) {
+		t->kw = K_AUTHTYPE;
+		p->st = LS_INITIAL;
+	} else if ((d = kw_find(c, n)) != NULL) {
+		t->kw = d->kw;
+		if (d->kw == K_USER || d->kw == K_PASS || d->kw == K_IS || d->kw == K_TO)
+			p->st = LS_NAME;
+		else if (d->kw == K_AUTH)
+			p->st = LS_AUTH;
+	} else {
+		escapes(t->s);
+		t->kw = K_STRING;
+		p->st = LS_INITIAL;
+	}
+	return n;
+}
+
+/* lex - the next token into p->tok (noise words skipped) */
 static void lex(struct px *p)
 {
 	struct token *t = &p->tok;
-	for (;;) {
-		while (p->pos < p->len && strchr(" \t\r;:,", p->buf[p->pos]) != NULL &&
-		       p->buf[p->pos] != '\0')
-			advance(p, 1);
+	do {
+		int eof = skip_blank(p);
 		t->line = p->line;
 		t->col = p->col;
 		t->s = NULL;
-		if (p->pos >= p->len) {
+		if (eof) {
 			t->kw = K_EOF;
 			return;
 		}
 		const char *c = p->buf + p->pos;
-		size_t rest = p->len - p->pos;
 		if (*c == '\0')
 			syntax(p, t->line, t->col, "NUL byte in the file");
-		if (*c == '\n') {
-			advance(p, 1);
-			continue;
-		}
-		if (*c == '#') {
-			while (p->pos < p->len && p->buf[p->pos] != '\n')
-				advance(p, 1);
-			continue;
-		}
-		if (*c == '\\' && rest > 1 && c[1] == '\n') {
-			advance(p, 2);
-			continue;
-		}
 		if (*c == '"' || *c == '\'') {
-			const char *end = memchr(c + 1, *c, rest - 1);
-			if (end == NULL)
-				syntax(p, t->line, t->col, "unterminated %s-quoted string",
-				       *c == '"' ? "double" : "single");
-			t->s = a_strndup(p, c + 1, (size_t)(end - c - 1));
-			escapes(t->s);
-			t->kw = K_STRING;
-			p->st = LS_INITIAL;
-			advance(p, (size_t)(end - c) + 1);
+			lex_quoted(p, t);
 			return;
 		}
 		if (*c == '=') {
@@ -342,67 +402,19 @@ static void lex(struct px *p)
 			return;
 		}
 		size_t n = 0;
-		while (n < rest && word_char(c[n]))
+		while (n < p->len - p->pos && word_char(c[n]))
 			n++;
 		t->s = a_strndup(p, c, n);
 		if (p->st == LS_NAME) {
+			/* after user, pass, is, to, =: a string, whatever it says */
 			escapes(t->s);
 			t->kw = K_STRING;
 			p->st = LS_INITIAL;
 			advance(p, n);
 			return;
 		}
-		size_t dig = c[0] == '-' ? 1 : 0;
-		while (dig < n && isdigit((unsigned char)c[dig]))
-			dig++;
-		if (dig == n && n > (c[0] == '-' ? 1u : 0u)) {
-			t->kw = K_NUMBER;
-			t->n = strtol(t->s, NULL, 10);
-			advance(p, n);
-			return;
-		}
-		if (in_list(no_words, c, n)) {
-			t->kw = K_NO;
-			t->s = "no";
-			advance(p, 2);
-			return;
-		}
-		if (p->st == LS_AUTH && n == 8 && strncmp(c, "password", 8) == 0) {
-			t->kw = K_AUTHTYPE;
-			p->st = LS_INITIAL;
-			advance(p, n);
-			return;
-		}
-		char low[16];
-		int upper = n < sizeof low;
-		for (size_t i = 0; upper && i < n; i++) {
-			upper = isupper((unsigned char)c[i]) || isdigit((unsigned char)c[i]);
-			low[i] = (char)tolower((unsigned char)c[i]);
-		}
-		if (in_list(proto_words, c, n) || (upper && in_list(proto_words, low, n))) {
-			t->kw = K_PROTO;
-		} else if (in_list(authtype_words, c, n)) {
-			t->kw = K_AUTHTYPE;
-			p->st = LS_INITIAL;
-		} else {
-			const struct kwdef *d = kw_find(c, n);
-			if (d == NULL) {
-				escapes(t->s);
-				t->kw = K_STRING;
-				p->st = LS_INITIAL;
-			} else {
-				t->kw = d->kw;
-				if (d->kw == K_USER || d->kw == K_PASS || d->kw == K_IS ||
-				    d->kw == K_TO)
-					p->st = LS_NAME;
-				else if (d->kw == K_AUTH)
-					p->st = LS_AUTH;
-			}
-		}
-		advance(p, n);
-		if (t->kw != K_NOISE)
-			return;
-	}
+		advance(p, word_kind(p, t, c, n));
+	} while (t->kw == K_NOISE);
 }
 
 /* ---- parser ------------------------------------------------------------- */
