@@ -401,34 +401,11 @@ static struct set **local_names(struct acct *a, size_t *n_r, int *wild_r)
 	return v;
 }
 
-/* conv_delivery - deliver_to, or the multidrop options */
-static void conv_delivery(struct acct *a)
+/* conv_envelope - envelope [N] HEADER, or no envelope */
+static void conv_envelope(struct acct *a)
 {
 	struct conv *cv = a->cv;
-	struct px *p = a->p;
 	FILE *b = a->b;
-	int wild;
-	size_t nsets, nnames = 0;
-	struct set **ln = local_names(a, &nsets, &wild);
-	const char *only = NULL;
-	for (size_t i = 0; i < nsets; i++)
-		for (size_t j = 0; j < ln[i]->nv; j++)
-			if (strcmp(ln[i]->v[j], "*") != 0) {
-				nnames++;
-				only = ln[i]->rhs[j] ? ln[i]->rhs[j] : ln[i]->v[j];
-			}
-	struct set *sname = find(a, K_SMTPNAME);
-	if (!wild && nnames <= 1) {
-		const char *local = only ? only : cv->o->local_user ? cv->o->local_user : "root";
-		if (sname != NULL)
-			opt_str(b, "deliver_to", sname->s);
-		else
-			opt_str(b, "deliver_to", addr_in(p, local, a->dest));
-		return;
-	}
-	/* multidrop */
-	if (sname != NULL)
-		left_out(cv, b, sname, "multidrop: popgate keeps each recipient");
 	struct set *env = find(a, K_ENVELOPE);
 	const char *hdr = "X-Envelope-To";
 	if (env == NULL) {
@@ -439,13 +416,12 @@ static void conv_delivery(struct acct *a)
 			 "To and Cc only when it gives nothing (guess_from_headers)");
 		fprintf(b, "    guess_from_headers = true\n");
 	} else {
-		char *h = a_keep(&p->ar, xstrdup(env->s));
-		size_t hl = strlen(h);
-		if (hl > 0 && h[hl - 1] == ':')
-			h[hl - 1] = '\0';
+		size_t hl = strlen(env->s);
+		if (hl > 0 && env->s[hl - 1] == ':')
+			hl--;
 		hdr = NULL;
 		for (size_t i = 0; env_headers[i] != NULL; i++)
-			if (strcasecmp(env_headers[i], h) == 0)
+			if (strlen(env_headers[i]) == hl && strncasecmp(env_headers[i], env->s, hl) == 0)
 				hdr = env_headers[i];
 		if (hdr == NULL) {
 			left_out(cv, b, env, "popgate reads Delivered-To, X-Original-To, Envelope-To, "
@@ -460,71 +436,130 @@ static void conv_delivery(struct acct *a)
 		else
 			left_out(cv, b, env, "envelope_skip takes 0 to 100");
 	}
-	/* local_domains: the localdomains (passed through unaltered), and the
-	 * server's own names (aka, via or the poll name) whose users are mapped */
-	struct set *ld = find(a, K_LOCALDOMAINS), *aka = find(a, K_AKA), *via = find(a, K_VIA);
-	const char *srvname = via ? via->s : a->e->name;
+}
+
+static int in_strs(const char *const *v, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(v[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+/* server_names - the names of the server whose users are mapped (aka, and
+ * via or the poll name), without repeats and without the localdomains,
+ * whose addresses fetchmail passes through unaltered */
+static const char **server_names(struct acct *a, struct set *ld, size_t *n_r)
+{
+	struct set *aka = find(a, K_AKA), *via = find(a, K_VIA);
+	size_t n = 0, max = (aka ? aka->nv : 0) + 1;
+	const char **al = a_keep(&a->p->ar, xmalloc(max * sizeof *al));
+	for (size_t i = 0; i < max; i++) {
+		const char *nm = i + 1 < max ? aka->v[i] : via ? via->s : a->e->name;
+		if (!in_strs(al, n, nm) && !(ld && in_strs((const char *const *)ld->v, ld->nv, nm)))
+			al[n++] = nm;
+	}
+	*n_r = n;
+	return al;
+}
+
+/* map_line - one map entry, unless its title was written already */
+static void map_line(struct acct *a, const char ***done, size_t *ndone, const char *from,
+		     const char *to)
+{
+	if (in_strs(*done, *ndone, from))
+		return;
+	const char **nd = a_keep(&a->p->ar, xmalloc((*ndone + 1) * sizeof *nd));
+	if (*ndone > 0)
+		memcpy(nd, *done, *ndone * sizeof *nd);
+	nd[(*ndone)++] = from;
+	*done = nd;
+	fprintf(a->b, "    map ");
+	qstr(a->b, from);
+	fprintf(a->b, " { to = ");
+	qstr(a->b, to);
+	fprintf(a->b, " }\n");
+}
+
+/* conv_multidrop - local_domains, map, fallback_to from the is/to names */
+static void conv_multidrop(struct acct *a, struct set **ln, size_t nsets, int wild)
+{
+	struct conv *cv = a->cv;
+	struct px *p = a->p;
+	FILE *b = a->b;
+	struct set *ld = find(a, K_LOCALDOMAINS);
+	size_t nal, ndone = 0;
+	const char **al = server_names(a, ld, &nal), **done = NULL;
 	fprintf(b, "    local_domains   = {");
-	int first = 1;
-	for (size_t i = 0; ld && i < ld->nv; i++, first = 0) {
-		fputs(first ? " " : ", ", b);
+	for (size_t i = 0; ld && i < ld->nv; i++) {
+		fputs(i ? ", " : " ", b);
 		qstr(b, ld->v[i]);
 	}
-	size_t nal = aka ? aka->nv : 0;
-	const char **al = a_keep(&p->ar, xmalloc((nal + 1) * sizeof *al));
-	for (size_t i = 0; i < nal; i++)
-		al[i] = aka->v[i];
-	al[nal++] = srvname;
-	for (size_t i = 0; i < nal; i++, first = 0) {
-		fputs(first ? " " : ", ", b);
+	for (size_t i = 0; i < nal; i++) {
+		fputs(i || (ld && ld->nv) ? ", " : " ", b);
 		qstr(b, al[i]);
 	}
 	fprintf(b, " }\n");
-	if (ld != NULL || aka != NULL)
+	if (ld != NULL || find(a, K_AKA) != NULL)
 		fprintf(b, "    # fetchmail matched these as domain suffixes; popgate compares whole "
 			"domains: add subdomains that receive mail\n");
 	for (size_t i = 0; i < nsets; i++) {
 		for (size_t j = 0; j < ln[i]->nv; j++) {
 			const char *l = ln[i]->v[j], *r = ln[i]->rhs[j] ? ln[i]->rhs[j] : l;
+			const char *to = addr_in(p, r, a->dest);
 			if (strcmp(l, "*") == 0)
 				continue;
-			const char *to = addr_in(p, r, a->dest);
-			if (strchr(l, '@') != NULL) {
-				fprintf(b, "    map ");
-				qstr(b, l);
-				fprintf(b, " { to = ");
-				qstr(b, to);
-				fprintf(b, " }\n");
-				continue;
-			}
-			for (size_t k = 0; k < nal; k++) {
-				fprintf(b, "    map \"%s@%s\" { to = ", l, al[k]);
-				qstr(b, to);
-				fprintf(b, " }\n");
-			}
+			if (strchr(l, '@') != NULL)
+				map_line(a, &done, &ndone, l, to);
+			for (size_t k = 0; strchr(l, '@') == NULL && k < nal; k++)
+				map_line(a, &done, &ndone,
+					 a_keep(&p->ar, xasprintf("%s@%s", l, al[k])), to);
 		}
 	}
 	const char *pm = cv->postmaster_raw ? cv->postmaster_raw
 					    : cv->o->local_user ? cv->o->local_user : "postmaster";
 	const char *pma = addr_in(p, pm, a->dest);
-	if (wild) {
-		int same = 0;
-		for (size_t k = 0; k < nal; k++)
-			same |= strcasecmp(al[k], a->dest) == 0;
-		for (size_t i = 0; !same && i < nsets; i++)
+	if (wild && !in_strs(al, nal, a->dest)) {
+		for (size_t i = 0; i < nsets; i++)
 			for (size_t j = 0; j < ln[i]->nv; j++)
 				if (strcmp(ln[i]->v[j], "*") == 0)
 					left_out(cv, b, ln[i], "'*': popgate passes other users of the "
 						 "server's names through as they are (USER@SERVER), "
 						 "fetchmail sent them to USER@smtpaddress");
-	} else {
+	} else if (!wild) {
 		fprintf(b, "    # other users of the server's names: fetchmail did not deliver "
 			"them (the postmaster got the mail when no one else did)\n");
 		for (size_t k = 0; k < nal; k++)
-			fprintf(b, "    map \"@%s\" { to = \"%s\" }\n", al[k], pma);
+			map_line(a, &done, &ndone, a_keep(&p->ar, xasprintf("@%s", al[k])), pma);
 	}
 	fprintf(b, "    # fetchmail sent mail without a local recipient to the postmaster\n");
 	opt_str(b, "fallback_to", pma);
+}
+
+/* conv_delivery - deliver_to (one local name), or the multidrop options */
+static void conv_delivery(struct acct *a)
+{
+	struct conv *cv = a->cv;
+	int wild;
+	size_t nsets, nnames = 0;
+	struct set **ln = local_names(a, &nsets, &wild);
+	const char *only = NULL;
+	for (size_t i = 0; i < nsets; i++)
+		for (size_t j = 0; j < ln[i]->nv; j++)
+			if (strcmp(ln[i]->v[j], "*") != 0) {
+				nnames++;
+				only = ln[i]->rhs[j] ? ln[i]->rhs[j] : ln[i]->v[j];
+			}
+	struct set *sname = find(a, K_SMTPNAME);
+	if (!wild && nnames <= 1) {
+		const char *local = only ? only : cv->o->local_user ? cv->o->local_user : "root";
+		opt_str(a->b, "deliver_to", sname ? sname->s : addr_in(a->p, local, a->dest));
+		return;
+	}
+	if (sname != NULL)
+		left_out(cv, a->b, sname, "multidrop: popgate keeps each recipient");
+	conv_envelope(a);
+	conv_multidrop(a, ln, nsets, wild);
 }
 
 /* conv_policy - keep, limits, timeouts, interval */
