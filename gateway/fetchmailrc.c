@@ -275,6 +275,17 @@ static void add_secret(struct conv *cv, const char *acct, const char *secret)
 	r->nsecrets++;
 }
 
+/* rc_path - a file name of the rcfile: fetchmail reads a relative one
+ * against the rcfile's directory (prependdir), popgate against the
+ * configuration's, so it is made absolute when the rcfile's is known */
+static const char *rc_path(struct acct *a, const char *f)
+{
+	const char *src = a->cv->o->source, *sl = strrchr(src, '/');
+	if (f[0] == '/' || sl == NULL || src[0] != '/')
+		return f;
+	return a_keep(&a->p->ar, xasprintf("%.*s/%s", (int)(sl - src), src, f));
+}
+
 /* conv_tls - tls, port, ca_file, allow_plaintext from ssl/sslproto/service */
 static void conv_tls(struct acct *a)
 {
@@ -306,7 +317,7 @@ static void conv_tls(struct acct *a)
 			left_out(a->cv, b, ps, "popgate takes a port number (1-65535)");
 	}
 	if (ca != NULL)
-		opt_str(b, "ca_file", ca->s);
+		opt_str(b, "ca_file", rc_path(a, ca->s));
 }
 
 /* conv_auth - auth and the password source */
@@ -342,11 +353,11 @@ static void conv_auth(struct acct *a, const char *name)
 	a_keep(&a->p->ar, file);
 	if (pwf != NULL && pw == NULL) {
 		if (token) {
-			char *cmd = xasprintf("cat %s", pwf->s);
+			char *cmd = xasprintf("cat %s", rc_path(a, pwf->s));
 			opt_str(b, "password_command", cmd);
 			free(cmd);
 		} else {
-			opt_str(b, "password_file", pwf->s);
+			opt_str(b, "password_file", rc_path(a, pwf->s));
 		}
 		fprintf(b, "    # the file must be mode 0600 and hold the password on one line\n");
 		return;

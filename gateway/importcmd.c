@@ -95,7 +95,9 @@ static FILE *open_rc(const char *arg, char **name_r)
 		struct passwd *pw = home ? NULL : getpwuid(getuid());
 		*name_r = xasprintf("%s/.fetchmailrc", home ? home : pw ? pw->pw_dir : ".");
 	} else {
-		*name_r = xstrdup(arg);
+		/* absolute: the comment names it, and its relative paths follow it */
+		char *abs = realpath(arg, NULL);
+		*name_r = abs ? abs : xstrdup(arg);
 	}
 	FILE *f = fopen(*name_r, "r");
 	if (f == NULL)

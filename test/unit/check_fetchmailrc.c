@@ -353,12 +353,37 @@ START_TEST(test_no_password_in_output)
 }
 END_TEST
 
+/* relative file names are the rcfile directory's, as fetchmail reads them */
+START_TEST(test_relative_paths)
+{
+	const char *rc = "poll p.example user jo pass x sslcertfile ca.pem\n"
+			 "poll q.example user jo passwordfile pw/jo\n"
+			 "poll r.example user jo passwordfile /abs/jo\n";
+	char *obuf = NULL;
+	size_t olen = 0;
+	FILE *in = fmemopen((void *)rc, strlen(rc), "r");
+	FILE *out = open_memstream(&obuf, &olen), *diag = fopen("/dev/null", "w");
+	struct fmrc_opts o = { .source = "/home/jo/.fetchmailrc", .local_user = "jo" };
+	struct fmrc_result r;
+	ck_assert_int_eq(fmrc_convert(in, out, diag, &o, &r), FMRC_OK);
+	fclose(in);
+	fclose(out);
+	fclose(diag);
+	ck_assert_ptr_nonnull(strstr(obuf, "ca_file         = \"/home/jo/ca.pem\""));
+	ck_assert_ptr_nonnull(strstr(obuf, "password_file   = \"/home/jo/pw/jo\""));
+	ck_assert_ptr_nonnull(strstr(obuf, "password_file   = \"/abs/jo\""));
+	fmrc_result_free(&r);
+	free(obuf);
+}
+END_TEST
+
 static Suite *fmrc_suite(void)
 {
 	Suite *s = suite_create("fetchmailrc");
 	TCase *tc = tcase_create("core");
 	tcase_add_loop_test(tc, test_snippet, 0, (int)(sizeof snippets / sizeof snippets[0]));
 	tcase_add_test(tc, test_no_password_in_output);
+	tcase_add_test(tc, test_relative_paths);
 	suite_add_tcase(s, tc);
 	return s;
 }
