@@ -77,10 +77,12 @@ static const char *local_user(void)
 	return getenv("USER");
 }
 
-static int import_usage(void)
+static int import_usage(FILE *f, int rc)
 {
-	fprintf(stderr, "usage: popgate import-fetchmailrc [--secrets-dir DIR] [FILE|-]\n");
-	return EX_USAGE;
+	fprintf(f, "usage: popgate import-fetchmailrc [--secrets-dir DIR] [FILE|-]\n"
+		"Print a popgate.conf made from FILE (default ~/.fetchmailrc, - for stdin);\n"
+		"with --secrets-dir each password goes to DIR/ACCOUNT.pass (mode 0600).\n");
+	return rc;
 }
 
 /* open_rc - the rcfile: FILE, - (stdin) or ~/.fetchmailrc */
@@ -132,11 +134,13 @@ int cmd_import_fetchmailrc(const struct cli_opts *o, int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "+s:h", longopts, NULL)) != -1) {
 		if (ch == 's')
 			dir = optarg;
+		else if (ch == 'h')
+			return import_usage(stdout, EX_OK);
 		else
-			return import_usage();
+			return import_usage(stderr, EX_USAGE);
 	}
 	if (argc - optind > 1)
-		return import_usage();
+		return import_usage(stderr, EX_USAGE);
 	char *name = NULL, *absdir = NULL, *text = NULL;
 	size_t tlen = 0;
 	FILE *in = open_rc(optind < argc ? argv[optind] : NULL, &name);

@@ -139,6 +139,17 @@ is "$(wc -c <"$TESTDIR/out2")" 0 "and prints no configuration"
 like "$(cat "$TESTDIR/import2.err")" "exists \\(not overwritten" "saying the file exists"
 is "$(cat "$TESTDIR/secrets/stlsu@localhost.pass")" "st'ls" "the secret is unchanged"
 
+# the default file is ~/.fetchmailrc; usage and a missing file
+cp "$RC" "$TESTDIR/fm/.fetchmailrc"
+HOME=$TESTDIR/fm "$POPGATE" import-fetchmailrc --secrets-dir "$TESTDIR/secrets2" \
+	>"$TESTDIR/out3" 2>/dev/null
+is "$?" 0 "without FILE it reads ~/.fetchmailrc"
+like "$(head -n 1 "$TESTDIR/out3")" "converted from $TESTDIR/fm/.fetchmailrc" "and names it"
+"$POPGATE" import-fetchmailrc a b >/dev/null 2>&1
+is "$?" 64 "two files: usage error (64)"
+"$POPGATE" import-fetchmailrc "$TESTDIR/nonexistent" >/dev/null 2>&1
+is "$?" 66 "a missing file: 66"
+
 # stdin and a syntax error
 printf 'poll x user a pass b\n  proto pop3\n' |
 	"$POPGATE" import-fetchmailrc - >/dev/null 2>"$TESTDIR/syntax.err"
