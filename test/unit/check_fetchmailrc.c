@@ -42,10 +42,10 @@ static const struct snippet snippets[] = {
 	  "password:secret   and wants options keep;\n", FMRC_OK,
 	  { ACC, "keep            = true" }, { "secret" }, NULL },
 	{ "ssl -> implicit, port, sslcertfile -> ca_file",
-	  "poll pop.example.com port 9995 user jo pass x ssl sslcertfile /etc/ssl/certs/ca-certificates.crt\n",
+	  "poll pop.example.com port 9995 user jo pass x ssl sslcertfile ca.pem\n",
 	  FMRC_OK,
 	  { "tls             = \"implicit\"", "port            = 9995",
-	    "ca_file         = \"/etc/ssl/certs/ca-certificates.crt\"" }, { "starttls" }, NULL },
+	    "ca_file         = \"ca.pem\"" }, { "starttls" }, NULL },
 	{ "service by name and number",
 	  "poll pop.example.com service pop3s user jo pass x ssl\n"
 	  "poll p2.example.com service 1110 user jo pass x\n", FMRC_OK,
@@ -222,7 +222,7 @@ static const struct snippet snippets[] = {
 	{ "error: bad protocol", "poll pop.example.com proto smtp\n", FMRC_SYNTAX, { NULL },
 	  { NULL }, ":1:28: syntax error: protocol name expected" },
 	{ "a '$' or a backslash in a value: single quotes, taken literally",
-	  "poll pop.example.com user 'a$b' pass x sslcertfile '/etc/ssl/certs/ca-certificates.crt'\n"
+	  "poll pop.example.com user 'a$b' pass x sslcertfile 'ca.pem'\n"
 	  "poll p2.example.com user 'c\\\\d' pass x\n", FMRC_OK,
 	  { "user            = 'a$b'", "user            = 'c\\d'" }, { NULL }, NULL },
 	{ "out of range numbers are reported, never written",
@@ -311,12 +311,19 @@ START_TEST(test_snippet)
 		FILE *f = fopen(path, "w");
 		fprintf(f, "spool_dir = \"%s/spool\"\n%s", dir, text);
 		fclose(f);
+		/* a relative ca_file is the configuration directory's */
+		char ca[4096];
+		snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+		f = fopen(ca, "w");
+		fprintf(f, "not checked by the parser\n");
+		fclose(f);
 		struct conf *c = NULL;
 		char *err = NULL;
 		ck_assert_msg(conf_load(path, &c, &err) == PG_OK, "%s: popgate.conf refused: %s\n%s",
 			      sn->what, err ? err : "", text);
 		conf_free(&c);
 		unlink(path);
+		unlink(ca);
 	}
 	for (size_t i = 0; i < r.nsecrets; i++) {
 		char path[4096];
