@@ -13,14 +13,16 @@
  *    entries, server options, user descriptions and user options) and
  *    writes a popgate.conf to `out`.
  *  - Every keyword without a popgate equivalent is written as a
- *    "NOT CONVERTED" comment where it stood (in its account block, or at
- *    the top for set statements and defaults) and, once, to `diag` as
- *    "NAME:LINE: KEYWORD: not converted: WHY".
+ *    "NOT CONVERTED" comment where it stood (in the block of each account
+ *    it applies to, defaults included; set statements at the top) and,
+ *    once, to `diag` as "NAME:LINE: KEYWORD: not converted: WHY".
  *  - Passwords never reach `out`: each account with a password gets
  *    password_file = "SECRETS_DIR/ACCOUNT.pass" (or "ACCOUNT.pass" next to
- *    the configuration without a secrets directory) and the password is
- *    returned in r->secrets for the caller to write; this module does no
- *    file I/O beyond `in`, `out` and `diag`.
+ *    the configuration without a secrets directory; password_command =
+ *    "cat FILE" for xoauth2/oauthbearer tokens) and the password is
+ *    returned in r->secrets for the caller to write (an empty one or one
+ *    with a line break is reported instead); this module does no file I/O
+ *    beyond `in`, `out` and `diag`.
  *  - Returns FMRC_OK when everything was converted, FMRC_PARTIAL when
  *    something was left out (listed on diag), FMRC_SYNTAX on a syntax
  *    error (r->error = "NAME:LINE:COL: ...", nothing written to `out`),
