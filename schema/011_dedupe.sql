@@ -1,0 +1,58 @@
+-- 011_dedupe.sql - duplicate detection that survives a UIDL change.
+--
+-- A message whose content this account already spooled within dedupe_days
+-- is committed in the new state 'duplicate', naming the original in
+-- duplicate_of; it is never relayed (unless requeued).  SQLite cannot
+-- change a CHECK constraint in place, so `messages` is rebuilt with the
+-- same columns plus duplicate_of (the documented create-copy-drop-rename
+-- procedure; spool.c runs migrations with foreign keys off, so dropping
+-- the old table does not cascade into recipients, bodies, history or
+-- retained).
+CREATE TABLE messages_new (
+    id            TEXT PRIMARY KEY,
+    account       TEXT NOT NULL,
+    uidl          TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    digest        TEXT NOT NULL,               -- sha256 hex of the spool file
+    sender        TEXT NOT NULL,
+    state         TEXT NOT NULL DEFAULT 'queued'
+                  CHECK (state IN ('queued', 'sending', 'sent', 'deferred', 'held',
+                                   'duplicate')),
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_attempt  INTEGER NOT NULL DEFAULT 0,
+    last_reply    TEXT,
+    created       INTEGER NOT NULL,
+    updated       INTEGER NOT NULL,
+    in_index      INTEGER NOT NULL DEFAULT 0,
+    eightbit      INTEGER,
+    claim         TEXT,
+    listed_size   INTEGER,
+    duplicate_of  TEXT,                        -- state 'duplicate': the original's id
+    UNIQUE (account, uidl)
+);
+INSERT INTO messages_new (id, account, uidl, size, digest, sender, state, attempts,
+                          next_attempt, last_reply, created, updated, in_index, eightbit,
+                          claim, listed_size)
+    SELECT id, account, uidl, size, digest, sender, state, attempts, next_attempt,
+           last_reply, created, updated, in_index, eightbit, claim, listed_size
+    FROM messages ORDER BY rowid;
+DROP TABLE messages;
+ALTER TABLE messages_new RENAME TO messages;
+CREATE INDEX messages_due ON messages (state, next_attempt);
+
+-- The content keys of the messages each account spooled (not of the
+-- duplicates): sha256 of the message as the server sent it, line ends
+-- normalised to CRLF, without popgate's Received line (kind 0, 'exact'),
+-- and, when it has a Message-ID, sha256 of Message-ID + body (kind 1,
+-- 'message').  messages.digest covers popgate's own header, so rows from
+-- before this version have no key: they are not recognised.  One B-tree
+-- (WITHOUT ROWID): the lookup of a key within the window is one range scan
+-- of it; rows older than dedupe_days are pruned by the poller.
+CREATE TABLE dedupe (
+    account  TEXT NOT NULL,
+    kind     INTEGER NOT NULL,                 -- 0 exact, 1 message
+    key      BLOB NOT NULL,                    -- 32 octets
+    created  INTEGER NOT NULL,                 -- unix time of the commit
+    msg_id   TEXT NOT NULL,
+    PRIMARY KEY (account, kind, key, created, msg_id)
+) WITHOUT ROWID;
