@@ -48,9 +48,10 @@ Modes:
   --retr-err UID   RETR of the message with UIDL fake-uidl-UID (UID counts
                 from 1 in maildrop order) answers "-ERR message is corrupt"
   --retr-drop UID  RETR of that message sends half of it, then closes
-  --retr-stall UID RETR of that message is never answered (a client killed
-                while it waits has fetched the messages before it, not yet
-                committed); not once the file --retr-stall-off exists
+  --retr-stall UID RETR of that message is not answered until the file
+                --retr-stall-off exists (a client killed while it waits has
+                fetched the messages before it, not yet committed); then
+                that session is closed
   --retr-huge UID  RETR of that message sends 6 MB of 1000-octet lines
                 (LIST still gives its real, small size), then the terminator
                 (each repeatable; they act on every connection)
@@ -395,7 +396,10 @@ class Session:
             return False
         if uid in (self.args.retr_stall or []) and not os.path.exists(
                 self.args.retr_stall_off or "/nonexistent"):
-            time.sleep(3600)  # the client is killed meanwhile
+            # the client is killed meanwhile; the session ends once the
+            # file appears, so the next connection is served
+            while not os.path.exists(self.args.retr_stall_off or "/nonexistent"):
+                time.sleep(0.05)
             return False
         if uid in (self.args.retr_huge or []):
             self.send(b"+OK\r\n" + (b"y" * 998 + b"\r\n") * 6000 + b".\r\n")
