@@ -775,7 +775,8 @@ static void log_result(const struct poll *p, enum pg_res res, const char *err)
 }
 
 /* dedupe_end_of_poll - count this poll's duplicates, raise the renumbering
- * alert over dedupe_alert, and forget content keys past dedupe_days */
+ * alert over dedupe_alert, merge the recent content keys and forget those
+ * past dedupe_days (when due: spool_dedupe_maintain) */
 static void dedupe_end_of_poll(struct poll *p, enum pg_res res)
 {
 	const struct conf_account *a = p->a;
@@ -802,8 +803,8 @@ static void dedupe_end_of_poll(struct poll *p, enum pg_res res)
 	if (res != PG_OK || a->dedupe == SPOOL_DEDUPE_OFF)
 		return;
 	unsigned int n = 0;
-	if (spool_dedupe_prune(p->sp, a->name, now - (time_t)a->dedupe_days * 86400, &n, &err) !=
-	    SPOOL_OK) {
+	if (spool_dedupe_maintain(p->sp, a->name, now - (time_t)a->dedupe_days * 86400, now, 0, &n,
+				  &err) != SPOOL_OK) {
 		LOG_WARN("account=%s status=prune-failed reason=\"%s\"", a->name, err);
 		free(err);
 	} else if (n > 0) {

@@ -45,14 +45,27 @@ CREATE INDEX messages_due ON messages (state, next_attempt);
 -- normalised to CRLF, without popgate's Received line (kind 0, 'exact'),
 -- and, when it has a Message-ID, sha256 of Message-ID + body (kind 1,
 -- 'message').  messages.digest covers popgate's own header, so rows from
--- before this version have no key: they are not recognised.  One B-tree
--- (WITHOUT ROWID): the lookup of a key within the window is one range scan
--- of it; rows older than dedupe_days are pruned by the poller.
+-- before this version have no key: they are not recognised.
+-- Two tables of the same shape, each one B-tree (WITHOUT ROWID) whose key
+-- is the lookup: a commit inserts into the small dedupe_new; about once a
+-- day (or at 50,000 rows) the poller merges it into dedupe in one
+-- transaction and prunes keys older than dedupe_days.  Inserting hash keys
+-- at random places of a large B-tree would dirty most of its pages in
+-- every group commit; the small table keeps a poll's cost independent of
+-- the history (docs/performance.md).  A lookup searches both.
 CREATE TABLE dedupe (
     account  TEXT NOT NULL,
     kind     INTEGER NOT NULL,                 -- 0 exact, 1 message
     key      BLOB NOT NULL,                    -- 32 octets
     created  INTEGER NOT NULL,                 -- unix time of the commit
+    msg_id   TEXT NOT NULL,
+    PRIMARY KEY (account, kind, key, created, msg_id)
+) WITHOUT ROWID;
+CREATE TABLE dedupe_new (
+    account  TEXT NOT NULL,
+    kind     INTEGER NOT NULL,
+    key      BLOB NOT NULL,
+    created  INTEGER NOT NULL,
     msg_id   TEXT NOT NULL,
     PRIMARY KEY (account, kind, key, created, msg_id)
 ) WITHOUT ROWID;

@@ -475,10 +475,13 @@ enum spool_res spool_account_tombstones(struct spool *sp, const char *account,
 enum spool_res spool_uidl_prune(struct spool *sp, const char *account, const char *const *gone,
 				size_t n, time_t sent_before, unsigned int *pruned_r, char **err_r);
 
-/* spool_dedupe_prune - forget the account's content keys committed before
- * `before` (dedupe_days); *n_r (may be NULL) the number removed */
-enum spool_res spool_dedupe_prune(struct spool *sp, const char *account, time_t before,
-				  unsigned int *n_r, char **err_r);
+/* spool_dedupe_maintain - at the end of a poll: merge the recent content
+ * keys (every account's) into the large table when due (50,000 of them, or
+ * a day since the last merge) and forget the account's keys committed
+ * before `before` (dedupe_days) when due (a day since its last prune);
+ * force: both now.  One transaction.  *n_r (may be NULL) keys pruned. */
+enum spool_res spool_dedupe_maintain(struct spool *sp, const char *account, time_t before,
+				     time_t now, int force, unsigned int *n_r, char **err_r);
 /* spool_dedupe_alert_put - a poll met more than dedupe_alert duplicates
  * (the server renumbered the mailbox): remembered for `status` */
 enum spool_res spool_dedupe_alert_put(struct spool *sp, const char *account, time_t when,

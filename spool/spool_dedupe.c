@@ -8,10 +8,14 @@
  * copies in one group, or a copy committed by another process meanwhile,
  * are seen), spool_dedupe_check looks for an earlier copy: one range scan
  * of the dedupe table's primary key (account, kind, key, created), the
- * earliest within the window.  A duplicate is committed in state
- * `duplicate` naming the original; an original's keys join the table.
- * The table is pruned by the poller after dedupe_days.
+ * earliest within the window, in each of the two key tables.  A duplicate
+ * is committed in state `duplicate` naming the original; an original's
+ * keys join the small table dedupe_new, which spool_dedupe_maintain (at the
+ * end of a poll) merges into dedupe about once a day or at 50,000 keys, so
+ * a commit never inserts at random places of a large B-tree; keys past
+ * dedupe_days are pruned then.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,28 +131,118 @@ enum spool_res spool_dedupe_record(struct spool *sp, struct spool_pending *p, ti
 	return res;
 }
 
-enum spool_res spool_dedupe_prune(struct spool *sp, const char *account, time_t before,
-				  unsigned int *n_r, char **err_r)
+#define MERGE_ROWS 50000 /* dedupe_new is merged when it holds this many keys */
+#define MAINT_EVERY 86400 /* or this long after the last merge (prune: per account) */
+
+/* step_sql - run one statement binding ?1 text (may be NULL) and ?2
+ * integer; *changes_r (may be NULL) the rows changed */
+static enum spool_res step_sql(struct spool *sp, const char *sql, const char *t, int64_t i,
+			       unsigned int *changes_r, char **err_r)
 {
-	/* the kinds spelled out: each is a range of the primary key */
-	static const char sql[] = "DELETE FROM dedupe WHERE account = ?1 AND kind IN (0, 1) "
-				  "AND created < ?2";
 	sqlite3_stmt *st = NULL;
-	int rc;
+	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+
+	if (rc == SQLITE_OK) {
+		if (t != NULL)
+			sqlite3_bind_text(st, 1, t, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW && rc != SQLITE_OK)
+		return spool_dbfail(sp, rc, "dedupe maintenance", err_r);
+	if (changes_r != NULL)
+		*changes_r = (unsigned int)sqlite3_changes(sp->db);
+	return SPOOL_OK;
+}
+
+/* query_int - the first column of the first row of sql (?1 text), 0 if none */
+static enum spool_res query_int(struct spool *sp, const char *sql, const char *t, int64_t *v_r,
+				char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+
+	*v_r = 0;
+	if (rc == SQLITE_OK) {
+		if (t != NULL)
+			sqlite3_bind_text(st, 1, t, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			*v_r = (int64_t)sqlite3_column_int64(st, 0);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return spool_dbfail(sp, rc, "dedupe maintenance", err_r);
+	return SPOOL_OK;
+}
+
+static const char meta_get[] = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1";
+static const char meta_put[] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)";
+
+/* maintain_tx - inside a transaction: merge dedupe_new into dedupe when it
+ * is due, prune the account when it is due */
+static enum spool_res maintain_tx(struct spool *sp, const char *account, time_t before,
+				  time_t now, int force, unsigned int *pruned_r, char **err_r)
+{
+	char pkey[300];
+	int64_t merged = 0, pruned = 0, rows = 0;
+	unsigned int n = 0;
+	enum spool_res res;
+
+	snprintf(pkey, sizeof pkey, "dedupe_pruned %s", account);
+	if ((res = query_int(sp, meta_get, "dedupe_merged", &merged, err_r)) != SPOOL_OK ||
+	    (res = query_int(sp, meta_get, pkey, &pruned, err_r)) != SPOOL_OK ||
+	    (res = query_int(sp, "SELECT COUNT(*) FROM (SELECT 1 FROM dedupe_new LIMIT 50000)",
+			     NULL, &rows, err_r)) != SPOOL_OK)
+		return res;
+	if (force || rows >= MERGE_ROWS || now - merged >= MAINT_EVERY) {
+		/* the recent keys, in key order: one pass over the big B-tree */
+		res = step_sql(sp, "INSERT OR IGNORE INTO dedupe SELECT * FROM dedupe_new "
+			       "ORDER BY account, kind, key, created, msg_id", NULL, 0, NULL, err_r);
+		if (res == SPOOL_OK)
+			res = step_sql(sp, "DELETE FROM dedupe_new", NULL, 0, NULL, err_r);
+		if (res == SPOOL_OK)
+			res = step_sql(sp, meta_put, "dedupe_merged", now, NULL, err_r);
+		if (res != SPOOL_OK)
+			return res;
+	}
+	if (!force && now - pruned < MAINT_EVERY)
+		return SPOOL_OK;
+	/* the kinds spelled out: each is a range of the primary key */
+	res = step_sql(sp, "DELETE FROM dedupe WHERE account = ?1 AND kind IN (0, 1) AND "
+		       "created < ?2", account, before, &n, err_r);
+	*pruned_r += n;
+	if (res == SPOOL_OK)
+		res = step_sql(sp, "DELETE FROM dedupe_new WHERE account = ?1 AND kind IN (0, 1) "
+			       "AND created < ?2", account, before, &n, err_r);
+	*pruned_r += res == SPOOL_OK ? n : 0;
+	if (res == SPOOL_OK)
+		res = step_sql(sp, meta_put, pkey, now, NULL, err_r);
+	return res;
+}
+
+enum spool_res spool_dedupe_maintain(struct spool *sp, const char *account, time_t before,
+				     time_t now, int force, unsigned int *n_r, char **err_r)
+{
+	unsigned int n = 0;
+	enum spool_res res;
 
 	if (n_r != NULL)
 		*n_r = 0;
-	rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
-	if (rc != SQLITE_OK)
-		return spool_dbfail(sp, rc, "dedupe prune", err_r);
-	sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)before);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
-		return spool_dbfail(sp, rc, "dedupe prune", err_r);
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin dedupe maintenance", err_r)) != SPOOL_OK)
+		return res;
+	res = maintain_tx(sp, account, before, now, force, &n, err_r);
+	if (res != SPOOL_OK) {
+		spool_rollback(sp);
+		return res;
+	}
+	if ((res = spool_exec_sq(sp, SQ_COMMIT, "commit dedupe maintenance", err_r)) != SPOOL_OK) {
+		spool_rollback(sp);
+		return res;
+	}
 	if (n_r != NULL)
-		*n_r = (unsigned int)sqlite3_changes(sp->db);
+		*n_r = n;
 	return SPOOL_OK;
 }
 
@@ -159,8 +253,8 @@ enum spool_res spool_dedupe_count(struct spool *sp, const char *account, uint64_
 	int rc;
 
 	*n_r = 0;
-	rc = sqlite3_prepare_v2(sp->db, "SELECT COUNT(*) FROM dedupe WHERE account = ?1", -1,
-				&st, NULL);
+	rc = sqlite3_prepare_v2(sp->db, "SELECT (SELECT COUNT(*) FROM dedupe WHERE account = ?1) + "
+				"(SELECT COUNT(*) FROM dedupe_new WHERE account = ?1)", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return spool_dbfail(sp, rc, "dedupe count", err_r);
 	sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);

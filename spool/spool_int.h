@@ -182,13 +182,16 @@ enum spool_res spool_journal_recover(struct spool *sp, time_t now, char ***names
 				     size_t *n_r, char **err_r);
 
 /* Duplicate detection (spool_dedupe.c), inside the commit's transaction.
- * The lookup: the account's earliest key within the window, one range scan
- * of the dedupe table's primary key. */
+ * The lookup: the account's earliest key within the window, a search of
+ * the primary key of each of the two key tables (merged and recent). */
+#define SPOOL_DEDUPE_ARM(t) \
+	"SELECT msg_id, created FROM (SELECT msg_id, created FROM " t " WHERE account = ?1 " \
+	"AND kind = ?2 AND key = ?3 AND created >= ?4 ORDER BY created LIMIT 1)"
 #define SPOOL_DEDUPE_FIND_SQL \
-	"SELECT msg_id FROM dedupe WHERE account = ?1 AND kind = ?2 AND key = ?3 " \
-	"AND created >= ?4 ORDER BY created LIMIT 1"
+	"SELECT msg_id FROM (" SPOOL_DEDUPE_ARM("dedupe") " UNION ALL " \
+	SPOOL_DEDUPE_ARM("dedupe_new") ") ORDER BY created LIMIT 1"
 #define SPOOL_DEDUPE_ADD_SQL \
-	"INSERT OR IGNORE INTO dedupe (account, kind, key, created, msg_id) " \
+	"INSERT OR IGNORE INTO dedupe_new (account, kind, key, created, msg_id) " \
 	"VALUES (?1, ?2, ?3, ?4, ?5)"
 /* spool_dedupe_check - before p's row is inserted: p->dup_of = the id of
  * an earlier copy within the window, or "" */

@@ -1,0 +1,107 @@
+#!/bin/bash
+# bench_dedupe.sh - issue 15: the cost of duplicate detection's lookup.
+# A poll of COUNT (default 10,000) new 2 KiB messages from a private Dovecot
+# (`popgate poll --once`, keep = true so the mailbox stays the same, dedupe
+# = exact) into a spool whose account has HISTORY (default 200,000) content
+# keys within dedupe_days, against the same poll into a spool with no
+# history; BENCH_RUNS (default 5) runs of each, alternating, each on a
+# fresh copy of its template spool.  Prints the medians and the ratio
+# (goal: <= 1.10).  Also the same poll with dedupe = off, for the cost of
+# computing and recording the keys at all.  Not a test: run by hand.
+#   top_builddir=... bash test/bench/bench_dedupe.sh [COUNT [HISTORY]]
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+: "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+: "${top_builddir:=$top_srcdir}"
+POPGATE=$top_builddir/popgate
+. "$top_srcdir/test/lib/common.sh"
+require_env
+no_plan
+COUNT=${1:-10000}
+HISTORY=${2:-200000}
+RUNS=${BENCH_RUNS:-5}
+start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
+dovecot_add_user bench 'bench-pw'
+password_file "$TESTDIR/pass" 'bench-pw'
+MD=$(maildir_of bench)
+"$PYTHON" - "$MD/cur" "$COUNT" <<'PYEOF'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+body = ("x" * 76 + "\n") * 24
+for i in range(n):
+    msg = ("From: a%d@remote.example\nTo: b@corp.example\nSubject: bench %d\n"
+           "Message-ID: <bench%d@remote.example>\n\n%s" % (i, i, i, body))
+    with open(os.path.join(d, "%d.bench%d:2," % (1700000000 + i, i)), "w") as f:
+        f.write(msg[:2048] + "\n")
+PYEOF
+maildir_fix_owner bench
+
+# conf SPOOL DEDUPE
+conf() {
+	{
+		conf_base "$1"
+		conf_account bench server 127.0.0.1 port "$POP3_PORT" tls none allow_plaintext true \
+			user bench password_file "$TESTDIR/pass" deliver_to b@corp.example keep true \
+			dedupe "$2"
+	} | sed 's/log_level = "debug"/log_level = "info"/' >"$TESTDIR/$(basename "$1")-$2.conf"
+}
+# the two templates: an empty spool, and one with HISTORY keys of the
+# account (other content, committed a day ago: inside the window)
+# (made by a poll of the same account name on an empty mailbox)
+dovecot_add_user nomail 'bench-pw'
+for t in empty full; do
+	conf "$TESTDIR/tpl-$t" exact
+	sed -i 's/user = "bench"/user = "nomail"/' "$TESTDIR/tpl-$t-exact.conf"
+	"$POPGATE" -c "$TESTDIR/tpl-$t-exact.conf" poll --once 2>"$TESTDIR/tpl.log" ||
+		bail_out "cannot create the $t spool"
+done
+sqlite3 "$TESTDIR/tpl-full/index.db" "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1
+	FROM c WHERE i < $HISTORY) INSERT INTO dedupe (account, kind, key, created, msg_id)
+	SELECT 'bench', i % 2, randomblob(32), CAST(strftime('%s', 'now') AS INTEGER) - 86400,
+	printf('%016X', i) FROM c; PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null ||
+	bail_out "cannot fill the history"
+is "$(sqlite3 "$TESTDIR/tpl-full/index.db" "select count(*) from dedupe")" "$HISTORY" \
+	"the full template has $HISTORY keys"
+for t in empty full; do
+	conf "$TESTDIR/run-$t" exact
+	conf "$TESTDIR/run-$t" off
+done
+# warm Dovecot's index and the page cache once
+cp -a "$TESTDIR/tpl-empty" "$TESTDIR/run-empty"
+"$POPGATE" -c "$TESTDIR/run-empty-off.conf" poll --once 2>/dev/null || bail_out "warm-up failed"
+
+# one KIND MODE - a poll into a fresh copy of template KIND; prints seconds
+one() {
+	rm -rf "$TESTDIR/run-$1"
+	cp -a "$TESTDIR/tpl-$1" "$TESTDIR/run-$1"
+	sync
+	local t0 t1
+	t0=$(date +%s.%N)
+	"$POPGATE" -c "$TESTDIR/run-$1-$2.conf" poll --once 2>"$TESTDIR/poll.log" ||
+		bail_out "popgate failed"
+	t1=$(date +%s.%N)
+	local got
+	got=$(sqlite3 "$TESTDIR/run-$1/index.db" "select count(*) from messages where state = 'queued'")
+	[ "$got" = "$COUNT" ] || bail_out "$1/$2: $got of $COUNT messages queued"
+	echo "$t0 $t1" | awk '{ printf "%.4f\n", $2 - $1 }'
+}
+: >"$TESTDIR/times"
+for r in $(seq "$RUNS"); do
+	echo "$(one empty exact) $(one full exact) $(one empty off)" >>"$TESTDIR/times"
+done
+keys=$(sqlite3 "$TESTDIR/run-full/index.db" "select (select count(*) from dedupe) + (select count(*) from dedupe_new)")
+is "$keys" $((HISTORY + 2 * COUNT)) "the last full run recorded both keys of each message"
+"$PYTHON" - "$COUNT" "$HISTORY" "$TESTDIR/times" <<'PYEOF'
+import statistics, sys
+n, h = int(sys.argv[1]), int(sys.argv[2])
+rows = [list(map(float, l.split())) for l in open(sys.argv[3])]
+e, f, o = (statistics.median(r[i] for r in rows) for i in range(3))
+print("# %d runs, alternating, medians; %d new 2 KiB messages per poll" % (len(rows), n))
+print("# dedupe = exact, empty history:       %.3f s (%.0f msg/s)" % (e, n / e))
+print("# dedupe = exact, %d keys in window: %.3f s (%.0f msg/s)" % (h, f, n / f))
+print("# dedupe = off:                        %.3f s (%.0f msg/s)" % (o, n / o))
+print("# full / empty: %.3f (goal <= 1.10); per run: %s" % (
+    f / e, " ".join("%.3f" % (r[1] / r[0]) for r in rows)))
+print("# exact (empty) / off: %.3f" % (e / o))
+PYEOF
+pass "benchmark ran"
+done_testing
