@@ -739,7 +739,7 @@ static void prune(struct poll *p, const struct pop3_msginfo *list, size_t n,
 		on[i] = list[i].uidl;
 	qsort(on, n, sizeof *on, cmp_str);
 	for (size_t i = 0; i < nrows; i++)
-		if (rows[i].state == SPOOL_SENT &&
+		if ((rows[i].state == SPOOL_SENT || rows[i].state == SPOOL_DUPLICATE) &&
 		    bsearch(&rows[i].uidl, on, n, sizeof *on, cmp_str) == NULL)
 			gone[ngone++] = rows[i].uidl;
 	unsigned int pruned = 0;

@@ -398,6 +398,9 @@ enum spool_res spool_hold(struct spool *sp, const char *id, const char *reason, 
 		return end_tx(sp, busy_sending(uid, err_r), err_r);
 	if (state == SPOOL_SENT)
 		return end_tx(sp, spool_fail(err_r, SPOOL_INVAL, "%s: already sent", uid), err_r);
+	if (state == SPOOL_DUPLICATE) /* never relayed: nothing to hold back */
+		return end_tx(sp, spool_fail(err_r, SPOOL_INVAL, "%s: a duplicate (not relayed)",
+					     uid), err_r);
 	res = run_sql(sp, "UPDATE messages SET state = 'held', last_reply = ?2, updated = ?3 "
 		      "WHERE id = ?1", "hold", NULL, err_r, "tti", uid, reason, (sqlite3_int64)now);
 	if (res == SPOOL_OK)

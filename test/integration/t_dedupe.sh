@@ -131,7 +131,11 @@ before=$(sink_count)
 cycle "equal bodies"
 is "$(sink_count)" $((before + 2)) "two messages with equal bodies and different Message-IDs are both delivered"
 
-# ---- 5. requeue of a duplicate sends it --------------------------------------
+# ---- 5. hold is refused, requeue of a duplicate sends it ----------------------
+pg "$LOG" -c "$CONF" hold "$DUP"
+is "$PG_RC" 65 "hold of a duplicate is refused (never relayed anyway)"
+is "$(spool_sql "$SPOOL" "select state from messages where id = '$DUP'")" duplicate \
+	"it stays a duplicate"
 before=$(sink_count)
 pg "$LOG" -c "$CONF" requeue "$DUP"
 is "$PG_RC" 0 "requeue of a duplicate exits 0"
