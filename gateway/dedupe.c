@@ -75,8 +75,8 @@ static void field_end(struct dedupe_keys *k)
 	if (!k->in_msgid)
 		return;
 	k->in_msgid = 0;
-	if (k->msgid_done)
-		return;
+	if (k->msgid_done || k->flen < sizeof "Message-ID:" - 1)
+		return; /* a line cut short ("Message-I" and the line end) is no field */
 	k->msgid_done = 1;
 	if (k->field_over)
 		return;

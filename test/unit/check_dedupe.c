@@ -128,6 +128,12 @@ START_TEST(test_keys_message_mode)
 	/* no Message-ID (a Message-IDs header is another field): no key */
 	keys_of("From: a@x.example\r\nMessage-IDs: <m1@x.example>\r\n\r\n" BODY, &f);
 	ck_assert_int_eq(f.has_msgkey, 0);
+	/* a line cut short before the colon is no field: the real one counts */
+	struct spool_dedupe g;
+	keys_of("Message-I\r\nFrom: a@x.example\r\nSubject: hi\r\nMessage-ID: <m1@x.example>\r\n"
+		"\r\n" BODY, &g);
+	ck_assert_int_eq(g.has_msgkey, 1);
+	ck_assert_mem_eq(a.msgkey, g.msgkey, SPOOL_KEY_LEN);
 }
 END_TEST
 
