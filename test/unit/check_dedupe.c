@@ -220,6 +220,49 @@ START_TEST(test_commit_duplicate)
 }
 END_TEST
 
+/* a large duplicate's file lives like a sent one's: kept while retained
+ * (across recovery), removed by recovery once its retention is gone */
+START_TEST(test_duplicate_file_recovery)
+{
+	static char big[70001];
+	struct spool_params prm = { .keep_sent_days = 1 };
+	struct spool_dedupe d1, d2;
+	struct spool *sp = NULL;
+	struct cctx c = { .n = 0 };
+	char *err = NULL, path[512];
+	sqlite3 *db = NULL;
+
+	memset(big, 'x', sizeof big - 1);
+	memcpy(big, "Subject: big\r\n\r\n", 17);
+	memcpy(big + sizeof big - 3, "\r\n", 2);
+	keys_of(big, &d1);
+	d1.mode = SPOOL_DEDUPE_EXACT;
+	d2 = d1;
+	ck_assert_int_eq(spool_open_ex(tdir, &prm, &sp, &err), SPOOL_OK);
+	for (int i = 0; i < 2; i++) {
+		struct spool_envelope env = { "s@x", rcpt, 1, NULL, i ? &d2 : &d1 };
+		struct spool_writer *w = NULL;
+		ck_assert_int_eq(spool_writer_begin(sp, "acct", i ? "B" : "A", &w, &err), SPOOL_OK);
+		ck_assert_int_eq(spool_writer_write(w, big, sizeof big - 1, &err), SPOOL_OK);
+		ck_assert_int_eq(spool_writer_finish(&w, &env, &err), SPOOL_OK);
+		ck_assert_int_eq(spool_commit(sp, commit_cb, &c, &err), SPOOL_OK);
+	}
+	ck_assert_str_eq(d2.dup_of_r, c.ids[0]);
+	spool_close(&sp);
+	snprintf(path, sizeof path, "%s/msg/%s", tdir, c.ids[1]);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_int_eq(spool_open_ex(tdir, &prm, &sp, &err), SPOOL_OK);
+	spool_close(&sp);
+	ck_assert_msg(access(path, F_OK) == 0, "a retained duplicate's file survives recovery");
+	ck_assert_int_eq(sqlite3_open(tpath("index.db"), &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "DELETE FROM retained", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	ck_assert_int_eq(spool_open_ex(tdir, &prm, &sp, &err), SPOOL_OK);
+	spool_close(&sp);
+	ck_assert_msg(access(path, F_OK) != 0, "recovery removes it once not retained");
+}
+END_TEST
+
 /* one indexed query per message: the lookup is a search of the primary key
  * of `dedupe`, never a scan */
 START_TEST(test_lookup_plan)
@@ -339,6 +382,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_keys_message_mode);
 	tcase_add_test(tc, test_commit_duplicate);
 	tcase_add_test(tc, test_lookup_plan);
+	tcase_add_test(tc, test_duplicate_file_recovery);
 	tcase_add_test(tc, test_migration_011);
 	suite_add_tcase(s, tc);
 	return s;
