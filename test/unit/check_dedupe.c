@@ -263,6 +263,47 @@ START_TEST(test_duplicate_file_recovery)
 }
 END_TEST
 
+/* requeue of a duplicate: queued while its body is kept (off the
+ * retention clock); refused once the retention purged it */
+START_TEST(test_requeue_duplicate)
+{
+	struct spool_dedupe d1, d2, d3;
+	struct spool *sp = NULL;
+	struct cctx c = { .n = 0 };
+	struct spool_msg *m = NULL;
+	char *err = NULL;
+
+	keys_of(HDR "\r\n" BODY, &d1);
+	d1.mode = SPOOL_DEDUPE_MESSAGE;
+	d2 = d1;
+	d3 = d1;
+	ck_assert_int_eq(spool_open(tdir, &sp, &err), SPOOL_OK); /* keep_sent_days 0 */
+	spool_one(sp, "U1", &d1);
+	spool_one(sp, "U2", &d2);
+	spool_one(sp, "U3", &d3);
+	ck_assert_int_eq(spool_commit(sp, commit_cb, &c, &err), SPOOL_OK);
+	ck_assert_str_eq(d3.dup_of_r, c.ids[0]);
+	ck_assert_int_eq(spool_requeue(sp, c.ids[1], &err), SPOOL_OK);
+	ck_assert_int_eq(spool_get(sp, c.ids[1], &m, &err), SPOOL_OK);
+	ck_assert_int_eq(m->state, SPOOL_QUEUED);
+	spool_msg_free(&m);
+	unsigned int n = 0;
+	ck_assert_int_eq(spool_purge_sent(sp, time(NULL) + 1, &n, &err), SPOOL_OK);
+	ck_assert_uint_eq(n, 1); /* the other duplicate's body; not the requeued one */
+	unsigned char *body = NULL;
+	size_t len = 0;
+	ck_assert_int_eq(spool_body_get(sp, c.ids[1], &body, &len, &err), SPOOL_OK);
+	free(body);
+	ck_assert_int_eq(spool_requeue(sp, c.ids[2], &err), SPOOL_INVAL);
+	ck_assert_ptr_nonnull(strstr(err, "no longer kept"));
+	free(err);
+	err = NULL;
+	ck_assert_int_eq(spool_hold(sp, c.ids[2], NULL, &err), SPOOL_INVAL);
+	free(err);
+	spool_close(&sp);
+}
+END_TEST
+
 /* one indexed query per message: the lookup is a search of the primary key
  * of `dedupe`, never a scan */
 START_TEST(test_lookup_plan)
@@ -383,6 +424,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_commit_duplicate);
 	tcase_add_test(tc, test_lookup_plan);
 	tcase_add_test(tc, test_duplicate_file_recovery);
+	tcase_add_test(tc, test_requeue_duplicate);
 	tcase_add_test(tc, test_migration_011);
 	suite_add_tcase(s, tc);
 	return s;
