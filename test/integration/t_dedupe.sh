@@ -34,6 +34,7 @@ write_conf() {
 	{
 		conf_base "$SPOOL" gw.test
 		echo "keep_sent_days = 7"
+		echo "metrics_file = \"$TESTDIR/popgate.prom\""
 		conf_account box server localhost port "$POP3_PORT" tls starttls \
 			ca_file "$TESTDIR/pop/ca.pem" user box password_file "$TESTDIR/box.pass" \
 			deliver_to box@corp.example keep false dedupe "$1" dedupe_alert "${2:-100}"
@@ -101,6 +102,13 @@ ORIG=$(spool_sql "$SPOOL" "select duplicate_of from messages where id = '$DUP'")
 pg "$TESTDIR/q.out" -c "$CONF" queue --all >"$TESTDIR/queue.txt"
 ok "grep -q '^$DUP .*duplicate .*duplicate of $ORIG' '$TESTDIR/queue.txt'" \
 	"queue --all names the state and the original" || note "$TESTDIR/queue.txt"
+pg "$TESTDIR/q.out" -c "$CONF" queue --all --json >"$TESTDIR/queue.json"
+is "$("$PYTHON" -c 'import json,sys; q=json.load(open(sys.argv[1]))
+print(*[m["state"] + " " + str(m["duplicate_of"]) for m in q if m["id"] == sys.argv[2]])' \
+	"$TESTDIR/queue.json" "$DUP")" "duplicate $ORIG" "queue --all --json: state and duplicate_of"
+ok "grep -qx 'popgate_duplicates_total{account=\"box\"} $N' '$TESTDIR/popgate.prom' &&
+	grep -qx 'popgate_queue_messages{state=\"duplicate\"} $N' '$TESTDIR/popgate.prom'" \
+	"the metrics file counts the duplicates" || note "$TESTDIR/popgate.prom" 60
 pg "$TESTDIR/q.out" -c "$CONF" show "$DUP" >"$TESTDIR/show.txt"
 ok "grep -q '^state: *duplicate' '$TESTDIR/show.txt' && grep -q '^duplicate of: $ORIG' '$TESTDIR/show.txt'" \
 	"show names the state and the original" || note "$TESTDIR/show.txt"
