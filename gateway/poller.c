@@ -800,7 +800,9 @@ static void dedupe_end_of_poll(struct poll *p, enum pg_res res)
 			err = NULL;
 		}
 	}
-	if (res != PG_OK || a->dedupe == SPOOL_DEDUPE_OFF)
+	/* only after a poll that committed something: an idle account costs
+	 * nothing, and its old keys are outside the window anyway */
+	if (res != PG_OK || a->dedupe == SPOOL_DEDUPE_OFF || p->st->fetched + p->dups == 0)
 		return;
 	unsigned int n = 0;
 	if (spool_dedupe_maintain(p->sp, a->name, now - (time_t)a->dedupe_days * 86400, now, 0, &n,

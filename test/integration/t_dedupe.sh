@@ -156,4 +156,22 @@ is "$(spool_sql "$SPOOL" "select state from messages where id = '$DUP'")" sent "
 last=$(ls -t $(sink_files) | head -1)
 ok "grep -q 'with POP3 id $DUP' '$last'" "the relayed message is the duplicate's copy"
 
+# ---- 6. keys past dedupe_days are pruned; a day's keys merged ----------------
+spool_sql "$SPOOL" "UPDATE dedupe_new SET created = created - 100 * 86400;
+	UPDATE dedupe SET created = created - 100 * 86400;
+	DELETE FROM meta WHERE key LIKE 'dedupe_%'"
+printf 'From: a@x.example\nSubject: late\nMessage-ID: <late@x.example>\n\nlate mail\n' \
+	>"$MD/new/late.x"
+maildir_fix_owner box
+before=$(sink_count)
+cycle "after dedupe_days"
+is "$(sink_count)" $((before + 1)) "new mail after the window is delivered"
+ok "grep -q 'account=box status=pruned digests=[0-9]* reason=\"older than dedupe_days\"' '$LOG'" \
+	"the pruning is logged"
+is "$(spool_sql "$SPOOL" "select count(*) from dedupe_new") $(spool_sql "$SPOOL" "select count(*) from dedupe")" \
+	"0 2" "the old keys are gone, the new message's two keys merged"
+restore
+cycle "old mail again after dedupe_days"
+is "$(sink_count)" $((before + 1 + N)) "past dedupe_days old mail is not recognised (delivered again)"
+
 done_testing
