@@ -69,3 +69,12 @@ CREATE TABLE dedupe_new (
     msg_id   TEXT NOT NULL,
     PRIMARY KEY (account, kind, key, created, msg_id)
 ) WITHOUT ROWID;
+-- A Bloom filter of the keys in dedupe (10 bits a key, 7 probes: about 1 %
+-- false positives), rebuilt in the transaction of every merge or prune, the
+-- only changes to dedupe: a key it excludes is searched in dedupe_new only.
+-- gen grows with every rebuild; a handle reloads the bits when it changed.
+CREATE TABLE dedupe_bloom (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    gen   INTEGER NOT NULL,
+    bits  BLOB NOT NULL
+);

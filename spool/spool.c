@@ -111,6 +111,8 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_SYNC_FULL] = "PRAGMA synchronous = FULL",
 	[SQ_DEDUPE_FIND] = SPOOL_DEDUPE_FIND_SQL,
 	[SQ_DEDUPE_ADD] = SPOOL_DEDUPE_ADD_SQL,
+	[SQ_DEDUPE_FIND_NEW] = SPOOL_DEDUPE_FIND_NEW_SQL,
+	[SQ_DEDUPE_BLOOM_GEN] = SPOOL_DEDUPE_BLOOM_GEN_SQL,
 };
 
 static const char *const state_names[] = {
@@ -922,6 +924,7 @@ void spool_close(struct spool **spp)
 		free(sp->spare);
 	}
 	EVP_MD_free(sp->sha256);
+	spool_dedupe_release(sp);
 	spool_recovery_clear(sp);
 	for (int i = 0; i < SQ__COUNT; i++)
 		sqlite3_finalize(sp->sq[i]);
@@ -1625,6 +1628,7 @@ static void commit_handle_free(struct spool *csp)
 	if (csp->db != NULL)
 		sqlite3_close(csp->db);
 	free(csp->pend);
+	spool_dedupe_release(csp);
 	free(csp);
 }
 

@@ -25,6 +25,9 @@
 #include "spool.h"
 #include "spool_int.h"
 
+static enum spool_res query_int(struct spool *sp, const char *sql, const char *t, int64_t *v_r,
+				char **err_r);
+
 #define KIND_EXACT 0
 #define KIND_MESSAGE 1
 
@@ -41,6 +44,146 @@ static void lookup_key(const struct spool_dedupe *d, int *kind_r, const unsigned
 	}
 }
 
+/* ---- the Bloom filter of `dedupe` ----------------------------------------
+ * The large table changes only when the poller merges or prunes it, once a
+ * day: then the filter is rebuilt in the same transaction.  A commit tests
+ * each key against it (the handle keeps a copy, reloaded when gen moves):
+ * a key it excludes cannot be in `dedupe`, and only the small `dedupe_new`
+ * is searched; the search of the large B-tree (a page read per message
+ * that the page cache rarely has) is left for the about 1 % of false
+ * positives and the real duplicates. */
+#define BLOOM_BITS_PER_KEY 10
+#define BLOOM_PROBES 7
+
+/* bloom_hashes - two 64-bit hashes of (account, kind, key): the key is a
+ * SHA-256, its octets are as good as any hash; the account is folded in */
+static void bloom_hashes(const char *account, int kind, const unsigned char *key,
+			 uint64_t *h1_r, uint64_t *h2_r)
+{
+	uint64_t a = 1469598103934665603ULL, h1 = 0, h2 = 0; /* FNV-1a of the account */
+	for (const unsigned char *c = (const unsigned char *)account; *c; c++)
+		a = (a ^ *c) * 1099511628211ULL;
+	for (int i = 0; i < 8; i++) {
+		h1 = h1 << 8 | key[i];
+		h2 = h2 << 8 | key[8 + i];
+	}
+	*h1_r = h1 ^ a ^ (uint64_t)kind * 0x9e3779b97f4a7c15ULL;
+	*h2_r = (h2 ^ (a >> 7)) | 1;
+}
+
+static void bloom_set(unsigned char *bits, uint64_t nbits, const char *account, int kind,
+		      const unsigned char *key)
+{
+	uint64_t h1, h2;
+	bloom_hashes(account, kind, key, &h1, &h2);
+	for (int i = 0; i < BLOOM_PROBES; i++) {
+		uint64_t b = (h1 + (uint64_t)i * h2) % nbits;
+		bits[b >> 3] |= (unsigned char)(1u << (b & 7));
+	}
+}
+
+static int bloom_maybe(const struct spool *sp, const char *account, int kind,
+		       const unsigned char *key)
+{
+	uint64_t h1, h2;
+	bloom_hashes(account, kind, key, &h1, &h2);
+	for (int i = 0; i < BLOOM_PROBES; i++) {
+		uint64_t b = (h1 + (uint64_t)i * h2) % sp->dd_nbits;
+		if (!(sp->dd_bits[b >> 3] & (1u << (b & 7))))
+			return 0;
+	}
+	return 1;
+}
+
+void spool_dedupe_release(struct spool *sp)
+{
+	free(sp->dd_bits);
+	sp->dd_bits = NULL;
+	sp->dd_nbits = 0;
+	sp->dd_gen = 0;
+}
+
+/* bloom_current - the handle's copy of the filter is the stored one (gen
+ * checked per lookup: a merge by another process may have replaced it);
+ * none stored: dd_nbits 0, every lookup searches both tables */
+static enum spool_res bloom_current(struct spool *sp, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int64_t gen = 0;
+	int rc;
+
+	if ((res = spool_stmt(sp, SQ_DEDUPE_BLOOM_GEN, &st, err_r)) != SPOOL_OK)
+		return res;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		gen = (int64_t)sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "dedupe filter", err_r);
+	if (gen == sp->dd_gen)
+		return SPOOL_OK;
+	spool_dedupe_release(sp);
+	if (gen == 0)
+		return SPOOL_OK;
+	rc = sqlite3_prepare_v2(sp->db, "SELECT bits FROM dedupe_bloom WHERE id = 1", -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int n = sqlite3_column_bytes(st, 0);
+		const void *b = sqlite3_column_blob(st, 0);
+		if (n > 0 && b != NULL) {
+			sp->dd_bits = spool_xcalloc((size_t)n, 1);
+			memcpy(sp->dd_bits, b, (size_t)n);
+			sp->dd_nbits = (uint64_t)n * 8;
+			sp->dd_gen = gen;
+		}
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "dedupe filter", err_r);
+	return SPOOL_OK;
+}
+
+/* bloom_rebuild - inside the merge's transaction: the filter of every key
+ * in `dedupe` */
+static enum spool_res bloom_rebuild(struct spool *sp, char **err_r)
+{
+	sqlite3_stmt *st = NULL;
+	enum spool_res res;
+	int64_t n = 0;
+	int rc;
+
+	if ((res = query_int(sp, "SELECT COUNT(*) FROM dedupe", NULL, &n, err_r)) != SPOOL_OK)
+		return res;
+	uint64_t nbits = (uint64_t)(n > 1000 ? n : 1000) * BLOOM_BITS_PER_KEY;
+	nbits = (nbits + 63) / 64 * 64;
+	unsigned char *bits = spool_xcalloc((size_t)(nbits / 8), 1);
+	rc = sqlite3_prepare_v2(sp->db, "SELECT account, kind, key FROM dedupe", -1, &st, NULL);
+	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *acct = sqlite3_column_text(st, 0);
+		const void *key = sqlite3_column_blob(st, 2);
+		if (acct != NULL && key != NULL && sqlite3_column_bytes(st, 2) == SPOOL_KEY_LEN)
+			bloom_set(bits, nbits, (const char *)acct, sqlite3_column_int(st, 1), key);
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc != SQLITE_DONE) {
+		free(bits);
+		return spool_dbfail(sp, rc, "dedupe filter build", err_r);
+	}
+	rc = sqlite3_prepare_v2(sp->db, "INSERT OR REPLACE INTO dedupe_bloom (id, gen, bits) VALUES "
+				"(1, COALESCE((SELECT gen FROM dedupe_bloom WHERE id = 1), 0) + 1, ?1)",
+				-1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_blob64(st, 1, bits, nbits / 8, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+	}
+	sqlite3_finalize(st);
+	free(bits);
+	if (rc != SQLITE_DONE)
+		return spool_dbfail(sp, rc, "dedupe filter store", err_r);
+	return SPOOL_OK;
+}
+
 enum spool_res spool_dedupe_check(struct spool *sp, struct spool_pending *p, char **err_r)
 {
 	const struct spool_dedupe *d = p->dedupe;
@@ -53,7 +196,11 @@ enum spool_res spool_dedupe_check(struct spool *sp, struct spool_pending *p, cha
 	if (d == NULL || d->mode == SPOOL_DEDUPE_OFF)
 		return SPOOL_OK;
 	lookup_key(d, &kind, &key);
-	if ((res = spool_stmt(sp, SQ_DEDUPE_FIND, &st, err_r)) != SPOOL_OK)
+	if ((res = bloom_current(sp, err_r)) != SPOOL_OK)
+		return res;
+	int big = sp->dd_nbits == 0 || bloom_maybe(sp, p->account, kind, key);
+	if ((res = spool_stmt(sp, big ? SQ_DEDUPE_FIND : SQ_DEDUPE_FIND_NEW, &st, err_r)) !=
+	    SPOOL_OK)
 		return res;
 	sqlite3_bind_text(st, 1, p->account, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, kind);
@@ -196,7 +343,9 @@ static enum spool_res maintain_tx(struct spool *sp, const char *account, time_t 
 	    (res = query_int(sp, "SELECT COUNT(*) FROM (SELECT 1 FROM dedupe_new LIMIT 50000)",
 			     NULL, &rows, err_r)) != SPOOL_OK)
 		return res;
+	int changed = 0;
 	if (force || rows >= MERGE_ROWS || now - merged >= MAINT_EVERY) {
+		changed = 1;
 		/* the recent keys, in key order: one pass over the big B-tree */
 		res = step_sql(sp, "INSERT OR IGNORE INTO dedupe SELECT * FROM dedupe_new "
 			       "ORDER BY account, kind, key, created, msg_id", NULL, 0, NULL, err_r);
@@ -208,7 +357,7 @@ static enum spool_res maintain_tx(struct spool *sp, const char *account, time_t 
 			return res;
 	}
 	if (!force && now - pruned < MAINT_EVERY)
-		return SPOOL_OK;
+		return changed ? bloom_rebuild(sp, err_r) : SPOOL_OK;
 	/* the kinds spelled out: each is a range of the primary key */
 	res = step_sql(sp, "DELETE FROM dedupe WHERE account = ?1 AND kind IN (0, 1) AND "
 		       "created < ?2", account, before, &n, err_r);
@@ -219,6 +368,8 @@ static enum spool_res maintain_tx(struct spool *sp, const char *account, time_t 
 	*pruned_r += res == SPOOL_OK ? n : 0;
 	if (res == SPOOL_OK)
 		res = step_sql(sp, meta_put, pkey, now, NULL, err_r);
+	if (res == SPOOL_OK)
+		res = bloom_rebuild(sp, err_r);
 	return res;
 }
 

@@ -50,6 +50,8 @@ enum spool_sq {
 	SQ_SYNC_FULL,
 	SQ_DEDUPE_FIND,
 	SQ_DEDUPE_ADD,
+	SQ_DEDUPE_FIND_NEW,
+	SQ_DEDUPE_BLOOM_GEN,
 	SQ__COUNT
 };
 
@@ -114,6 +116,10 @@ struct spool {
 	int keep_sent_days;      /* retention of sent files (spool_params) */
 	time_t last_purge;       /* last spool_purge_sent() by finish_attempts */
 	struct spool_recovery rec;
+	/* spool_dedupe.c: this handle's copy of the Bloom filter of `dedupe` */
+	unsigned char *dd_bits;
+	uint64_t dd_nbits;       /* 0: none loaded */
+	int64_t dd_gen;
 };
 
 /* Columns every message SELECT returns, in this order (see spool_msg_from_row). */
@@ -190,9 +196,14 @@ enum spool_res spool_journal_recover(struct spool *sp, time_t now, char ***names
 #define SPOOL_DEDUPE_FIND_SQL \
 	"SELECT msg_id FROM (" SPOOL_DEDUPE_ARM("dedupe") " UNION ALL " \
 	SPOOL_DEDUPE_ARM("dedupe_new") ") ORDER BY created LIMIT 1"
+/* when the Bloom filter of dedupe excludes the key */
+#define SPOOL_DEDUPE_FIND_NEW_SQL SPOOL_DEDUPE_ARM("dedupe_new")
+#define SPOOL_DEDUPE_BLOOM_GEN_SQL "SELECT gen FROM dedupe_bloom WHERE id = 1"
 #define SPOOL_DEDUPE_ADD_SQL \
 	"INSERT OR IGNORE INTO dedupe_new (account, kind, key, created, msg_id) " \
 	"VALUES (?1, ?2, ?3, ?4, ?5)"
+/* spool_dedupe_release - free the handle's copy of the Bloom filter */
+void spool_dedupe_release(struct spool *sp);
 /* spool_dedupe_check - before p's row is inserted: p->dup_of = the id of
  * an earlier copy within the window, or "" */
 enum spool_res spool_dedupe_check(struct spool *sp, struct spool_pending *p, char **err_r);

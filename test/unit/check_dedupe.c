@@ -142,7 +142,7 @@ END_TEST
 static const char *const rcpt[] = { "a@local.example" };
 
 struct cctx {
-	char ids[8][SPOOL_ID_LEN + 1];
+	char ids[16][SPOOL_ID_LEN + 1];
 	int n;
 };
 
@@ -203,19 +203,55 @@ START_TEST(test_commit_duplicate)
 	ck_assert_int_eq(spool_dedupe_count(sp, "acct", &keys, &err), SPOOL_OK);
 	ck_assert_uint_eq(keys, 5);
 	/* merged (not due yet: forced), nothing pruned inside the window */
-	ck_assert_int_eq(spool_dedupe_maintain(sp, "acct", time(NULL) - 100, time(NULL), 1, &n,
-					       &err), SPOOL_OK);
+	ck_assert_msg(spool_dedupe_maintain(sp, "acct", time(NULL) - 100, time(NULL), 1, &n, &err) ==
+		      SPOOL_OK, "maintain: %s", err);
 	ck_assert_uint_eq(n, 0);
 	ck_assert_int_eq(spool_dedupe_count(sp, "acct", &keys, &err), SPOOL_OK);
 	ck_assert_uint_eq(keys, 5);
-	/* found in the merged table too */
-	struct spool_dedupe d5 = d3;
+	/* found in the merged table too (the Bloom filter built by the merge
+	 * lets it through); a new message is excluded by it and is no duplicate */
+	struct spool_dedupe d5 = d3, d6;
+	keys_of("From: c@x.example\r\n\r\nyet another\r\n", &d6);
+	d6.mode = SPOOL_DEDUPE_EXACT;
 	spool_one(sp, "U5", &d5);
+	spool_one(sp, "U6", &d6);
 	ck_assert_int_eq(spool_commit(sp, commit_cb, &c, &err), SPOOL_OK);
 	ck_assert_str_eq(d5.dup_of_r, c.ids[2]);
+	ck_assert_str_eq(d6.dup_of_r, "");
+	/* and a copy of the new one (in dedupe_new, not in the filter) */
+	struct spool_dedupe d7 = d6;
+	spool_one(sp, "U7", &d7);
+	ck_assert_int_eq(spool_commit(sp, commit_cb, &c, &err), SPOOL_OK);
+	ck_assert_str_eq(d7.dup_of_r, c.ids[5]);
+	/* the filter is consulted: a key put into dedupe behind its back (never
+	 * done by popgate: only the merge writes it, and rebuilds the filter)
+	 * is not searched for; after a rebuild it is found */
+	struct spool_dedupe d8, d9;
+	keys_of("From: d@x.example\r\n\r\nsneaked in\r\n", &d8);
+	d8.mode = SPOOL_DEDUPE_EXACT;
+	d9 = d8;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *ins = NULL;
+	ck_assert_int_eq(sqlite3_open(tpath("index.db"), &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, "INSERT INTO dedupe VALUES ('acct', 0, ?1, ?2, "
+					    "'00000000000000FF')", -1, &ins, NULL), SQLITE_OK);
+	sqlite3_bind_blob(ins, 1, d8.exact, SPOOL_KEY_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(ins, 2, (sqlite3_int64)time(NULL) - 10);
+	ck_assert_int_eq(sqlite3_step(ins), SQLITE_DONE);
+	sqlite3_finalize(ins);
+	sqlite3_close(db);
+	spool_one(sp, "U8", &d8);
+	ck_assert_int_eq(spool_commit(sp, commit_cb, &c, &err), SPOOL_OK);
+	ck_assert_str_eq(d8.dup_of_r, "");
+	ck_assert_int_eq(spool_dedupe_maintain(sp, "acct", time(NULL) - 100, time(NULL), 1, &n,
+					       &err), SPOOL_OK);
+	spool_one(sp, "U9", &d9);
+	ck_assert_int_eq(spool_commit(sp, commit_cb, &c, &err), SPOOL_OK);
+	ck_assert_str_eq(d9.dup_of_r, "00000000000000FF");
 	ck_assert_int_eq(spool_dedupe_maintain(sp, "acct", time(NULL) + 100, time(NULL), 1, &n,
 					       &err), SPOOL_OK);
-	ck_assert_uint_eq(n, 5); /* d1 and d4: exact + message; d3: exact only */
+	/* d1 and d4: exact + message; d3, d6, d8 and the sneaked one: exact */
+	ck_assert_uint_eq(n, 8);
 	spool_close(&sp);
 }
 END_TEST
