@@ -53,7 +53,8 @@ static void md_init(EVP_MD_CTX *c)
 struct dedupe_keys *dedupe_new(void)
 {
 	struct dedupe_keys *k = calloc(1, sizeof *k);
-	if (k == NULL || (k->all = EVP_MD_CTX_new()) == NULL || (k->body = EVP_MD_CTX_new()) == NULL)
+	if (k == NULL || (k->all = EVP_MD_CTX_new()) == NULL ||
+	    (k->body = EVP_MD_CTX_new()) == NULL)
 		oom();
 	dedupe_reset(k);
 	return k;
@@ -130,7 +131,8 @@ static int header_byte(struct dedupe_keys *k, char c)
 		return 0;
 	}
 	if (k->in_msgid) {
-		if (k->line_len < sizeof "Message-ID:" - 1 && !k->field_over && k->flen == k->line_len) {
+		if (k->line_len < sizeof "Message-ID:" - 1 && !k->field_over &&
+		    k->flen == k->line_len) {
 			/* still reading the name: drop out at the first mismatch */
 			if (strncasecmp(&c, &"Message-ID:"[k->line_len], 1) != 0) {
 				k->in_msgid = 0;
@@ -178,7 +180,8 @@ void dedupe_end(struct dedupe_keys *k, struct spool_dedupe *d)
 		md_init(c);
 		if (EVP_DigestUpdate(c, tag, sizeof tag - 1) != 1 ||
 		    EVP_DigestUpdate(c, k->msgid, k->msgid_len) != 1 ||
-		    EVP_DigestUpdate(c, "\n", 1) != 1 || EVP_DigestUpdate(c, body, sizeof body) != 1)
+		    EVP_DigestUpdate(c, "\n", 1) != 1 ||
+		    EVP_DigestUpdate(c, body, sizeof body) != 1)
 			oom();
 		md_final(c, d->msgkey);
 	} else {

@@ -398,7 +398,8 @@ void metrics_render_prom(const struct metrics *m, FILE *f)
 	prom_account_counter(m, f, "popgate_bytes_fetched_total", "fetched_bytes",
 			     "Octets fetched into the spool.");
 	prom_account_counter(m, f, "popgate_duplicates_total", "duplicates",
-			     "Messages recorded as duplicates of one already spooled (not relayed).");
+			     "Messages recorded as duplicates of one already spooled "
+			     "(not relayed).");
 	prom_polls(m, f);
 	prom_account_gauges(m, f);
 	prom_relay(m, f);

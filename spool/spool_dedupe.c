@@ -126,7 +126,8 @@ static enum spool_res bloom_current(struct spool *sp, char **err_r)
 	spool_dedupe_release(sp);
 	if (gen == 0)
 		return SPOOL_OK;
-	rc = sqlite3_prepare_v2(sp->db, "SELECT bits FROM dedupe_bloom WHERE id = 1", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(sp->db, "SELECT bits FROM dedupe_bloom WHERE id = 1", -1, &st,
+				NULL);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		int n = sqlite3_column_bytes(st, 0);
 		const void *b = sqlite3_column_blob(st, 0);
@@ -170,9 +171,9 @@ static enum spool_res bloom_rebuild(struct spool *sp, char **err_r)
 		free(bits);
 		return spool_dbfail(sp, rc, "dedupe filter build", err_r);
 	}
-	rc = sqlite3_prepare_v2(sp->db, "INSERT OR REPLACE INTO dedupe_bloom (id, gen, bits) VALUES "
-				"(1, COALESCE((SELECT gen FROM dedupe_bloom WHERE id = 1), 0) + 1, ?1)",
-				-1, &st, NULL);
+	rc = sqlite3_prepare_v2(sp->db, "INSERT OR REPLACE INTO dedupe_bloom (id, gen, bits) "
+				"VALUES (1, COALESCE((SELECT gen FROM dedupe_bloom WHERE id = 1), "
+				"0) + 1, ?1)", -1, &st, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_blob64(st, 1, bits, nbits / 8, SQLITE_STATIC);
 		rc = sqlite3_step(st);
@@ -348,7 +349,8 @@ static enum spool_res maintain_tx(struct spool *sp, const char *account, time_t 
 		changed = 1;
 		/* the recent keys, in key order: one pass over the big B-tree */
 		res = step_sql(sp, "INSERT OR IGNORE INTO dedupe SELECT * FROM dedupe_new "
-			       "ORDER BY account, kind, key, created, msg_id", NULL, 0, NULL, err_r);
+			       "ORDER BY account, kind, key, created, msg_id", NULL, 0, NULL,
+			       err_r);
 		if (res == SPOOL_OK)
 			res = step_sql(sp, "DELETE FROM dedupe_new", NULL, 0, NULL, err_r);
 		if (res == SPOOL_OK)
