@@ -114,6 +114,8 @@ static void queue_json(const struct spool_msg *m, int first)
 	}
 	printf("], \"last_reply\": ");
 	json_str(stdout, m->last_reply);
+	printf(", \"duplicate_of\": ");
+	json_str(stdout, m->duplicate_of[0] ? m->duplicate_of : NULL);
 	putchar('}');
 }
 
@@ -127,8 +129,13 @@ static int queue_line(void *ctx, const struct spool_msg *m)
 		return 0;
 	}
 	fmt_age(qa->now - m->created, age, sizeof age);
-	char *reply = sanitize_for_log(m->last_reply ? m->last_reply : "-",
-				       m->last_reply ? strlen(m->last_reply) : 1, 200);
+	char dup[48];
+	const char *lr = m->last_reply;
+	if (m->duplicate_of[0] != '\0') { /* names the original */
+		snprintf(dup, sizeof dup, "duplicate of %s", m->duplicate_of);
+		lr = dup;
+	}
+	char *reply = sanitize_for_log(lr ? lr : "-", lr ? strlen(lr) : 1, 200);
 	printf("%-16s %-12s %-8s %9llu %5s %3d %s\n", m->id, m->account, spool_state_name(m->state),
 	       (unsigned long long)m->size, age, m->attempts, reply);
 	free(reply);
@@ -276,6 +283,9 @@ static int do_show(const struct conf *c, struct spool *sp, void *arg)
 	       m->state == SPOOL_DEFERRED ? next : "-");
 	char *lr = sanitize_for_log(m->last_reply ? m->last_reply : "-",
 				    m->last_reply ? strlen(m->last_reply) : 1, 400);
+	if (m->duplicate_of[0] != '\0')
+		printf("duplicate of: %s (not relayed; `popgate requeue %s` sends it)\n",
+		       m->duplicate_of, m->id);
 	printf("last reply:   %s\nenvelope:\n  MAIL FROM:<%s>\n", lr, m->sender);
 	free(lr);
 	for (size_t i = 0; i < m->nrcpts; i++)

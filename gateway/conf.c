@@ -284,6 +284,9 @@ static cfg_opt_t account_opts[] = {
 	CFG_INT("keep_days", 0, CFGF_NONE),
 	CFG_STR("max_message_size", "0", CFGF_NONE),
 	CFG_STR("oversize", "hold", CFGF_NONE),
+	CFG_STR("dedupe", "exact", CFGF_NONE),
+	CFG_INT("dedupe_days", 90, CFGF_NONE),
+	CFG_INT("dedupe_alert", 100, CFGF_NONE),
 	CFG_INT("max_messages_per_poll", 0, CFGF_NONE),
 	CFG_STR("max_bytes_per_poll", "0", CFGF_NONE),
 	CFG_STR("interval", "300", CFGF_NONE),
@@ -326,6 +329,8 @@ static const char *const auth_names[] = { "auto", "user", "apop", "plain", "logi
 					  "cram-md5", "scram-sha-1", "scram-sha-256",
 					  "xoauth2", "oauthbearer", NULL };
 static const char *const oversize_names[] = { "skip", "hold", "fetch", NULL };
+/* in the order of enum spool_dedupe_mode */
+static const char *const dedupe_names[] = { "off", "exact", "message", NULL };
 static const char *const bounce_names[] = { "none", "postmaster", "sender", NULL };
 static const char *const envhdr_names[] = { "Delivered-To", "X-Original-To", "Envelope-To",
 					    "X-Envelope-To", "Received", NULL };
@@ -378,6 +383,11 @@ static int validate_names(cfg_t *cfg, cfg_opt_t *opt, const char *const *names)
 static int validate_auth(cfg_t *cfg, cfg_opt_t *opt)
 {
 	return validate_names(cfg, opt, auth_names);
+}
+
+static int validate_dedupe(cfg_t *cfg, cfg_opt_t *opt)
+{
+	return validate_names(cfg, opt, dedupe_names);
 }
 
 static int validate_oversize(cfg_t *cfg, cfg_opt_t *opt)
@@ -558,6 +568,8 @@ static const struct {
 	long min, max;
 } int_ranges[] = {
 	{ "account|keep_days", 0, 36500 },
+	{ "account|dedupe_days", 1, 36500 },
+	{ "account|dedupe_alert", 1, 100000000 },
 	{ "account|max_messages_per_poll", 0, 10000000 },
 	{ "account|envelope_skip", 0, 100 },
 	{ "max_parallel_polls", 1, 256 },
@@ -661,6 +673,7 @@ static void set_validators(cfg_t *cfg)
 		{ "smtp|ca_file", validate_nonempty }, { "smtp|helo_name", validate_hostname },
 		{ "smtp|user", validate_nonempty }, { "smtp|password_file", validate_nonempty },
 		{ "account|auth", validate_auth }, { "account|oversize", validate_oversize },
+		{ "account|dedupe", validate_dedupe },
 		{ "account|max_message_size", validate_size },
 		{ "account|max_bytes_per_poll", validate_size },
 		{ "account|tls_fingerprint", validate_fingerprint },
@@ -803,6 +816,9 @@ static void account_limits(struct conf_ctx *cx, cfg_t *sec, struct conf_account 
 	conf_parse_size(cfg_getstr(sec, "max_message_size"), &a->max_message_size);
 	a->oversize = (enum conf_oversize)name_index(oversize_names, cfg_getstr(sec, "oversize"));
 	a->max_messages_per_poll = (unsigned)cfg_getint(sec, "max_messages_per_poll");
+	a->dedupe = name_index(dedupe_names, cfg_getstr(sec, "dedupe"));
+	a->dedupe_days = (int)cfg_getint(sec, "dedupe_days");
+	a->dedupe_alert = (unsigned)cfg_getint(sec, "dedupe_alert");
 	conf_parse_size(cfg_getstr(sec, "max_bytes_per_poll"), &a->max_bytes_per_poll);
 	a->interval = (int)opt_duration(sec, "interval");
 	a->timeout = (int)opt_duration(sec, "timeout");

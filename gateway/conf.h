@@ -122,6 +122,9 @@ struct conf_account {
 	int keep_days;        /* with keep: delete after N days in the spool; 0 never */
 	uint64_t max_message_size; /* octets, 0: no limit */
 	enum conf_oversize oversize;
+	int dedupe;           /* enum spool_dedupe_mode: 0 off, 1 exact, 2 message */
+	int dedupe_days;      /* the window of duplicate detection */
+	unsigned int dedupe_alert; /* more duplicates in one poll: renumbered mailbox */
 	unsigned int max_messages_per_poll; /* 0: no limit */
 	uint64_t max_bytes_per_poll;        /* 0: no limit */
 	int interval;         /* seconds */

@@ -172,6 +172,9 @@ enum pg_res metrics_collect(const struct conf *c, struct spool *sp, struct metri
 		struct metrics_account *ma = add_account(m_r);
 		ma->conf = &c->accounts[i];
 		r = spool_account_get(sp, c->accounts[i].name, &ma->st, &err);
+		if (r == SPOOL_OK)
+			r = spool_dedupe_alert_get(sp, c->accounts[i].name, &ma->renumbered_at,
+						   &ma->renumbered_dups, &err);
 		account_tokens(c, ma);
 		if (r == SPOOL_OK)
 			account_derive(ma);
@@ -394,11 +397,14 @@ void metrics_render_prom(const struct metrics *m, FILE *f)
 			     "Messages fetched into the spool.");
 	prom_account_counter(m, f, "popgate_bytes_fetched_total", "fetched_bytes",
 			     "Octets fetched into the spool.");
+	prom_account_counter(m, f, "popgate_duplicates_total", "duplicates",
+			     "Messages recorded as duplicates of one already spooled "
+			     "(not relayed).");
 	prom_polls(m, f);
 	prom_account_gauges(m, f);
 	prom_relay(m, f);
 	prom_head(f, "popgate_queue_messages", "gauge", "Messages in the spool by state.");
-	for (int s = SPOOL_QUEUED; s <= SPOOL_HELD; s++)
+	for (int s = SPOOL_QUEUED; s < SPOOL_NSTATES; s++)
 		fprintf(f, "popgate_queue_messages{state=\"%s\"} %" PRIu64 "\n",
 			spool_state_name((enum spool_state)s), m->queue[s]);
 	prom_head(f, "popgate_queue_oldest_age_seconds", "gauge",
@@ -518,6 +524,10 @@ static void json_account(const struct metrics *m, const struct metrics_account *
 	fprintf(f, ", \"fetched_total\": %" PRIu64 ", \"bytes_fetched_total\": %" PRIu64,
 		metrics_counter_value(m, "fetched", st->name, NULL),
 		metrics_counter_value(m, "fetched_bytes", st->name, NULL));
+	fprintf(f, ", \"duplicates_total\": %" PRIu64 ", \"renumbered_at\": %lld, "
+		"\"renumbered_duplicates\": %u",
+		metrics_counter_value(m, "duplicates", st->name, NULL),
+		(long long)ma->renumbered_at, ma->renumbered_dups);
 	fputs(", \"polls\": ", f);
 	json_polls(m, f, st->name);
 	if (ma->oauth2)
@@ -532,7 +542,7 @@ static void json_account(const struct metrics *m, const struct metrics_account *
 void metrics_render_json(const struct metrics *m, FILE *f)
 {
 	fprintf(f, "{\n  \"time\": %lld,\n  \"queue\": {", (long long)m->now);
-	for (int s = SPOOL_QUEUED; s <= SPOOL_HELD; s++)
+	for (int s = SPOOL_QUEUED; s < SPOOL_NSTATES; s++)
 		fprintf(f, "%s\"%s\": %" PRIu64, s ? ", " : "", spool_state_name((enum spool_state)s),
 			m->queue[s]);
 	fprintf(f, "},\n  \"oldest_unsent_age\": %lld,\n",

@@ -44,6 +44,9 @@ struct metrics_account {
 	int token_state;                 /* enum tokenstore_state */
 	time_t token_expires;            /* access token valid until (0: none/unknown) */
 	time_t refresh_issued;           /* when the refresh token was issued (0: none) */
+	/* the last poll that met more than dedupe_alert duplicates (0: none) */
+	time_t renumbered_at;
+	unsigned int renumbered_dups;
 };
 
 /* One reason `status` is not healthy. */
@@ -59,7 +62,7 @@ struct metrics {
 	struct spool_relay_state relay;  /* the last relay round */
 	struct metrics_problem *problems; /* empty: healthy */
 	size_t nproblems;
-	uint64_t queue[5];               /* by enum spool_state */
+	uint64_t queue[SPOOL_NSTATES];  /* by enum spool_state */
 	time_t oldest_unsent;            /* created time, 0 if none */
 	struct metrics_counter *counters;
 	size_t ncounters;

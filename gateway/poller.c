@@ -27,15 +27,18 @@
 #include <strings.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
+#include "dedupe.h"
 #include "log.h"
 #include "msgfilter.h"
 #include "poller.h"
 #include "tokenstore.h"
 #include "pop3.h"
 #include "route.h"
+#include "spool_stats.h"
 
 #define BACKOFF_BASE 60          /* first retry after a temporary failure */
 #define BACKOFF_MAX 3600         /* longest ordinary backoff */
@@ -51,7 +54,9 @@ struct pick {
 	struct pop3_msginfo *mi;
 	int hold; /* over max_message_size with oversize = hold */
 	char *spool_uidl; /* the key it is spooled under when its UIDL was
-			   * reused (see uidl_reused); NULL: mi->uidl */
+			   * reused (see uidl_reused) or the server has no
+			   * UIDL; NULL: mi->uidl */
+	struct spool_dedupe dd; /* its content keys; the commit sets dd.dup_of_r */
 };
 
 static const char *pick_uidl(const struct pick *pk)
@@ -92,6 +97,9 @@ struct poll {
 	size_t nprobs;
 	char *newprobs[PROBLEM_MAX]; /* broke this session or over the limit */
 	size_t nnew;
+	struct dedupe_keys *dk; /* NULL: dedupe = off */
+	unsigned int dups;      /* committed as duplicates this poll */
+	int no_uidl;            /* the server has no UIDL: drain by digest */
 };
 
 static enum pg_res spool_to_pg(enum spool_res r)
@@ -111,12 +119,17 @@ static enum pg_res spool_to_pg(enum spool_res r)
 struct ingest {
 	struct spool_writer *w;
 	struct route_hdrs *rh;
+	struct dedupe_keys *dk; /* or NULL */
 };
 
+/* writer_sink - the message as the server sent it (canonical line ends);
+ * our Received line goes to the writer before and reaches no key */
 static enum pg_res writer_sink(void *ctx, const void *data, size_t len, char **err_r)
 {
 	struct ingest *in = ctx;
 	route_hdrs_feed(in->rh, data, len);
+	if (in->dk != NULL)
+		dedupe_feed(in->dk, data, len);
 	return spool_to_pg(spool_writer_write(in->w, data, len, err_r));
 }
 
@@ -251,7 +264,7 @@ static uint64_t retr_limit(const struct poll *p, const struct pick *pk)
 static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 {
 	struct pop3_msginfo *mi = pk->mi;
-	struct ingest in = { .rh = route_hdrs_new(p->a) };
+	struct ingest in = { .rh = route_hdrs_new(p->a), .dk = p->dk };
 	struct msgfilter *mf = NULL;
 	struct route_result rr = { 0 };
 	char hdr[2048], reason[160];
@@ -266,6 +279,8 @@ static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 	res = spool_to_pg(spool_writer_write(in.w, hdr, strlen(hdr), err_r));
 	if (res != PG_OK)
 		goto fail;
+	if (in.dk != NULL)
+		dedupe_reset(in.dk);
 	mf = mf_new(writer_sink, &in);
 	res = pop3_read_retr(p->s, mf, retr_limit(p, pk), &refused, err_r);
 	if (refused == POP3_RETR_TOO_LARGE) {
@@ -296,6 +311,13 @@ static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 	struct spool_envelope env = { .sender = rr.sender, .rcpts = (const char *const *)rr.rcpts,
 				      .nrcpts = rr.nrcpts,
 				      .hold_reason = pk->hold ? reason : rr.hold_reason };
+	if (in.dk != NULL) {
+		dedupe_end(in.dk, &pk->dd);
+		pk->dd.mode = (enum spool_dedupe_mode)p->a->dedupe;
+		pk->dd.since = time(NULL) - (time_t)p->a->dedupe_days * 86400;
+		pk->dd.dup_of_r[0] = '\0';
+		env.dedupe = &pk->dd;
+	}
 	uint64_t size = mf_bytes(mf) + strlen(hdr);
 	spool_writer_listed_size(in.w, mi->size);
 	res = spool_to_pg(spool_writer_finish(&in.w, &env, err_r));
@@ -349,7 +371,12 @@ static void commit_cb(void *ctx, const char *account, const char *uidl, const ch
 		if (r == SPOOL_DUP)
 			LOG_WARN("id=%s account=%s uidl=%s status=duplicate "
 				 "action=\"already in the spool; new copy discarded\"", id, account, uidl);
-		else
+		else if (cc->group[i]->dd.dup_of_r[0] != '\0') {
+			LOG_INFO("id=%s account=%s uidl=%s status=duplicate duplicate_of=%s "
+				 "action=\"not relayed\"", id, account, mi->uidl,
+				 cc->group[i]->dd.dup_of_r);
+			p->dups++;
+		} else
 			cc->committed++;
 		if (!p->a->keep)
 			p->dele[p->ndele++] = mi->num;
@@ -615,6 +642,28 @@ static void plan_problems(struct poll *p, struct pop3_msginfo **waiting, size_t 
 	}
 }
 
+/* plan_no_uidl - a server without UIDL, drain mode: every message is new
+ * to the plan; the commit recognises one spooled before (a crash between
+ * commit and QUIT) by its content and records it as a duplicate, so it is
+ * deleted, never relayed twice.  Its spool key names the poll and the
+ * message number (unique: a UIDL never holds a space). */
+static void plan_no_uidl(struct poll *p, struct pop3_msginfo *mi, uint64_t *bytes,
+			 int *limited)
+{
+	static unsigned int seq;
+	if (!p->no_uidl)
+		LOG_WARN("account=%s status=no-uidl action=\"drain; messages recognised by "
+			 "content (dedupe = %s)\"", p->a->name,
+			 p->a->dedupe == SPOOL_DEDUPE_MESSAGE ? "message" : "exact");
+	p->no_uidl = 1;
+	mi->uidl = xasprintf("nouidl %lld.%d.%u.%u", (long long)time(NULL), (int)getpid(), seq++,
+			     mi->num);
+	if (!*limited)
+		*limited = !select_new(p, mi, bytes);
+	else
+		p->st->deferred++;
+}
+
 /* plan - mark what is already in the spool; queue DELEs for those (they
  * were committed before a crash or an earlier failed QUIT) */
 static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
@@ -631,12 +680,17 @@ static enum pg_res plan(struct poll *p, struct pop3_msginfo *list, size_t n,
 		return spool_to_pg(tr);
 	enum pg_res res = PG_OK;
 	for (size_t i = 0; i < n && res == PG_OK; i++) {
-		if (list[i].uidl == NULL) {
+		if (list[i].uidl == NULL && (p->a->keep || p->a->dedupe == SPOOL_DEDUPE_OFF)) {
 			set_err(err_r, "server %s:%d does not support UIDL; popgate needs it to "
 				"recognise messages it already has%s", p->a->server, p->a->port,
-				p->a->keep ? " (keep = true cannot work without UIDL)" : "");
+				p->a->keep ? " (keep = true cannot work without UIDL)" :
+				" (with keep = false, dedupe = exact or message drains it)");
 			res = PG_PERM;
 			break;
+		}
+		if (list[i].uidl == NULL) {
+			plan_no_uidl(p, &list[i], &bytes, &limited);
+			continue;
 		}
 		char *reused = NULL;
 		const struct spool_uidl_row *row = known_row(p, &list[i], rows, nrows, now, &reused);
@@ -685,7 +739,7 @@ static void prune(struct poll *p, const struct pop3_msginfo *list, size_t n,
 		on[i] = list[i].uidl;
 	qsort(on, n, sizeof *on, cmp_str);
 	for (size_t i = 0; i < nrows; i++)
-		if (rows[i].state == SPOOL_SENT &&
+		if ((rows[i].state == SPOOL_SENT || rows[i].state == SPOOL_DUPLICATE) &&
 		    bsearch(&rows[i].uidl, on, n, sizeof *on, cmp_str) == NULL)
 			gone[ngone++] = rows[i].uidl;
 	unsigned int pruned = 0;
@@ -708,15 +762,56 @@ static void log_result(const struct poll *p, enum pg_res res, const char *err)
 	const struct poll_stats *st = p->st;
 	if (res == PG_OK) {
 		LOG_INFO("account=%s status=ok on_server=%u fetched=%u bytes=%llu deleted=%u "
-			 "kept=%u deferred=%u oversize_skipped=%u", p->a->name, st->on_server,
-			 st->fetched, (unsigned long long)st->bytes, st->deleted, st->skipped,
-			 st->deferred, st->oversize_skipped);
+			 "kept=%u deferred=%u oversize_skipped=%u duplicates=%u", p->a->name,
+			 st->on_server, st->fetched, (unsigned long long)st->bytes, st->deleted,
+			 st->skipped, st->deferred, st->oversize_skipped, st->duplicates);
 	} else {
 		char *why = sanitize_for_log(err ? err : "", err ? strlen(err) : 0, 600);
 		LOG_ERR("account=%s status=failed class=%s%s%s fetched=%u reason=\"%s\"", p->a->name,
 			pg_res_name(res), p->status.code[0] ? " code=" : "", p->status.code,
 			st->fetched, why);
 		free(why);
+	}
+}
+
+/* dedupe_end_of_poll - count this poll's duplicates, raise the renumbering
+ * alert over dedupe_alert, merge the recent content keys and forget those
+ * past dedupe_days (when due: spool_dedupe_maintain) */
+static void dedupe_end_of_poll(struct poll *p, enum pg_res res)
+{
+	const struct conf_account *a = p->a;
+	char *err = NULL;
+	time_t now = time(NULL);
+	p->st->duplicates = p->dups;
+	if (p->dups > 0 && spool_counter_add(p->sp, "duplicates", a->name, NULL, p->dups, &err) !=
+			   SPOOL_OK) {
+		LOG_WARN("account=%s status=spool-warning reason=\"%s\"", a->name, err);
+		free(err);
+		err = NULL;
+	}
+	if (p->dups > a->dedupe_alert) {
+		LOG_WARN("account=%s status=mailbox-renumbered duplicates=%u dedupe_alert=%u "
+			 "reason=\"the server seems to have renumbered the mailbox (new UIDLs for "
+			 "mail already fetched)\" action=\"duplicates recorded, not relayed\"",
+			 a->name, p->dups, a->dedupe_alert);
+		if (spool_dedupe_alert_put(p->sp, a->name, now, p->dups, &err) != SPOOL_OK) {
+			LOG_WARN("account=%s status=spool-warning reason=\"%s\"", a->name, err);
+			free(err);
+			err = NULL;
+		}
+	}
+	/* only after a poll that committed something: an idle account costs
+	 * nothing, and its old keys are outside the window anyway */
+	if (res != PG_OK || a->dedupe == SPOOL_DEDUPE_OFF || p->st->fetched + p->dups == 0)
+		return;
+	unsigned int n = 0;
+	if (spool_dedupe_maintain(p->sp, a->name, now - (time_t)a->dedupe_days * 86400, now, 0, &n,
+				  &err) != SPOOL_OK) {
+		LOG_WARN("account=%s status=prune-failed reason=\"%s\"", a->name, err);
+		free(err);
+	} else if (n > 0) {
+		LOG_INFO("account=%s status=pruned digests=%u reason=\"older than dedupe_days\"",
+			 a->name, n);
 	}
 }
 
@@ -959,11 +1054,15 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	memset(st_r, 0, sizeof *st_r);
 	/* a poll's handle leaves checkpoints to the relay (spool.h) */
 	spool_defer_checkpoints(sp, 1);
+	if (a->dedupe != SPOOL_DEDUPE_OFF)
+		p.dk = dedupe_new();
 	problems_load(&p);
 	enum pg_res res = session(&p, stop_flag, &list, &n, &rows, &nrows, err_r);
 	res = quit(&p, res, err_r);
 	if (res == PG_OK)
 		prune(&p, list, n, rows, nrows);
+	dedupe_end_of_poll(&p, res);
+	dedupe_free(&p.dk);
 	log_result(&p, res, err_r ? *err_r : NULL);
 	char *uerr = NULL;
 	if (spool_account_update(sp, a->name, time(NULL), res == PG_OK ? "ok" : pg_res_name(res),

@@ -34,6 +34,7 @@ struct poll_stats {
 	unsigned int oversize_skipped; /* over max_message_size, oversize = skip */
 	unsigned int expired;     /* kept messages deleted after keep_days */
 	unsigned int pruned;      /* sent index rows forgotten (gone from the server) */
+	unsigned int duplicates;  /* committed in state duplicate (dedupe) */
 };
 
 /* progress callback, called after every committed group (may be NULL) */

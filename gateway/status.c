@@ -98,13 +98,28 @@ static void print_tokens(const struct metrics *m, const struct metrics_account *
 	       ma->refresh_issued ? age : "");
 }
 
+/* print_duplicates - duplicates recorded (dedupe), and the last poll that
+ * met more than dedupe_alert of them */
+static void print_duplicates(const struct metrics *m, const struct metrics_account *ma)
+{
+	uint64_t n = metrics_counter_value(m, "duplicates", ma->st.name, NULL);
+	char when[40];
+	if (n > 0)
+		printf("%-20s   duplicates: %" PRIu64 " recorded, not relayed\n", "", n);
+	if (ma->renumbered_at == 0)
+		return;
+	fmt_time(ma->renumbered_at, when, sizeof when);
+	printf("%-20s   renumbered: the server seems to have renumbered the mailbox: %u "
+	       "duplicates in the poll at %s\n", "", ma->renumbered_dups, when);
+}
+
 static void print_text(const struct metrics *m, const char *spool_dir)
 {
 	char when[40], next[40], age[32];
 	printf("spool %s\nqueue: queued=%" PRIu64 " sending=%" PRIu64 " deferred=%" PRIu64
-	       " held=%" PRIu64 " sent=%" PRIu64, spool_dir, m->queue[SPOOL_QUEUED],
-	       m->queue[SPOOL_SENDING], m->queue[SPOOL_DEFERRED], m->queue[SPOOL_HELD],
-	       m->queue[SPOOL_SENT]);
+	       " held=%" PRIu64 " sent=%" PRIu64 " duplicate=%" PRIu64, spool_dir,
+	       m->queue[SPOOL_QUEUED], m->queue[SPOOL_SENDING], m->queue[SPOOL_DEFERRED],
+	       m->queue[SPOOL_HELD], m->queue[SPOOL_SENT], m->queue[SPOOL_DUPLICATE]);
 	fmt_dur(m->oldest_unsent ? (long)(m->now - m->oldest_unsent) : 0, age, sizeof age);
 	printf("; oldest not sent: %s\n", m->oldest_unsent ? age : "none");
 	printf("relayed: sent=%" PRIu64 " deferred=%" PRIu64 " held=%" PRIu64 " bytes=%" PRIu64 "\n\n",
@@ -123,6 +138,7 @@ static void print_text(const struct metrics *m, const char *spool_dir)
 		       ma->st.last_bytes, next, ma->st.failures);
 		if (ma->oauth2)
 			print_tokens(m, ma);
+		print_duplicates(m, ma);
 		if (ma->failing && ma->st.last_error != NULL) {
 			char *e = sanitize_for_log(ma->st.last_error, strlen(ma->st.last_error), 300);
 			printf("%-20s   last error: %s\n", "", e);

@@ -78,8 +78,8 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_TOMB_KNOWN] = "SELECT 1 FROM tombstones WHERE account = ?1 AND uidl = ?2",
 	[SQ_INS_MSG] = "INSERT INTO messages (id, account, uidl, size, digest, sender, "
 		       "state, attempts, next_attempt, created, updated, last_reply, in_index, "
-		       "eightbit, listed_size) "
-		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, 0, ?7, ?7, ?9, ?10, ?11, ?12)",
+		       "eightbit, listed_size, duplicate_of) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, 0, ?7, ?7, ?9, ?10, ?11, ?12, ?13)",
 	/* OR IGNORE: the same address twice in one envelope is one delivery */
 	[SQ_INS_RCPT] = "INSERT OR IGNORE INTO recipients (msg_id, addr, state, last_reply) "
 			"VALUES (?1, ?2, ?3, ?4)",
@@ -109,11 +109,15 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	[SQ_GET_BODY] = "SELECT body FROM bodies WHERE msg_id = ?1",
 	[SQ_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
 	[SQ_SYNC_FULL] = "PRAGMA synchronous = FULL",
+	[SQ_DEDUPE_FIND] = SPOOL_DEDUPE_FIND_SQL,
+	[SQ_DEDUPE_ADD] = SPOOL_DEDUPE_ADD_SQL,
+	[SQ_DEDUPE_FIND_NEW] = SPOOL_DEDUPE_FIND_NEW_SQL,
+	[SQ_DEDUPE_BLOOM_GEN] = SPOOL_DEDUPE_BLOOM_GEN_SQL,
 };
 
 static const char *const state_names[] = {
 	[SPOOL_QUEUED] = "queued",   [SPOOL_SENDING] = "sending", [SPOOL_SENT] = "sent",
-	[SPOOL_DEFERRED] = "deferred", [SPOOL_HELD] = "held",
+	[SPOOL_DEFERRED] = "deferred", [SPOOL_HELD] = "held", [SPOOL_DUPLICATE] = "duplicate",
 };
 
 /* ---- small helpers shared by the library (declared in spool_int.h) ---- */
@@ -313,6 +317,8 @@ struct spool_msg *spool_msg_from_row(struct spool *sp, sqlite3_stmt *st)
 	m->last_reply = col_strdup(st, 11);
 	m->in_index = sqlite3_column_int(st, 12) != 0;
 	m->eightbit = sqlite3_column_type(st, 13) == SQLITE_NULL ? -1 : sqlite3_column_int(st, 13);
+	s = sqlite3_column_text(st, 14);
+	snprintf(m->duplicate_of, sizeof m->duplicate_of, "%s", s ? (const char *)s : "");
 	return m;
 }
 
@@ -508,13 +514,15 @@ static enum spool_res migrate(struct spool *sp, char **err_r)
 				  newest);
 	if ((res = spool_recover_guard(sp, v, err_r)) != SPOOL_OK)
 		return res;
-	for (i = 0; i < spool_nmigrations; i++) {
+	/* a migration that rebuilds a table (011) must not cascade its DROP */
+	(void)sqlite3_exec(sp->db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL);
+	for (i = 0; i < spool_nmigrations && res == SPOOL_OK; i++) {
 		if (spool_migrations[i].version <= v)
 			continue;
-		if ((res = apply_migration(sp, &spool_migrations[i], err_r)) != SPOOL_OK)
-			return res;
+		res = apply_migration(sp, &spool_migrations[i], err_r);
 	}
-	return SPOOL_OK;
+	(void)sqlite3_exec(sp->db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+	return res;
 }
 
 static int wal_cb(void *ctx, int ncol, char **vals, char **names)
@@ -916,6 +924,7 @@ void spool_close(struct spool **spp)
 		free(sp->spare);
 	}
 	EVP_MD_free(sp->sha256);
+	spool_dedupe_release(sp);
 	spool_recovery_clear(sp);
 	for (int i = 0; i < SQ__COUNT; i++)
 		sqlite3_finalize(sp->sq[i]);
@@ -1249,6 +1258,7 @@ static void pending_add(struct spool *sp, const struct spool_writer *w, const ch
 	p->inl = inl;
 	p->eightbit = w->eightbit;
 	p->listed_size = w->listed_size;
+	p->dedupe = env->dedupe;
 	if (inl) {
 		/* still in the writer's buffer (it was never flushed); kept
 		 * for the commit, at most 64 KiB per message */
@@ -1408,6 +1418,8 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 	p->res = rc == SQLITE_ROW ? SPOOL_DUP : SPOOL_OK;
 	if (p->res == SPOOL_DUP)
 		return SPOOL_OK;
+	if ((res = spool_dedupe_check(sp, p, err_r)) != SPOOL_OK)
+		return res;
 	if ((res = spool_stmt(sp, SQ_INS_MSG, &st, err_r)) != SPOOL_OK)
 		return res;
 	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
@@ -1417,7 +1429,10 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 	sqlite3_bind_text(st, 5, p->digest, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 6, p->sender, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)now);
-	sqlite3_bind_text(st, 8, p->hold_reason ? "held" : "queued", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 8, p->dup_of[0] ? "duplicate" : p->hold_reason ? "held" : "queued",
+			  -1, SQLITE_STATIC);
+	if (p->dup_of[0])
+		sqlite3_bind_text(st, 13, p->dup_of, -1, SQLITE_STATIC);
 	if (p->hold_reason != NULL)
 		sqlite3_bind_text(st, 9, p->hold_reason, -1, SQLITE_STATIC);
 	else
@@ -1455,6 +1470,8 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 			return spool_dbfail(sp, rc, "insert recipient", err_r);
 	}
 	if (p->inl && (res = insert_body(sp, p, err_r)) != SPOOL_OK)
+		return res;
+	if ((res = spool_dedupe_record(sp, p, now, err_r)) != SPOOL_OK)
 		return res;
 	/* a queued message's fetch is its `created` (spool_history); only a
 	 * hold at fetch needs a row, for its reason */
@@ -1585,6 +1602,7 @@ static enum spool_res commit_handle(struct spool *sp, char **err_r)
 	csp->rootfd = csp->tmpfd = csp->jfd = -1; /* not its own: never closed */
 	csp->msgfd = sp->msgfd;
 	csp->is_commit_handle = 1;
+	csp->keep_sent_days = sp->keep_sent_days; /* a duplicate's retention */
 	if ((res = open_db(csp, err_r)) != SPOOL_OK) {
 		commit_handle_free(csp);
 		return res;
@@ -1610,6 +1628,7 @@ static void commit_handle_free(struct spool *csp)
 	if (csp->db != NULL)
 		sqlite3_close(csp->db);
 	free(csp->pend);
+	spool_dedupe_release(csp);
 	free(csp);
 }
 

@@ -78,7 +78,9 @@ enum spool_state {
 	SPOOL_SENT,
 	SPOOL_DEFERRED,
 	SPOOL_HELD,
+	SPOOL_DUPLICATE, /* an earlier copy was spooled (duplicate_of); not relayed */
 };
+#define SPOOL_NSTATES 6
 
 const char *spool_state_name(enum spool_state st);
 /* spool_state_parse - 0 and *st_r set, or -1 for an unknown name */
@@ -89,6 +91,31 @@ const char *spool_res_name(enum spool_res r);
 
 struct spool;
 struct spool_writer;
+
+/* Duplicate detection at commit (spool_dedupe.c).  The caller computes the
+ * keys over the message as the server sent it (CRLF line ends, without
+ * popgate's own Received line) and hands them over with the envelope; the
+ * commit looks for an earlier copy of the same account committed at or
+ * after `since` and, when one exists, commits this message in state
+ * `duplicate` instead of `queued` (durable like any message: the caller
+ * DELEs it after the commit as usual).  The keys of a message that is not
+ * a duplicate are recorded for later lookups. */
+#define SPOOL_KEY_LEN 32
+enum spool_dedupe_mode {
+	SPOOL_DEDUPE_OFF = 0,
+	SPOOL_DEDUPE_EXACT,   /* the same content */
+	SPOOL_DEDUPE_MESSAGE, /* the same Message-ID and body (exact without one) */
+};
+struct spool_dedupe {
+	enum spool_dedupe_mode mode;
+	unsigned char exact[SPOOL_KEY_LEN];  /* sha256 of the whole message */
+	int has_msgkey;                      /* it has a Message-ID */
+	unsigned char msgkey[SPOOL_KEY_LEN]; /* sha256 of Message-ID and body */
+	time_t since;                        /* the window: older copies are forgotten */
+	char dup_of_r[17];                   /* out, set by the commit: "" or the id of
+					      * the earlier copy (valid when the commit
+					      * callback runs) */
+};
 
 struct spool_rcpt {
 	char *addr;
@@ -104,6 +131,8 @@ struct spool_envelope {
 	const char *hold_reason;   /* non-NULL: commit the message `held` with this
 				    * as its last reply (routing found no safe
 				    * recipient, oversize policy, ...) */
+	struct spool_dedupe *dedupe; /* NULL: no duplicate detection; else it must
+				      * stay valid until the commit callback */
 };
 
 /* A message as the relay and the queue listing see it. */
@@ -129,6 +158,7 @@ struct spool_msg {
 	unsigned char *body;    /* spool_claim_due: an in-index body read with
 				 * the claim (NULL: read it with spool_body_get) */
 	size_t body_len;
+	char duplicate_of[SPOOL_ID_LEN + 1]; /* state duplicate: the original; else "" */
 };
 
 /* Outcome of one delivery attempt, filled by the relay. */
@@ -333,8 +363,9 @@ enum spool_res spool_list(struct spool *sp, const struct spool_filter *flt, spoo
 			  void *ctx, char **err_r);
 enum spool_res spool_get(struct spool *sp, const char *id, struct spool_msg **m_r,
 			 char **err_r);
-/* spool_count_by_state - counts[SPOOL_QUEUED..SPOOL_HELD] */
-enum spool_res spool_count_by_state(struct spool *sp, uint64_t counts[5], char **err_r);
+/* spool_count_by_state - counts[SPOOL_QUEUED..SPOOL_DUPLICATE] */
+enum spool_res spool_count_by_state(struct spool *sp, uint64_t counts[SPOOL_NSTATES],
+				    char **err_r);
 
 /* Operator actions (popgate requeue/hold/delete/flush).  Each is one
  * BEGIN IMMEDIATE transaction that only touches rows in the states it
@@ -343,7 +374,8 @@ enum spool_res spool_count_by_state(struct spool *sp, uint64_t counts[5], char *
  * SPOOL_NOTFOUND for an unknown id, SPOOL_INVAL for a state the action
  * does not apply to (requeue of a sent message, ...).  Each records a
  * history row. */
-/* spool_requeue - held or deferred -> queued, due now (queued: no-op) */
+/* spool_requeue - held, deferred or duplicate -> queued, due now (queued:
+ * no-op); a duplicate whose body is no longer kept is refused (INVAL) */
 enum spool_res spool_requeue(struct spool *sp, const char *id, char **err_r);
 /* spool_requeue_all - every held (held_only) or held+deferred message */
 enum spool_res spool_requeue_all(struct spool *sp, int held_only, unsigned int *n_r,
@@ -442,6 +474,24 @@ enum spool_res spool_account_tombstones(struct spool *sp, const char *account,
  * *pruned_r rows were removed. */
 enum spool_res spool_uidl_prune(struct spool *sp, const char *account, const char *const *gone,
 				size_t n, time_t sent_before, unsigned int *pruned_r, char **err_r);
+
+/* spool_dedupe_maintain - at the end of a poll: merge the recent content
+ * keys (every account's) into the large table when due (50,000 of them, or
+ * a day since the last merge) and forget the account's keys committed
+ * before `before` (dedupe_days) when due (a day since its last prune);
+ * force: both now.  One transaction.  *n_r (may be NULL) keys pruned. */
+enum spool_res spool_dedupe_maintain(struct spool *sp, const char *account, time_t before,
+				     time_t now, int force, unsigned int *n_r, char **err_r);
+/* spool_dedupe_alert_put - a poll met more than dedupe_alert duplicates
+ * (the server renumbered the mailbox): remembered for `status` */
+enum spool_res spool_dedupe_alert_put(struct spool *sp, const char *account, time_t when,
+				      unsigned int count, char **err_r);
+/* spool_dedupe_alert_get - the last such alert of the account; *when_r 0: none */
+enum spool_res spool_dedupe_alert_get(struct spool *sp, const char *account, time_t *when_r,
+				      unsigned int *count_r, char **err_r);
+/* spool_dedupe_count - the account's keys in the table (tests, status) */
+enum spool_res spool_dedupe_count(struct spool *sp, const char *account, uint64_t *n_r,
+				  char **err_r);
 
 void spool_msg_free(struct spool_msg **m);
 void spool_msgs_free(struct spool_msg ***msgs, size_t n);

@@ -329,9 +329,11 @@ enum spool_res spool_uidl_prune(struct spool *sp, const char *account, const cha
 	/* only sent rows: a message still queued, deferred or held is in the
 	 * spool; a retained file (keep_sent_days) keeps its row until purged */
 	const char *del = table_exists(sp, "retained")
-		? "DELETE FROM messages WHERE account = ?1 AND uidl = ?2 AND state = 'sent' "
+		? "DELETE FROM messages WHERE account = ?1 AND uidl = ?2 "
+		  "AND state IN ('sent', 'duplicate') "
 		  "AND updated < ?3 AND id NOT IN (SELECT msg_id FROM retained)"
-		: "DELETE FROM messages WHERE account = ?1 AND uidl = ?2 AND state = 'sent' "
+		: "DELETE FROM messages WHERE account = ?1 AND uidl = ?2 "
+		  "AND state IN ('sent', 'duplicate') "
 		  "AND updated < ?3";
 	int tomb = table_exists(sp, "tombstones");
 	unsigned int pruned = 0;

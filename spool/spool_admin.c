@@ -51,7 +51,7 @@ enum spool_res spool_list(struct spool *sp, const struct spool_filter *flt, spoo
 
 	if (flt == NULL)
 		flt = &all;
-	if (flt->state < -1 || flt->state > SPOOL_HELD)
+	if (flt->state < -1 || flt->state >= SPOOL_NSTATES)
 		return spool_fail(err_r, SPOOL_INVAL, "list: unknown state %d", flt->state);
 	if ((res = list_prepare(sp, flt, &st, err_r)) != SPOOL_OK)
 		return res;
@@ -104,13 +104,14 @@ enum spool_res spool_get(struct spool *sp, const char *id, struct spool_msg **m_
 	return res;
 }
 
-enum spool_res spool_count_by_state(struct spool *sp, uint64_t counts[5], char **err_r)
+enum spool_res spool_count_by_state(struct spool *sp, uint64_t counts[SPOOL_NSTATES],
+				    char **err_r)
 {
 	sqlite3_stmt *st = NULL;
 	enum spool_state state;
 	int rc;
 
-	memset(counts, 0, 5 * sizeof counts[0]);
+	memset(counts, 0, SPOOL_NSTATES * sizeof counts[0]);
 	rc = sqlite3_prepare_v2(sp->db, "SELECT state, COUNT(*) FROM messages GROUP BY state",
 				-1, &st, NULL);
 	if (rc != SQLITE_OK)
@@ -299,6 +300,19 @@ static enum spool_res end_tx(struct spool *sp, enum spool_res res, char **err_r)
 }
 
 /* requeue_tx - one message back to queued, inside the transaction */
+/* unretain_duplicate - a duplicate the operator sends after all: its body
+ * must still be kept, and is no longer purged like a sent message's */
+static enum spool_res unretain_duplicate(struct spool *sp, const char *id, char **err_r)
+{
+	unsigned int n = 0;
+	enum spool_res res = run_sql(sp, "DELETE FROM retained WHERE msg_id = ?1", "requeue "
+				     "duplicate", &n, err_r, "t", id);
+	if (res == SPOOL_OK && n == 0)
+		return spool_fail(err_r, SPOOL_INVAL, "%s: a duplicate whose body is no longer "
+				  "kept (keep_sent_days)", id);
+	return res;
+}
+
 static enum spool_res requeue_tx(struct spool *sp, const char *id, time_t now, char **err_r)
 {
 	enum spool_state state;
@@ -312,6 +326,8 @@ static enum spool_res requeue_tx(struct spool *sp, const char *id, time_t now, c
 		return busy_sending(id, err_r);
 	if (state == SPOOL_SENT)
 		return spool_fail(err_r, SPOOL_INVAL, "%s: already sent", id);
+	if (state == SPOOL_DUPLICATE && (res = unretain_duplicate(sp, id, err_r)) != SPOOL_OK)
+		return res;
 	res = run_sql(sp, "UPDATE messages SET state = 'queued', next_attempt = 0, updated = ?2 "
 		      "WHERE id = ?1", "requeue", NULL, err_r, "ti", id, (sqlite3_int64)now);
 	if (res == SPOOL_OK)
@@ -382,6 +398,9 @@ enum spool_res spool_hold(struct spool *sp, const char *id, const char *reason, 
 		return end_tx(sp, busy_sending(uid, err_r), err_r);
 	if (state == SPOOL_SENT)
 		return end_tx(sp, spool_fail(err_r, SPOOL_INVAL, "%s: already sent", uid), err_r);
+	if (state == SPOOL_DUPLICATE) /* never relayed: nothing to hold back */
+		return end_tx(sp, spool_fail(err_r, SPOOL_INVAL, "%s: a duplicate (not relayed)",
+					     uid), err_r);
 	res = run_sql(sp, "UPDATE messages SET state = 'held', last_reply = ?2, updated = ?3 "
 		      "WHERE id = ?1", "hold", NULL, err_r, "tti", uid, reason, (sqlite3_int64)now);
 	if (res == SPOOL_OK)

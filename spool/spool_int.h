@@ -48,6 +48,10 @@ enum spool_sq {
 	SQ_GET_BODY,
 	SQ_SYNC_NORMAL,
 	SQ_SYNC_FULL,
+	SQ_DEDUPE_FIND,
+	SQ_DEDUPE_ADD,
+	SQ_DEDUPE_FIND_NEW,
+	SQ_DEDUPE_BLOOM_GEN,
 	SQ__COUNT
 };
 
@@ -66,6 +70,8 @@ struct spool_pending {
 	int eightbit;       /* an octet > 127 */
 	uint64_t listed_size; /* LIST size, 0 unknown */
 	unsigned char *body; /* inl: the message (size octets), for the commit */
+	struct spool_dedupe *dedupe; /* the caller's (envelope), or NULL */
+	char dup_of[SPOOL_ID_LEN + 1]; /* "" or the original (spool_dedupe_check) */
 	enum spool_res res; /* SPOOL_OK or SPOOL_DUP, decided inside the commit */
 };
 
@@ -110,12 +116,16 @@ struct spool {
 	int keep_sent_days;      /* retention of sent files (spool_params) */
 	time_t last_purge;       /* last spool_purge_sent() by finish_attempts */
 	struct spool_recovery rec;
+	/* spool_dedupe.c: this handle's copy of the Bloom filter of `dedupe` */
+	unsigned char *dd_bits;
+	uint64_t dd_nbits;       /* 0: none loaded */
+	int64_t dd_gen;
 };
 
 /* Columns every message SELECT returns, in this order (see spool_msg_from_row). */
 #define SPOOL_MSG_COLS \
 	"id, account, uidl, size, digest, sender, state, attempts, next_attempt, " \
-	"created, updated, last_reply, in_index, eightbit"
+	"created, updated, last_reply, in_index, eightbit, duplicate_of"
 
 /* allocation: abort with a message on failure (never NULL) */
 void *spool_xcalloc(size_t n, size_t size);
@@ -176,6 +186,32 @@ void spool_journal_close(struct spool *sp);
  * their names, removed by the caller after the commit */
 enum spool_res spool_journal_recover(struct spool *sp, time_t now, char ***names_r,
 				     size_t *n_r, char **err_r);
+
+/* Duplicate detection (spool_dedupe.c), inside the commit's transaction.
+ * The lookup: the account's earliest key within the window, a search of
+ * the primary key of each of the two key tables (merged and recent). */
+#define SPOOL_DEDUPE_ARM(t) \
+	"SELECT msg_id, created FROM (SELECT msg_id, created FROM " t " WHERE account = ?1 " \
+	"AND kind = ?2 AND key = ?3 AND created >= ?4 ORDER BY created LIMIT 1)"
+#define SPOOL_DEDUPE_FIND_SQL \
+	"SELECT msg_id FROM (" SPOOL_DEDUPE_ARM("dedupe") " UNION ALL " \
+	SPOOL_DEDUPE_ARM("dedupe_new") ") ORDER BY created LIMIT 1"
+/* when the Bloom filter of dedupe excludes the key */
+#define SPOOL_DEDUPE_FIND_NEW_SQL SPOOL_DEDUPE_ARM("dedupe_new")
+#define SPOOL_DEDUPE_BLOOM_GEN_SQL "SELECT gen FROM dedupe_bloom WHERE id = 1"
+#define SPOOL_DEDUPE_ADD_SQL \
+	"INSERT OR IGNORE INTO dedupe_new (account, kind, key, created, msg_id) " \
+	"VALUES (?1, ?2, ?3, ?4, ?5)"
+/* spool_dedupe_release - free the handle's copy of the Bloom filter */
+void spool_dedupe_release(struct spool *sp);
+/* spool_dedupe_check - before p's row is inserted: p->dup_of = the id of
+ * an earlier copy within the window, or "" */
+enum spool_res spool_dedupe_check(struct spool *sp, struct spool_pending *p, char **err_r);
+/* spool_dedupe_record - after p's rows are inserted: an original's keys
+ * join the table; a duplicate gets its history row and the retention of a
+ * sent message, and the caller's dedupe->dup_of_r is set */
+enum spool_res spool_dedupe_record(struct spool *sp, struct spool_pending *p, time_t now,
+				   char **err_r);
 
 /* spool_recovery_clear - free and zero sp->rec */
 void spool_recovery_clear(struct spool *sp);

@@ -27,6 +27,7 @@
  *   msg/<id>, row `sent`, no retained  removed: the unlink after the commit
  *                                      did not happen
  *   msg/<id>, row `sent`, retained     kept for audit (keep_sent_days)
+ *   msg/<id>, row `duplicate`          as a `sent` row (kept while retained)
  *   row queued/deferred/sending,       -> `held`, last_reply "spool file
  *   not in_index, no msg/<id>          missing at recovery" (an operator
  *                                      decides; never silently dropped)
@@ -209,6 +210,9 @@ static enum spool_res row_state(struct spool *sp, sqlite3_stmt *st, const char *
 	*inidx_r = rc == SQLITE_ROW && sqlite3_column_int(st, 2) != 0;
 	if (rc == SQLITE_ROW && spool_state_from_text(sqlite3_column_text(st, 0), st_r) < 0)
 		*st_r = SPOOL_HELD;
+	/* a duplicate's file lives like a sent one's (retained, then removed) */
+	if (rc == SQLITE_ROW && *st_r == SPOOL_DUPLICATE)
+		*st_r = SPOOL_SENT;
 	/* a retained sent file counts as not sent here: it stays */
 	if (rc == SQLITE_ROW && *st_r == SPOOL_SENT && sqlite3_column_type(st, 1) != SQLITE_NULL)
 		*st_r = SPOOL_HELD;

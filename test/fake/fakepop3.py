@@ -48,6 +48,10 @@ Modes:
   --retr-err UID   RETR of the message with UIDL fake-uidl-UID (UID counts
                 from 1 in maildrop order) answers "-ERR message is corrupt"
   --retr-drop UID  RETR of that message sends half of it, then closes
+  --retr-stall UID RETR of that message is not answered until the file
+                --retr-stall-off exists (a client killed while it waits has
+                fetched the messages before it, not yet committed); then
+                that session is closed
   --retr-huge UID  RETR of that message sends 6 MB of 1000-octet lines
                 (LIST still gives its real, small size), then the terminator
                 (each repeatable; they act on every connection)
@@ -390,6 +394,13 @@ class Session:
         if uid in (self.args.retr_drop or []):
             self.send(b"+OK\r\n" + live[n][:len(live[n]) // 2])
             return False
+        if uid in (self.args.retr_stall or []) and not os.path.exists(
+                self.args.retr_stall_off or "/nonexistent"):
+            # the client is killed meanwhile; the session ends once the
+            # file appears, so the next connection is served
+            while not os.path.exists(self.args.retr_stall_off or "/nonexistent"):
+                time.sleep(0.05)
+            return False
         if uid in (self.args.retr_huge or []):
             self.send(b"+OK\r\n" + (b"y" * 998 + b"\r\n") * 6000 + b".\r\n")
             return True
@@ -468,6 +479,8 @@ def main():
     p.add_argument("--retr-err", action="append", type=int)
     p.add_argument("--retr-drop", action="append", type=int)
     p.add_argument("--retr-huge", action="append", type=int)
+    p.add_argument("--retr-stall", action="append", type=int)
+    p.add_argument("--retr-stall-off")
     p.add_argument("--apop", action="store_true")
     p.add_argument("--list-size", type=int)
     p.add_argument("--drop-quit", type=int, default=0)

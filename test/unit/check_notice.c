@@ -50,7 +50,7 @@ static char *held_notice(const char *msg, size_t len, size_t nrcpts, size_t *len
 		snprintf(a, sizeof a, "r%03zu@corp.example", i);
 		rcpts[i] = strdup(a);
 	}
-	struct spool_envelope env = { "s@example.org", rcpts, nrcpts, NULL };
+	struct spool_envelope env = { "s@example.org", rcpts, nrcpts, NULL, NULL };
 	ck_assert_msg(spool_open(tdir, &sp, &err) == SPOOL_OK, "%s", err);
 	ck_assert_msg(spool_writer_begin(sp, "acct", "u1", &w, &err) == SPOOL_OK, "%s", err);
 	snprintf(id, sizeof id, "%s", spool_writer_id(w));

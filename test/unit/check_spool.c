@@ -48,7 +48,7 @@ static char tdir[64];
 
 /* the envelope of most test messages */
 static const char *const rcpt_a[] = { "a@local.example" };
-static const struct spool_envelope env_a = { "s@x", rcpt_a, 1, NULL };
+static const struct spool_envelope env_a = { "s@x", rcpt_a, 1, NULL, NULL };
 
 /* ---- fixture and helpers ---- */
 
@@ -378,7 +378,7 @@ static void ingest_env(struct spool *sp, const char *account, const char *uidl, 
 static void ingest(struct spool *sp, const char *account, const char *uidl, const char *content,
 		   const char *sender, const char *const *rcpts, size_t nrcpts, char *id_r)
 {
-	struct spool_envelope env = { sender, rcpts, nrcpts, NULL };
+	struct spool_envelope env = { sender, rcpts, nrcpts, NULL, NULL };
 
 	ingest_env(sp, account, uidl, content, strlen(content), &env, id_r);
 }
@@ -806,7 +806,7 @@ END_TEST
 
 START_TEST(test_abort_and_bad_envelope)
 {
-	struct spool_envelope noenv = { "s@x", NULL, 0, NULL };
+	struct spool_envelope noenv = { "s@x", NULL, 0, NULL, NULL };
 	struct spool *sp = open_ok();
 	struct spool_writer *w = NULL;
 	char id[SPOOL_ID_LEN + 1], *err = NULL;
@@ -853,7 +853,7 @@ END_TEST
 START_TEST(test_large_write)
 {
 	const char *rcpts[] = { "a@local.example" };
-	struct spool_envelope env = { "s@x", rcpts, 1, NULL };
+	struct spool_envelope env = { "s@x", rcpts, 1, NULL, NULL };
 	struct spool *sp = open_ok();
 	struct spool_writer *w = NULL;
 	struct commits c = { 0 };
@@ -1022,7 +1022,7 @@ END_TEST
 START_TEST(test_index_boundary)
 {
 	const char *rcpts[] = { "a@local.example" };
-	struct spool_envelope env = { "s@x", rcpts, 1, NULL };
+	struct spool_envelope env = { "s@x", rcpts, 1, NULL, NULL };
 	struct spool *sp = open_ok();
 	struct spool_writer *w = NULL;
 	struct commits c = { 0 };
@@ -1073,7 +1073,7 @@ END_TEST
 START_TEST(test_eightbit)
 {
 	const char *rcpts[] = { "a@local.example" };
-	struct spool_envelope env = { "s@x", rcpts, 1, NULL };
+	struct spool_envelope env = { "s@x", rcpts, 1, NULL, NULL };
 	struct spool *sp = open_ok();
 	struct spool_writer *w = NULL;
 	struct spool_msg **msgs = NULL, *m;
@@ -1745,7 +1745,7 @@ END_TEST
 START_TEST(test_hold_at_ingest)
 {
 	struct spool *sp = open_ok();
-	struct spool_envelope env = { "s@x", NULL, 0, "no recipient found in Delivered-To" };
+	struct spool_envelope env = { "s@x", NULL, 0, "no recipient found in Delivered-To", NULL };
 	struct spool_writer *w = NULL;
 	struct spool_msg **msgs = NULL;
 	struct commits c = { 0 };
@@ -2178,7 +2178,7 @@ START_TEST(test_admin)
 	struct spool_filter flt = { -1, NULL, 0 };
 	struct spool_msg **msgs = NULL, *m = NULL;
 	char id1[SPOOL_ID_LEN + 1], id2[SPOOL_ID_LEN + 1], lower[SPOOL_ID_LEN + 1], *err = NULL;
-	uint64_t counts[5];
+	uint64_t counts[SPOOL_NSTATES];
 	unsigned int seen = 0;
 	size_t n = 0;
 
@@ -2685,7 +2685,7 @@ END_TEST
 START_TEST(test_recovery_skipped_while_open)
 {
 	const char *rcpts[] = { "a@local.example" };
-	struct spool_envelope env = { "s@x", rcpts, 1, NULL };
+	struct spool_envelope env = { "s@x", rcpts, 1, NULL, NULL };
 	struct spool *sp1 = open_ok(), *sp2;
 	struct spool_writer *w = NULL;
 	struct commits c = { 0 };
