@@ -102,9 +102,13 @@ chmod 0755 "$ROOT" # the container's /
 [ -e "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost\n' >"$ROOT/etc/hosts"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null
 
+# nspawn's own scope needs systemd as the host's PID 1 (over D-Bus); without
+# it the container lives in the test's cgroup (--keep-unit)
+NSPAWN="systemd-nspawn -q -D $ROOT --register=no"
+[ -d /run/systemd/system ] || NSPAWN="$NSPAWN --keep-unit"
 # in_root CMD... - run in the root (host network, the apt archive cache shared)
 in_root() {
-	systemd-nspawn -q -D "$ROOT" --register=no --keep-unit --console=pipe \
+	$NSPAWN --console=pipe \
 		--bind="$ARCHIVES:/var/cache/apt/archives" \
 		--setenv=DEBIAN_FRONTEND=noninteractive -- "$@" 2> >(nspawn_noise >&2)
 }
@@ -203,26 +207,42 @@ ExecStart=/root/probe.sh
 WantedBy=multi-user.target
 EOF
 ln -sf /etc/systemd/system/pgprobe.service "$ROOT/etc/systemd/system/multi-user.target.wants/"
-timeout 180 systemd-nspawn -q -D "$ROOT" --register=no --keep-unit --boot \
+timeout 180 $NSPAWN --boot \
 	--bind="$ARCHIVES:/var/cache/apt/archives" </dev/null >"$TESTDIR/boot.log" 2>&1
 brc=$?
 rm -f "$ROOT/etc/systemd/system/pgprobe.service" "$ROOT/etc/systemd/system/multi-user.target.wants/pgprobe.service"
 P=$(cat "$ROOT/root/probe.out" 2>/dev/null)
-if [ -z "$P" ]; then
-	diag "systemd-nspawn --boot exited $brc without the probe's output:"
-	diag "$(tail -n 20 "$TESTDIR/boot.log")"
+if [ -z "$P" ] && ! grep -q 'Welcome to' "$TESTDIR/boot.log"; then
+	# systemd never came up in the container: this machine cannot boot
+	# one.  What can still be checked: the unit's ExecStart, as its user,
+	# under the shipped file stays up idle and says why; the upgrade
+	# itself (without a running daemon to restart).
+	why="systemd-nspawn --boot does not work here ($(grep -v '^$' "$TESTDIR/boot.log" | tail -n 1))"
+	diag "$why"
+	skip 8 "$why"
+	in_root setpriv --reuid=popgate --regid=popgate --init-groups timeout 3 \
+		/usr/sbin/popgate -c /etc/popgate/popgate.conf run -f >"$TESTDIR/idle.log" 2>&1
+	is "$?" 124 "without a booted systemd: ExecStart under the shipped file stays up"
+	like "$(cat "$TESTDIR/idle.log")" 'status=idle reason="no account in /etc/popgate/popgate.conf"' \
+		"and logs why it is idle"
+	apt_install "$B/popgate_${V2}_amd64.deb"
+	is "$?" 0 "upgrade to $V2"
+else
+	[ -n "$P" ] || diag "systemd-nspawn --boot exited $brc without the probe's output: $(tail -n 20 "$TESTDIR/boot.log")"
+	probe() { echo "$P" | sed -n "s/^$1=//p" | head -n 1; }
+	is "$(probe is-active)" "active" "booted: popgate.service is active (idle)"
+	isnt "$(probe is-failed)" "failed" "booted: popgate.service is not failed"
+	like "$P" "Status: \"idle: no account in /etc/popgate/popgate.conf\"" "systemctl status says why it is idle"
+	is "$(probe timer)" "disabled inactive" "booted: popgate-batch.timer installed, not enabled"
+	is "$(probe upgrade-rc)" 0 "upgrade to $V2 under the running daemon"
+	p1=$(probe pid1) p2=$(probe pid2)
+	ok "[ -n '$p1' ] && [ -n '$p2' ] && [ '$p1' != 0 ] && [ '$p1' != '$p2' ]" \
+		"the upgrade restarted the daemon (pid $p1 -> $p2)"
+	is "$(probe exe2)" "/usr/sbin/popgate" "the restarted daemon runs the new binary"
+	is "$(probe is-active2)" "active" "and it is active again"
+	[ -n "$P" ] && echo "$P" | grep -E '^(status|journal):' | sed 's/^/# /' | head -n 30
 fi
-probe() { echo "$P" | sed -n "s/^$1=//p" | head -n 1; }
-is "$(probe is-active)" "active" "booted: popgate.service is active (idle)"
-isnt "$(probe is-failed)" "failed" "booted: popgate.service is not failed"
-like "$P" "Status: \"idle: no account in /etc/popgate/popgate.conf\"" "systemctl status says why it is idle"
-is "$(probe timer)" "disabled inactive" "booted: popgate-batch.timer installed, not enabled"
-is "$(probe upgrade-rc)" 0 "upgrade to $V2 under the running daemon"
-p1=$(probe pid1) p2=$(probe pid2)
-ok "[ -n '$p1' ] && [ -n '$p2' ] && [ '$p1' != 0 ] && [ '$p1' != '$p2' ]" "the upgrade restarted the daemon (pid $p1 -> $p2)"
-is "$(probe exe2)" "/usr/sbin/popgate" "the restarted daemon runs the new binary"
-is "$(probe is-active2)" "active" "and it is active again"
-[ -n "$P" ] && echo "$P" | grep -E '^(status|journal):' | sed 's/^/# /' | head -n 30
+is "$(in_root dpkg-query -W -f='${Version}' popgate)" "$V2" "popgate $V2 is installed"
 
 # ---- poll and relay from inside the root ----------------------------------------
 start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
