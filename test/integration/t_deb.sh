@@ -168,6 +168,24 @@ is "$?" 0 "systemd-analyze verify passes for the installed units"
 is "$(in_root systemctl is-enabled popgate.service)" "enabled" "popgate.service is enabled"
 is "$(in_root systemctl is-enabled popgate-batch.timer)" "disabled" "popgate-batch.timer is not enabled"
 
+# ---- the suite's servers on loopback, and an admin's account ---------------------
+start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
+start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
+dovecot_add_user office 'office-pass'
+write_conf() { # an admin's edit of the conffile: the shipped file, one account added
+	local to=${1:-/etc/popgate/popgate.conf}
+	cp "$TESTDIR/pop/ca.pem" "$ROOT/etc/popgate/pop-ca.pem"
+	printf 'office-pass\n' >"$ROOT/etc/popgate/office.pass"
+	in_root sh -c 'chown popgate:popgate /etc/popgate/office.pass && chmod 0600 /etc/popgate/office.pass'
+	{
+		sed "s/^    port = 25$/    port = $SMTP_PORT/" "$B/popgate/debian/popgate.conf"
+		conf_account office server localhost port "$POP3_PORT" tls starttls \
+			ca_file /etc/popgate/pop-ca.pem user office password_file /etc/popgate/office.pass \
+			deliver_to office@corp.example keep false
+	} >"$ROOT$to"
+}
+write_conf /root/account.conf # for the probe's reload
+
 # ---- boot: idle, not failed; an upgrade restarts it on the new binary ----------
 cp "$B/popgate_${V2}_amd64.deb" "$ROOT/root/upgrade.deb"
 cat >"$ROOT/root/probe.sh" <<'EOF'
@@ -192,6 +210,20 @@ settle
 echo "pid2=$(systemctl show -p MainPID --value popgate.service)"
 echo "exe2=$(exe)"
 echo "is-active2=$(systemctl is-active popgate.service)"
+# an account added, then `systemctl reload`: polled, said in the status
+cp /root/account.conf /etc/popgate/popgate.conf
+systemctl reload popgate.service
+echo "reload-rc=$?"
+for i in $(seq 1 150); do
+	case $(systemctl show -p StatusText --value popgate.service) in polling*) break ;; esac
+	sleep 0.2
+done
+echo "status3=$(systemctl show -p StatusText --value popgate.service)"
+echo "is-active3=$(systemctl is-active popgate.service)"
+for i in $(seq 1 150); do
+	journalctl -q --no-pager -u popgate.service | grep -q 'account=office status=' && break
+	sleep 0.2
+done
 journalctl -q --no-pager -u popgate.service | sed 's/^/journal: /'
 systemctl --no-block start poweroff.target
 EOF
@@ -219,7 +251,7 @@ if [ -z "$P" ] && ! grep -q 'Welcome to' "$TESTDIR/boot.log"; then
 	# itself (without a running daemon to restart).
 	why="systemd-nspawn --boot does not work here ($(grep -v '^$' "$TESTDIR/boot.log" | tail -n 1))"
 	diag "$why"
-	skip 8 "$why"
+	skip 12 "$why"
 	in_root setpriv --reuid=popgate --regid=popgate --init-groups timeout 3 \
 		/usr/sbin/popgate -c /etc/popgate/popgate.conf run -f >"$TESTDIR/idle.log" 2>&1
 	is "$?" 124 "without a booted systemd: ExecStart under the shipped file stays up"
@@ -240,27 +272,17 @@ else
 		"the upgrade restarted the daemon (pid $p1 -> $p2)"
 	is "$(probe exe2)" "/usr/sbin/popgate" "the restarted daemon runs the new binary"
 	is "$(probe is-active2)" "active" "and it is active again"
+	is "$(probe reload-rc)" 0 "an account added: systemctl reload popgate succeeds"
+	is "$(probe status3)" "polling 1 account, relaying" "and systemctl status says it polls it"
+	is "$(probe is-active3)" "active" "popgate.service is still active"
+	like "$P" "journal: .*account=office status=ok" "the account was polled"
 	[ -n "$P" ] && echo "$P" | grep -E '^(status|journal):' | sed 's/^/# /' | head -n 30
 fi
 is "$(in_root dpkg-query -W -f='${Version}' popgate)" "$V2" "popgate $V2 is installed"
 
 # ---- poll and relay from inside the root ----------------------------------------
-start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
-start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
-dovecot_add_user office 'office-pass'
 mail_gen --maildir "$(maildir_of office)" --expected "$TESTDIR/exp1" --count 3 --prefix one ||
 	bail_out "mkmail failed"
-write_conf() { # an admin's edit of the conffile: the shipped file, one account added
-	cp "$TESTDIR/pop/ca.pem" "$ROOT/etc/popgate/pop-ca.pem"
-	printf 'office-pass\n' >"$ROOT/etc/popgate/office.pass"
-	in_root sh -c 'chown popgate:popgate /etc/popgate/office.pass && chmod 0600 /etc/popgate/office.pass'
-	{
-		sed "s/^    port = 25$/    port = $SMTP_PORT/" "$B/popgate/debian/popgate.conf"
-		conf_account office server localhost port "$POP3_PORT" tls starttls \
-			ca_file /etc/popgate/pop-ca.pem user office password_file /etc/popgate/office.pass \
-			deliver_to office@corp.example keep false
-	} >"$ROOT/etc/popgate/popgate.conf"
-}
 write_conf
 in_root /usr/sbin/popgate poll --once >>"$TESTDIR/popgate.log" 2>&1
 is "$?" 0 "poll --once inside the root"
