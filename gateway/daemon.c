@@ -14,11 +14,11 @@
 #include "config.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +115,7 @@ static void wait_wake(long ms)
 		;
 }
 
-/* sd_notify - one datagram to systemd's $NOTIFY_SOCKET (Type=notify):
+/* sd_notify_msg - one datagram to systemd's $NOTIFY_SOCKET (Type=notify):
  * READY=1, STATUS=... for `systemctl status`; nothing without the socket.
  * No libsystemd: the protocol is one sendto() ("@" = abstract name). */
 static void sd_notify_msg(const char *fmt, ...) PG_PRINTF(1, 2);
