@@ -1234,8 +1234,6 @@ static void conf_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 	c->accounts = xcalloc(c->naccounts, sizeof *c->accounts);
 	for (size_t i = 0; i < c->naccounts; i++)
 		account_extract(cx, c, cfg_getnsec(cfg, "account", (unsigned)i), &c->accounts[i]);
-	if (c->naccounts == 0)
-		conf_add_error(cx, 0, "no account is configured (add an account \"NAME\" { ... } block)");
 }
 
 /* read_clean - read the file (bounded) and blank out its comments */
@@ -1382,6 +1380,12 @@ enum pg_res conf_load(const char *path, struct conf **c_r, char **err_r)
 	conf_extract(&cx, cfg, c);
 	if (cx.nerrs > 0)
 		goto fail;
+	if (c->naccounts == 0) { /* valid: the daemon idles until a reload adds one */
+		char *w = xasprintf("%s%s", c->warnings != NULL ? c->warnings : "",
+				    CONF_NO_ACCOUNT_WARNING "\n");
+		free(c->warnings);
+		c->warnings = w;
+	}
 	*c_r = c;
 	c = NULL;
 	res = PG_OK;

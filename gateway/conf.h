@@ -8,6 +8,8 @@
  *    to it.  libconfuse stops at the first syntax or value error; the
  *    checks that need a whole account (missing options, password file
  *    mode) are all reported together.  Nothing half-parsed is returned.
+ *    A file with no account is valid (a package's shipped file): its
+ *    warnings carry CONF_NO_ACCOUNT_WARNING and the daemon idles.
  *  - The returned struct conf is immutable and owned by the caller
  *    (conf_free()).  Strings are never NULL unless documented as optional.
  *  - conf_read_secret() reads an account's password; it refuses a password
@@ -24,6 +26,9 @@
 
 /* Fixed, whatever --sysconfdir says: admins and docs expect this path. */
 #define CONF_DEFAULT_PATH "/etc/popgate/popgate.conf"
+/* The one warning of a configuration without an account block. */
+#define CONF_NO_ACCOUNT_WARNING "no account is configured: nothing is polled until an " \
+	"account block is added (popgate.conf(5)) and popgate is reloaded"
 
 /* TLS toward the local SMTP host, named as Postfix's
  * smtp_tls_security_level: may = STARTTLS when offered, unverified;

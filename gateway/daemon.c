@@ -17,9 +17,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <time.h>
@@ -111,6 +115,36 @@ static void wait_wake(long ms)
 		;
 }
 
+/* sd_notify_msg - one datagram to systemd's $NOTIFY_SOCKET (Type=notify):
+ * READY=1, STATUS=... for `systemctl status`; nothing without the socket.
+ * No libsystemd: the protocol is one sendto() ("@" = abstract name). */
+static void sd_notify_msg(const char *fmt, ...) PG_PRINTF(1, 2);
+static void sd_notify_msg(const char *fmt, ...)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t plen = path != NULL ? strlen(path) : 0;
+	if (plen < 2 || plen >= sizeof sa.sun_path || (path[0] != '/' && path[0] != '@'))
+		return;
+	memcpy(sa.sun_path, path, plen);
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0';
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof msg)
+		return;
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (const struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen)) < 0)
+		LOG_DEBUG("status=notify-failed reason=\"%s\"", strerror(errno));
+	close(fd);
+}
+
 /* ---- the schedule ---- */
 
 struct slot {
@@ -200,6 +234,24 @@ static void build_slots(struct sched *s, unsigned *added_r, unsigned *removed_r)
 	*removed_r = (unsigned)(nold - kept);
 }
 
+/* announce_state - the daemon's state for `systemctl status` (and READY=1
+ * once started); a poller without an account idles, saying so once */
+static void announce_state(const struct sched *s, int starting)
+{
+	const char *ready = starting ? "READY=1\n" : "";
+	if (s->once)
+		return;
+	if (s->do_poll && s->c->naccounts == 0) {
+		LOG_WARN("status=idle reason=\"no account in %s\" action=\"add an account "
+			 "block, then reload popgate (SIGHUP)\"", s->c->path);
+		sd_notify_msg("%sSTATUS=idle: no account in %s", ready, s->c->path);
+	} else if (s->do_poll)
+		sd_notify_msg("%sSTATUS=polling %zu account%s%s", ready, s->nslots,
+			      s->nslots == 1 ? "" : "s", s->do_relay ? ", relaying" : "");
+	else
+		sd_notify_msg("%sSTATUS=relaying", ready);
+}
+
 /* reload - SIGHUP: a new configuration, or the old one kept */
 static void reload(struct sched *s)
 {
@@ -235,6 +287,7 @@ static void reload(struct sched *s)
 	unsigned added = 0, removed = 0;
 	build_slots(s, &added, &removed);
 	LOG_INFO("reload status=ok accounts=%zu added=%u removed=%u", s->nslots, added, removed);
+	announce_state(s, 0);
 }
 
 /* child_setup - in a fresh child: default signal plumbing, own spool */
@@ -548,7 +601,10 @@ int schedule(const struct conf *c, struct spool *sp, const struct conf_account *
 		}
 	LOG_INFO("status=started accounts=%zu max_parallel_polls=%d relay=%s%s", s.nslots,
 		 c->max_parallel_polls, do_relay ? "yes" : "no", once ? " once=yes" : "");
+	announce_state(&s, 1);
 	sched_loop(&s);
+	if (!once)
+		sd_notify_msg("STOPPING=1");
 	const char *why = cli_stop ? "signal" : "done";
 	LOG_INFO("status=stopping reason=\"%s\" polls_running=%zu relay_running=%s", why,
 		 s.running, s.relay_pid ? "yes" : "no");

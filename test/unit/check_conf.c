@@ -367,12 +367,19 @@ START_TEST(test_missing_required)
 }
 END_TEST
 
+/* no account: valid (the package's shipped file), with the one warning
+ * the daemon's idle state is announced from */
 START_TEST(test_no_account)
 {
-	char *err = load_err("spool_dir = \"/tmp/x\"\n");
-	ck_assert_ptr_nonnull(strstr(err, "no account"));
-	ck_assert_ptr_nonnull(strstr(err, conf_path));
-	free(err);
+	struct conf *c = NULL;
+	char *err = NULL;
+	write_conf("spool_dir = \"/tmp/x\"\n");
+	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_OK);
+	ck_assert_ptr_null(err);
+	ck_assert_uint_eq(c->naccounts, 0);
+	ck_assert_ptr_nonnull(c->warnings);
+	ck_assert_ptr_nonnull(strstr(c->warnings, CONF_NO_ACCOUNT_WARNING));
+	conf_free(&c);
 }
 END_TEST
 
