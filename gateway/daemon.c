@@ -40,6 +40,8 @@
 #define RELAY_RETRY_SECS 10
 /* relay child exit status when the round had nothing to send */
 #define RELAY_EXIT_IDLE 100
+/* a relay child's exit status: fewer messages than smtp.max_sessions sent */
+#define RELAY_EXIT_SMALL 101
 
 volatile sig_atomic_t cli_stop;
 static volatile sig_atomic_t got_hup, got_usr1;
@@ -295,7 +297,8 @@ static void relay_child(const struct conf *c)
 	memset(&st, 0, sizeof st);
 	int code = relay_once_stats(c, sp, &st);
 	spool_close(&sp);
-	_exit(code == EX_OK && st.attempted == 0 ? RELAY_EXIT_IDLE : code);
+	_exit(code != EX_OK ? code : st.attempted == 0 ? RELAY_EXIT_IDLE
+	      : st.attempted < (unsigned)c->smtp.max_sessions ? RELAY_EXIT_SMALL : EX_OK);
 }
 
 /* fork_clean - fork() with no SQLite connection open in this process (see
@@ -403,14 +406,17 @@ static void child_done(struct sched *s, pid_t pid, int status)
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 	if (pid == s->relay_pid) {
 		s->relay_pid = 0;
+		int small = code == RELAY_EXIT_SMALL;
+		if (small)
+			code = EX_OK;
 		s->relay_not_before = code == EX_OK ? 0 : now + RELAY_RETRY_SECS;
-		/* a round done within its second while polls go on bringing a
-		 * message or two each: the next one waits for the next second
-		 * (ignored once no poll runs), so one round carries what many
-		 * polls brought instead of a fork, a spool open and an SMTP
-		 * session per message (bench_accounts.sh: 3 ms of CPU per
-		 * account polled) */
-		s->relay_gap_until = now <= s->relay_started ? s->relay_started + 1 : 0;
+		/* a round that sent fewer messages than it has sessions, while
+		 * polls go on bringing a message or two each: the next one waits
+		 * for the next second (ignored once no poll runs), so one round
+		 * carries what many polls brought instead of a fork, spool opens
+		 * and an SMTP session per message (bench_accounts.sh: 3 ms of
+		 * CPU per account polled); a big drain's rounds are not small */
+		s->relay_gap_until = small ? s->relay_started + 1 : 0;
 		s->relay_failed = code != EX_OK && code != RELAY_EXIT_IDLE;
 		if (s->once && s->relay_failed && s->once_code == EX_OK)
 			s->once_code = code < 0 ? EX_SOFTWARE : code;

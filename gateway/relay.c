@@ -43,7 +43,6 @@
 #include "net.h"
 #include "notice.h"
 #include "relay.h"
-#include "spool_batch.h"
 /* after conf.h (auth-client.h defines AUTH_USER as a macro), before
  * libesmtp.h (which declares smtp_auth_set_context only after it) */
 #include <auth-client.h>
@@ -1030,11 +1029,11 @@ static void child_main(const struct conf *c, const char *dir, int wfd, pid_t par
 	_exit(w == (ssize_t)sizeof rep ? 0 : 1);
 }
 
-static enum pg_res relay_parallel(const struct conf *c, struct spool *sp, int n,
+static enum pg_res relay_parallel(const struct conf *c, struct spool *sp,
 				  const volatile sig_atomic_t *stop_flag, struct relay_stats *st_r,
 				  char **err_r)
 {
-	int fds[64], forwarded = 0, reopened = 1;
+	int n = c->smtp.max_sessions, fds[64], forwarded = 0, reopened = 1;
 	pid_t pids[64], self = getpid();
 	enum pg_res res = PG_OK;
 	/* no SQLite connection may cross the forks (spool_fork_prepare) */
@@ -1154,21 +1153,8 @@ enum pg_res relay_run_once(const struct conf *c, struct spool *sp,
 	 * grows with a message (bodies over 64 KiB are streamed) */
 	(void)mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 	(void)mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
-	/* no more sessions than due messages: a daemon whose polls bring a
-	 * message or two at a time forked max_sessions processes, each
-	 * opening the spool and the SMTP host, for each of them (3 ms of
-	 * CPU per account polled, in bench_accounts.sh) */
-	int n = c->smtp.max_sessions;
-	size_t due = 0;
-	if (n > 1 && spool_due_count(sp, time(NULL), (size_t)n, &due, &err) == SPOOL_OK) {
-		if (due < (size_t)n)
-			n = due > 0 ? (int)due : 1;
-	} else if (err != NULL) {
-		free(err); /* the claim will say what is wrong */
-		err = NULL;
-	}
-	if (n > 1)
-		res = relay_parallel(c, sp, n, stop_flag, st_r, err_r);
+	if (c->smtp.max_sessions > 1)
+		res = relay_parallel(c, sp, stop_flag, st_r, err_r);
 	else
 		res = relay_loop(c, sp, stop_flag, st_r, err_r);
 	/* the round's sent bodies free their pages: the index shrinks back

@@ -13,9 +13,7 @@
  *    retry_intervals schedule, or held once older than max_queue_time,
  *    5xx -> held with the server's reply.  A held message gets an RFC 3464
  *    notice (notice.h) per `bounce`.  With smtp.max_sessions > 1 it forks
- *    that many children (no more than there are due messages; one runs in
- *    the caller's process), each with its own spool handle, and waits for
- *    them.
+ *    that many children, each with its own spool handle, and waits for them.
  *    When they are done it takes back the claims of any that died
  *    (relay_reclaim), so a killed session's messages are queued again at
  *    once instead of staying `sending` until the next exclusive open.

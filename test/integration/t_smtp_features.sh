@@ -179,23 +179,6 @@ ok "[ $npids -gt 1 ] && [ $npids -le 3 ]" "(5) par: status=sent lines come from 
 ids_once=$(grep -o 'id=[0-9a-f]* .*status=sent' "$TESTDIR/par.relay.log" | awk '{print $1}' | sort | uniq -d | wc -l)
 is "$ids_once" 0 "(5) par: no message logged as sent twice"
 
-# ---- (5b): one due message, max_sessions = 3: one session, no fork ----------
-# (a round opens no more sessions than there are due messages; the one
-# runs in the relay process, which also logs the round's summary)
-box one 1 simple
-conf one 'host = "127.0.0.1"' "port = $SMTP_PORT" 'max_sessions = 3'
-pg "$TESTDIR/one.log" -c "$TESTDIR/one.conf" poll --once
-: >"$TESTDIR/one.relay.log"
-pg "$TESTDIR/one.relay.log" -c "$TESTDIR/one.conf" relay --once
-cat "$TESTDIR/one.relay.log" >>"$TESTDIR/one.log"
-is "$PG_RC" 0 "(5b) one: relay exits 0"
-is "$(states one)" "sent|1" "(5b) one: the message is sent" || note "$TESTDIR/one.log"
-pid_of() { grep -e "$1" "$TESTDIR/one.relay.log" | sed -n 's/.*popgate\[\([0-9]*\)\].*/\1/p' | sort -u; }
-sent_pid=$(pid_of 'status=sent')
-is "$(printf '%s\n' "$sent_pid" | grep -c .)" 1 "(5b) one: one status=sent line"
-is "$sent_pid" "$(pid_of 'relay status=ok')" \
-	"(5b) one: sent by the relay process itself (no session process for one message)"
-
 # ---- (6): SMTP AUTH without TLS is refused ----------------------------------
 start_smtp_sink "$TESTDIR/sink-auth" -v || bail_out "cannot start smtp-sink"
 box auth 3 simple
