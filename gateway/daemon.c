@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -209,6 +210,10 @@ static void build_slots(struct sched *s, unsigned *added_r, unsigned *removed_r)
 	for (size_t i = 0; i < s->nslots; i++)
 		if (s->slots[i].a->tls != TLS_NONE)
 			net_tls_preload(s->slots[i].a->ca_file);
+	/* the configuration's parse tree is freed by now (about 12 KiB per
+	 * account, 120 MiB for 10,000): give those pages back, or every fork
+	 * copies their page tables and the daemon keeps them resident */
+	(void)malloc_trim(0);
 	*added_r = (unsigned)(s->nslots - kept);
 	*removed_r = (unsigned)(nold - kept);
 }

@@ -3,7 +3,8 @@
 # one private Dovecot, each with one message; `popgate run -f` with the
 # default max_parallel_polls until every account was polled once (watched
 # in the spool's accounts table).  Reports the cycle time and the daemon
-# parent's peak RSS (VmHWM; children are short-lived, one per poll), and
+# parent's peak RSS (VmHWM; children are short-lived, one per poll) and
+# its RSS at the end of the cycle (VmRSS), and
 # the CPU seconds (user + system) of the daemon and all its children: at the
 # end of the cycle (every account polled) and once everything is relayed,
 # from /proc/PID/stat (utime + stime + cutime + cstime: a child's time is
@@ -66,14 +67,15 @@ cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15 + $16 + $
 cpu_cycle=$(cpu_of "$PID")
 faults=$(awk '{ print $10 + $12 }' "/proc/$PID/stat") # minor page faults, children included
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
+rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$PID/status")
 while [ "$(sink_count)" -lt "$N" ]; do sleep 0.2; done
 sleep 1 # the last relay child is reaped
 cpu_all=$(cpu_of "$PID")
 kill -TERM "$PID"
 wait "$PID"
 ok=$(spool_sql "$SPOOL" "select count(*) from accounts where last_result = 'ok'")
-printf 'accounts=%d polled_ok=%d cycle_s=%.2f polls_per_s=%.1f parent_peak_rss_kib=%d relayed=%d cpu_cycle_s=%s cpu_ms_per_poll=%.2f cpu_total_s=%s minor_faults_per_poll=%d\n' \
+printf 'accounts=%d polled_ok=%d cycle_s=%.2f polls_per_s=%.1f parent_peak_rss_kib=%d parent_rss_kib=%d relayed=%d cpu_cycle_s=%s cpu_ms_per_poll=%.2f cpu_total_s=%s minor_faults_per_poll=%d\n' \
 	"$N" "$ok" "$(awk "BEGIN {print $end - $start}")" "$(awk "BEGIN {print $N / ($end - $start)}")" \
-	"$hwm" "$(sink_count)" "$cpu_cycle" "$(awk "BEGIN {print $cpu_cycle * 1000 / $N}")" "$cpu_all" "$((faults / N))"
+	"$hwm" "$rss" "$(sink_count)" "$cpu_cycle" "$(awk "BEGIN {print $cpu_cycle * 1000 / $N}")" "$cpu_all" "$((faults / N))"
 pass "benchmark ran"
 done_testing
