@@ -272,6 +272,60 @@ static enum pg_res check_pin(struct net *n, char **err_r)
 	return PG_PERM;
 }
 
+/* Trust stores loaded by net_tls_preload, by ca_file (NULL path: the
+ * system store); shared read-only by the SSL_CTXs of forked children. */
+struct ca_store {
+	char *path;
+	X509_STORE *store;
+};
+static struct ca_store *ca_stores;
+static size_t nca_stores;
+
+static X509_STORE *ca_store_find(const char *path)
+{
+	for (size_t i = 0; i < nca_stores; i++) {
+		const char *p = ca_stores[i].path;
+		if ((p == NULL && path == NULL) || (p != NULL && path != NULL && strcmp(p, path) == 0))
+			return ca_stores[i].store;
+	}
+	return NULL;
+}
+
+void net_tls_preload(const char *ca_file)
+{
+	static int warmed;
+	if (!warmed) {
+		/* the first SSL_CTX of a process costs milliseconds (provider
+		 * algorithm fetches, cipher and group tables); the caches stay */
+		SSL_CTX_free(SSL_CTX_new(TLS_client_method()));
+		warmed = 1;
+	}
+	if (ca_store_find(ca_file) != NULL)
+		return;
+	X509_STORE *st = X509_STORE_new();
+	int ok = st != NULL && (ca_file != NULL ? X509_STORE_load_file(st, ca_file)
+					       : X509_STORE_set_default_paths(st));
+	if (!ok) {
+		X509_STORE_free(st);
+		ERR_clear_error();
+		return;
+	}
+	ca_stores = xrealloc(ca_stores, (nca_stores + 1) * sizeof *ca_stores);
+	ca_stores[nca_stores].path = ca_file != NULL ? xstrdup(ca_file) : NULL;
+	ca_stores[nca_stores++].store = st;
+}
+
+void net_tls_preload_clear(void)
+{
+	for (size_t i = 0; i < nca_stores; i++) {
+		free(ca_stores[i].path);
+		X509_STORE_free(ca_stores[i].store);
+	}
+	free(ca_stores);
+	ca_stores = NULL;
+	nca_stores = 0;
+}
+
 /* tls_setup - SSL_CTX and SSL for this connection, verification configured */
 static enum pg_res tls_setup(struct net *n, const struct net_tls_params *p, char **err_r)
 {
@@ -288,7 +342,11 @@ static enum pg_res tls_setup(struct net *n, const struct net_tls_params *p, char
 	if (p->verify) {
 		/* pinned: the chain is checked after the handshake, by the pin */
 		SSL_CTX_set_verify(n->ctx, SSL_VERIFY_PEER, verify_note);
-		int ok = p->ca_file != NULL
+		X509_STORE *pre = ca_store_find(p->ca_file);
+		if (pre != NULL)
+			SSL_CTX_set1_cert_store(n->ctx, pre); /* loaded before the fork */
+		int ok = pre != NULL ? 1
+			 : p->ca_file != NULL
 			 ? SSL_CTX_load_verify_locations(n->ctx, p->ca_file, NULL)
 			 : SSL_CTX_set_default_verify_paths(n->ctx);
 		if (!ok) {

@@ -42,6 +42,16 @@ enum pg_res net_connect(const char *host, int port, int timeout_ms, struct net *
 			char **err_r);
 void net_set_timeout(struct net *n, int timeout_ms);
 enum pg_res net_start_tls(struct net *n, const struct net_tls_params *p, char **err_r);
+/* net_tls_preload - before forking connection children (the daemon): make
+ * OpenSSL's one-time set-up (algorithm tables, the client method's
+ * cipher and group lists) and load the trust store of ca_file (NULL: the
+ * system store) once, so that every child inherits them instead of
+ * repeating them per connection; net_start_tls then uses the loaded
+ * store.  A store that cannot be loaded is not kept: the connection loads
+ * it itself and reports the error.  net_tls_preload_clear drops the
+ * stores (a reload: CA files are read again). */
+void net_tls_preload(const char *ca_file);
+void net_tls_preload_clear(void);
 int net_is_tls(const struct net *n);
 /* net_tls_info - "TLSv1.3 TLS_AES_256_GCM_SHA384" or NULL */
 const char *net_tls_info(const struct net *n);

@@ -18,8 +18,10 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -609,16 +611,18 @@ static void log_outcome(const struct relay_run *run, const struct relay_item *it
 			enum spool_state st)
 {
 	const struct spool_msg *m = it->msg;
+	/* held mail, and mail deferred again and again, must reach an admin
+	 * who logs at warning */
+	enum log_level lvl = st == SPOOL_HELD ||
+		(st == SPOOL_DEFERRED && m->attempts >= RELAY_WARN_ATTEMPTS) ? LOGL_WARN : LOGL_INFO;
+	if (lvl > log_get_level())
+		return; /* not even the recipient list is built */
 	char *to = xstrdup("");
 	for (size_t i = 0; i < m->nrcpts; i++) {
 		char *n = xasprintf("%s%s<%s>", to, i ? "," : "", m->rcpts[i].addr);
 		free(to);
 		to = n;
 	}
-	/* held mail, and mail deferred again and again, must reach an admin
-	 * who logs at warning */
-	enum log_level lvl = st == SPOOL_HELD ||
-		(st == SPOOL_DEFERRED && m->attempts >= RELAY_WARN_ATTEMPTS) ? LOGL_WARN : LOGL_INFO;
 	log_msg(lvl, "id=%s account=%s from=<%s> to=%s relay=%s:%d delay=%lds attempts=%d "
 		 "status=%s (%s)",
 		 m->id, m->account, m->sender, to, run->c->smtp.host, run->c->smtp.port,
@@ -715,6 +719,26 @@ static void record(struct relay_run *run, struct relay_item *it, smtp_message_t 
 		flush_outcomes(run);
 }
 
+/* nodelay_fd - TCP_NODELAY on fd if it is a connected TCP socket */
+static void nodelay_fd(int fd)
+{
+	int one = 1, type = 0;
+	struct stat sb;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss, tl = sizeof type;
+	if (fstat(fd, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+		return;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM)
+		return;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+	    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+		return;
+	sl = sizeof ss;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 /* set_nodelay - TCP_NODELAY on this process's connected TCP sockets.
  * libesmtp does not expose its socket, and without TCP_NODELAY Nagle's
  * algorithm holds each message's final small segment until the receiver's
@@ -722,31 +746,26 @@ static void record(struct relay_run *run, struct relay_item *it, smtp_message_t 
  * thousands).  libesmtp builds whole command batches and body chunks in its
  * own buffer, so no-delay does not mean a segment per line.  Only the
  * SMTP session's socket is connected when this runs (the relay never holds
- * a POP3 connection; SQLite uses files). */
+ * a POP3 connection; SQLite uses files).  The open descriptors are listed
+ * from /proc/self/fd: probing every number up to 4096 was 4,096 system
+ * calls per session (164,000 in a drain of 10,000 messages). */
 static void set_nodelay(void)
 {
-	int one = 1;
-	long max = sysconf(_SC_OPEN_MAX);
-	if (max < 0 || max > 4096)
-		max = 4096; /* files are opened one at a time: the socket is low */
-	for (int fd = 0; fd < max; fd++) {
-		struct stat sb;
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof ss;
-		int type = 0;
-		socklen_t tl = sizeof type;
-		if (fstat(fd, &sb) != 0 || !S_ISSOCK(sb.st_mode))
-			continue;
-		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM)
-			continue;
-		if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
-		    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
-			continue;
-		sl = sizeof ss;
-		if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
-			continue;
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL) {
+		for (int fd = 0; fd < 4096; fd++)
+			nodelay_fd(fd);
+		return;
 	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+		if (de->d_name[0] < '0' || de->d_name[0] > '9' || *end != '\0' || fd == dirfd(d))
+			continue;
+		nodelay_fd((int)fd);
+	}
+	closedir(d);
 }
 
 static void event_cb(smtp_session_t session, int event, void *arg, ...)
@@ -1126,6 +1145,14 @@ enum pg_res relay_run_once(const struct conf *c, struct spool *sp,
 	enum pg_res res;
 	char *err = NULL;
 	memset(st_r, 0, sizeof *st_r);
+	/* a relay process allocates and frees the same few sizes per message
+	 * (claimed bodies, libesmtp's buffers): keep freed memory instead of
+	 * giving it back to the kernel and faulting it in zeroed again (about
+	 * a tenth of the relay's CPU on 10,000 x 2 KiB); it ends after the
+	 * round (relay --once, the daemon's relay child), and no allocation
+	 * grows with a message (bodies over 64 KiB are streamed) */
+	(void)mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+	(void)mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 	if (c->smtp.max_sessions > 1)
 		res = relay_parallel(c, sp, stop_flag, st_r, err_r);
 	else

@@ -42,6 +42,14 @@
 # same mailbox with pipelined RETR+DELE and waiting for QUIT (no SMTP): the
 # POP3 server's own share of any drain.  No tool can finish before it, so
 # fetchmail's time over it is the largest speed-up the harness allows.
+# And "smtp-floor": test/bench/minsmtp sending as many messages of the same
+# size over one session to the same sink (MAIL+RCPT+DATA in one write, the
+# body in one write; no POP3): the SMTP host's share.  popgate's wall time
+# over pop3-floor + smtp-floor (both protocols back to back) is the last
+# column.  Every tool's CPU seconds (user + system, the tool and all the
+# processes it waited for, from /usr/bin/time) are a column too.
+# BENCH_BASE=/path/to/an/older/popgate adds the tool "popgate-base": that
+# binary's `run --once`, to compare two builds in the same conditions.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
 . "$top_srcdir/test/lib/common.sh"
@@ -57,6 +65,7 @@ mkdir -p "$B/fm"
 gcc -shared -fPIC -O2 -o "$B/nodelay.so" "$top_srcdir/test/bench/nodelay.c" -ldl ||
 	bail_out "cannot build nodelay.so"
 gcc -O2 -o "$B/minpop3" "$top_srcdir/test/bench/minpop3.c" || bail_out "cannot build minpop3"
+gcc -O2 -o "$B/minsmtp" "$top_srcdir/test/bench/minsmtp.c" || bail_out "cannot build minsmtp"
 gcc -O2 -o "$B/fsyncbench" "$top_srcdir/test/bench/fsyncbench.c" -lsqlite3 ||
 	bail_out "cannot build fsyncbench"
 
@@ -142,9 +151,14 @@ conf_fetchmail() { # TLS
 	chmod 0600 "$B/fm/fetchmailrc"
 }
 
-# run_tool TOOL - one timed run; prints "SECONDS RSS_KIB OK"
+# /usr/bin/time's last line: peak RSS (KiB), then user and system CPU
+# seconds of the tool and every process it waited for (its forked relay
+# sessions and poll children included: their rusage is summed into the
+# parent's at wait)
+TFMT='%M %U %S'
+# run_tool TOOL - one timed run; prints "SECONDS RSS_KIB OK CPU_SECONDS"
 run_tool() {
-	local t0 t1 rss=0 r
+	local t0 t1 rss=0 r cpu=0 k u sy
 	rm -rf "${SINK_DIR:?}"/* "$B/rss".*
 	rm -rf "$B/spool" "$B/fm/.fetchids"
 	# the generated mailbox and the removals reach the disk before the
@@ -154,53 +168,68 @@ run_tool() {
 	t0=$(date +%s.%N)
 	case $1 in
 	popgate)
-		/usr/bin/time -f %M -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" run --once \
+		/usr/bin/time -f "$TFMT" -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" run --once \
+			2>>"$B/popgate.log"
+		;;
+	popgate-base)
+		/usr/bin/time -f "$TFMT" -o "$B/rss.1" "$BENCH_BASE" -c "$B/popgate.conf" run --once \
 			2>>"$B/popgate.log"
 		;;
 	popgate-poll+relay)
-		/usr/bin/time -f %M -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" poll --once 2>>"$B/popgate.log" &&
-			/usr/bin/time -f %M -o "$B/rss.2" "$POPGATE" -c "$B/popgate.conf" relay --once 2>>"$B/popgate.log"
+		/usr/bin/time -f "$TFMT" -o "$B/rss.1" "$POPGATE" -c "$B/popgate.conf" poll --once 2>>"$B/popgate.log" &&
+			/usr/bin/time -f "$TFMT" -o "$B/rss.2" "$POPGATE" -c "$B/popgate.conf" relay --once 2>>"$B/popgate.log"
 		;;
 	fetchmail)
-		HOME=$B/fm /usr/bin/time -f %M -o "$B/rss.1" fetchmail -f "$B/fm/fetchmailrc" -N \
+		HOME=$B/fm /usr/bin/time -f "$TFMT" -o "$B/rss.1" fetchmail -f "$B/fm/fetchmailrc" -N \
 			--nosyslog -s --pidfile "$B/fm/pid" >>"$B/fetchmail.log" 2>&1
 		;;
 	fetchmail+nodelay)
-		HOME=$B/fm LD_PRELOAD=$B/nodelay.so /usr/bin/time -f %M -o "$B/rss.1" fetchmail \
+		HOME=$B/fm LD_PRELOAD=$B/nodelay.so /usr/bin/time -f "$TFMT" -o "$B/rss.1" fetchmail \
 			-f "$B/fm/fetchmailrc" -N --nosyslog --pidfile "$B/fm/pid" >>"$B/fetchmail.log" 2>&1
 		;;
 	pop3-floor) # plain POP3 even in the TLS scenario: the server's share
-		/usr/bin/time -f %M -o "$B/rss.1" "$B/minpop3" 127.0.0.1 "$POP3_PORT" bench bench-pw \
+		/usr/bin/time -f "$TFMT" -o "$B/rss.1" "$B/minpop3" 127.0.0.1 "$POP3_PORT" bench bench-pw \
 			"$COUNT" dele >>"$B/fetchmail.log" 2>&1
+		;;
+	smtp-floor) # the same count and size over one pipelined SMTP session
+		/usr/bin/time -f "$TFMT" -o "$B/rss.1" "$B/minsmtp" 127.0.0.1 "$SMTP_PORT" "$COUNT" \
+			"$SIZE" >>"$B/fetchmail.log" 2>&1
 		;;
 	esac
 	t1=$(date +%s.%N)
 	for r in "$B"/rss.*; do
-		[ -f "$r" ] && [ "$(tail -n 1 "$r")" -gt "$rss" ] 2>/dev/null && rss=$(tail -n 1 "$r")
+		[ -f "$r" ] || continue
+		read -r k u sy < <(tail -n 1 "$r")
+		[ "$k" -gt "$rss" ] 2>/dev/null && rss=$k
+		cpu=$(awk -v c="$cpu" -v u="$u" -v s="$sy" 'BEGIN { printf "%.2f", c + u + s }')
 	done
 	local ok=1 i
-	local want=$COUNT
+	local want=$COUNT left=0
 	[ "$1" = pop3-floor ] && want=0 # it sends nothing
+	[ "$1" = smtp-floor ] && left=$COUNT # it takes nothing
 	# smtp-sink writes its dump file after its 250: give the last one a moment
 	for ((i = 0; i < 40; i++)); do
 		[ "$(sink_count)" = "$want" ] && break
 		sleep 0.05
 	done
-	[ "$(sink_count)" = "$want" ] && [ "$(maildir_count bench)" = 0 ] || ok=0
+	[ "$(sink_count)" = "$want" ] && [ "$(maildir_count bench)" = "$left" ] || ok=0
 	[ "$ok" = 1 ] || echo "### $1: sink $(sink_count) of $COUNT, mailbox $(maildir_count bench)" \
 		>>"$B/fetchmail.log"
 	sleep 0.3 # let Dovecot finish the expunge of this session (not timed)
-	echo "$t0 $t1 $rss $ok" | awk '{ printf "%.3f %d %d\n", $2 - $1, $3, $4 }'
+	echo "$t0 $t1 $rss $ok $cpu" | awk '{ printf "%.3f %d %d %s\n", $2 - $1, $3, $4, $5 }'
 }
 
-TOOLS=${BENCH_TOOLS:-"popgate popgate-poll+relay fetchmail+nodelay fetchmail pop3-floor"}
+TOOLS=${BENCH_TOOLS:-"popgate ${BENCH_BASE:+popgate-base }popgate-poll+relay fetchmail+nodelay fetchmail pop3-floor smtp-floor"}
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo
 echo "## popgate vs fetchmail (median of $BENCH_RUNS runs; RSS is the peak of any run)"
 echo
-echo "| scenario | tool | runs | median s | msg/s | MB/s | peak RSS MiB | popgate speed-up |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "CPU s: user + system of the tool and all its processes (median); floors: see the top"
+echo "of test/bench/bench.sh; popgate/floors: popgate's median wall over pop3-floor + smtp-floor."
+echo
+echo "| scenario | tool | runs | median s | CPU s | CPU µs/msg | msg/s | MB/s | peak RSS MiB | popgate speed-up | popgate/floors |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 each=
 for sc in $BENCH_SCENARIOS; do
 	case $sc in
@@ -213,7 +242,7 @@ for sc in $BENCH_SCENARIOS; do
 	esac
 	conf_popgate "$TLS"
 	conf_fetchmail "$TLS"
-	declare -A times=() rss=() fails=() runs=()
+	declare -A times=() rss=() fails=() runs=() cpus=()
 	# the first drain of a bench was often its slowest, for the tool that
 	# came first (10,000 x 2 KiB: popgate 11.9 s and 6.3 s against medians
 	# of 3.9 s): one untimed drain first
@@ -232,17 +261,20 @@ for sc in $BENCH_SCENARIOS; do
 				continue
 			fi
 			gen "$COUNT" "$SIZE"
-			read -r secs kib okk < <(run_tool "$tool")
+			read -r secs kib okk cpu < <(run_tool "$tool")
 			times[$tool]+="$secs "
+			cpus[$tool]+="$cpu "
 			runs[$tool]=$((${runs[$tool]:-0} + 1))
 			[ "$kib" -gt "${rss[$tool]:-0}" ] && rss[$tool]=$kib
 			[ "$okk" = 1 ] || fails[$tool]=$((${fails[$tool]:-0} + 1))
 		done
 	done
-	declare -A med=()
+	declare -A med=() mcpu=()
 	for tool in $TOOLS; do
 		med[$tool]=$(echo "${times[$tool]}" | tr ' ' '\n' | grep . | median)
+		mcpu[$tool]=$(echo "${cpus[$tool]}" | tr ' ' '\n' | grep . | median)
 	done
+	floors=$(awk -v a="${med[pop3-floor]:-0}" -v b="${med[smtp-floor]:-0}" 'BEGIN { print a + b }')
 	# the faster fetchmail that delivered everything
 	best=$(for tool in fetchmail fetchmail+nodelay; do
 		[ -n "${med[$tool]}" ] && [ -z "${fails[$tool]:-}" ] && echo "${med[$tool]}"
@@ -251,18 +283,19 @@ for sc in $BENCH_SCENARIOS; do
 	for tool in $TOOLS; do
 		awk -v sc="$sc" -v tool="$tool" -v n="${runs[$tool]}" -v t="${med[$tool]}" \
 			-v c="$COUNT" -v s="$SIZE" -v rss="${rss[$tool]}" -v best="$best" \
-			-v fail="${fails[$tool]:-0}" 'BEGIN {
-			up = "";
+			-v fail="${fails[$tool]:-0}" -v cpu="${mcpu[$tool]}" -v floors="$floors" 'BEGIN {
+			up = ""; fl = "";
 			if (tool ~ /^popgate/) up = sprintf("%.2fx", best / t);
+			if (tool ~ /^popgate/ && floors > 0) fl = sprintf("%.2fx", t / floors);
 			if (tool == "pop3-floor" && t > 0) up = sprintf("(at most %.2fx)", best / t);
-			printf "| %s | %s%s | %d | %.3f | %.0f | %.1f | %.1f | %s |\n", sc, tool,
-				fail ? " (DELIVERY FAILED x" fail ")" : "", n, t, c / t,
-				c * s / t / 1048576, rss / 1024, up }'
+			printf "| %s | %s%s | %d | %.3f | %.2f | %.0f | %.0f | %.1f | %.1f | %s | %s |\n", sc, tool,
+				fail ? " (DELIVERY FAILED x" fail ")" : "", n, t, cpu, cpu * 1e6 / c, c / t,
+				c * s / t / 1048576, rss / 1024, up, fl }'
 	done
 	for tool in $TOOLS; do
-		each+="# $sc $tool, each run in order (s): ${times[$tool]}"$'\n'
+		each+="# $sc $tool, each run in order (s): ${times[$tool]}; CPU s: ${cpus[$tool]}"$'\n'
 	done
-	unset times rss fails runs med
+	unset times rss fails runs med cpus mcpu
 done
 # every run, so the spread behind each median is on record
 [ -z "$each" ] || printf '\n%s' "$each"

@@ -13,7 +13,7 @@ start_dovecot "$TESTDIR/pop" || bail_out "cannot start Dovecot"
 start_smtp_sink "$TESTDIR" || bail_out "cannot start smtp-sink"
 CA=$TESTDIR/pop/ca.pem
 OTHER_CA=$TESTDIR/pop/other-ca.pem
-for u in wrongca wrongca2 wronghost good implicit pinned pinbad; do
+for u in wrongca wrongca2 wronghost good implicit pinned pinbad dwrongca dgood dwronghost; do
 	dovecot_add_user "$u" "pw-$u"
 	password_file "$TESTDIR/$u.pass" "pw-$u"
 	mail_gen --maildir "$(maildir_of "$u")" --expected "$TESTDIR/exp-$u" --count 5 \
@@ -107,5 +107,34 @@ like "$(cat "$TESTDIR/pinbad.log")" "does not match tls_fingerprint" \
 	"pin: the log says the fingerprint does not match"
 is "$(maildir_count pinbad)" 5 "pin: the mailbox of the refused account is unchanged"
 ok "! grep -q 'user=<pinbad>' '$DOVECOT_LOG'" "pin: no login reached Dovecot"
+
+# The daemon (run --once) loads each ca_file's trust store once, before it
+# forks its poll children (net_tls_preload): the stores of two CA files stay
+# apart, and a preloaded store still checks the host name.
+SPOOL=$TESTDIR/spool-daemon
+CONF=$TESTDIR/daemon.conf
+LOG=$TESTDIR/daemon.log
+{
+	conf_base "$SPOOL"
+	conf_account dwrongca server localhost port "$POP3_PORT" tls starttls ca_file "$OTHER_CA" \
+		user dwrongca password_file "$TESTDIR/dwrongca.pass" deliver_to dwrongca@corp.example
+	conf_account dgood server localhost port "$POP3S_PORT" tls implicit ca_file "$CA" \
+		user dgood password_file "$TESTDIR/dgood.pass" deliver_to dgood@corp.example
+	conf_account dwronghost server 127.0.0.1 port "$POP3_PORT" tls starttls ca_file "$CA" \
+		user dwronghost password_file "$TESTDIR/dwronghost.pass" deliver_to dwronghost@corp.example
+} >"$CONF"
+pg "$LOG" -c "$CONF" run --once
+isnt "$PG_RC" 0 "daemon: run --once reports the refused accounts"
+is "$(maildir_count dgood)" 0 "daemon: the account of the good CA was drained" || note "$LOG"
+is "$(maildir_count dwrongca) $(maildir_count dwronghost)" "5 5" \
+	"daemon: the other CA's account and the wrong host's are untouched"
+like "$(grep 'account=dwrongca' "$LOG")" 'certificate verify failed|unable to get (local )?issuer certificate' \
+	"daemon: the other CA's store refused the certificate"
+like "$(grep 'account=dwronghost' "$LOG")" 'hostname mismatch|IP address mismatch|certificate' \
+	"daemon: the preloaded store still checks the host name"
+ok "! grep -q -e 'user=<dwrongca>' -e 'user=<dwronghost>' '$DOVECOT_LOG'" \
+	"daemon: no login of a refused account reached Dovecot"
+is "$(spool_sql "$SPOOL" "select account, count(*) from messages group by account")" "dgood|5" \
+	"daemon: the spool holds the good account's messages only"
 
 done_testing

@@ -144,6 +144,37 @@ START_TEST(test_defaults_and_many_accounts)
 }
 END_TEST
 
+/* more than the old cap of 1 MiB (6,000 accounts; 10,000 take about
+ * 2 MiB) loads; over 16 MiB is refused with the file named */
+START_TEST(test_many_thousand_accounts)
+{
+	FILE *f = fopen(conf_path, "w");
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 6000; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "mailbox-%05d", i);
+		fputs(account_block(name, "  interval = \"1h\"\n"), f);
+	}
+	ck_assert_int_gt(ftell(f), 1024 * 1024);
+	fclose(f);
+	struct conf *c = NULL;
+	char *err = NULL;
+	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_OK);
+	ck_assert_uint_eq(c->naccounts, 6000);
+	ck_assert_str_eq(c->accounts[5999].name, "mailbox-05999");
+	conf_free(&c);
+	f = fopen(conf_path, "w");
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 17 * 1024; i++)
+		fprintf(f, "# %01020d\n", i);
+	fclose(f);
+	ck_assert_int_eq(conf_load(conf_path, &c, &err), PG_CONFIG);
+	ck_assert_ptr_nonnull(strstr(err, "file larger than 16 MiB"));
+	ck_assert_ptr_nonnull(strstr(err, conf_path));
+	free(err);
+}
+END_TEST
+
 START_TEST(test_unknown_option)
 {
 	char text[8192];
@@ -730,9 +761,11 @@ static Suite *conf_suite(void)
 {
 	Suite *s = suite_create("conf");
 	TCase *tc = tcase_create("conf");
+	tcase_set_timeout(tc, 60); /* 6,000 accounts under the sanitizers on a loaded machine */
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_full_example);
 	tcase_add_test(tc, test_defaults_and_many_accounts);
+	tcase_add_test(tc, test_many_thousand_accounts);
 	tcase_add_test(tc, test_unknown_option);
 	tcase_add_test(tc, test_line_after_comments);
 	tcase_add_test(tc, test_hash_inside_string_kept);
