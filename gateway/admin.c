@@ -154,7 +154,8 @@ static int do_queue(const struct conf *c, struct spool *sp, void *arg)
 {
 	struct queue_args *qa = arg;
 	struct spool_filter f = { .state = qa->state, .account = qa->account,
-				  .include_sent = qa->all || qa->state == SPOOL_SENT };
+				  .include_sent = qa->all || qa->state == SPOOL_SENT ||
+						   qa->state == SPOOL_DUPLICATE };
 	char *err = NULL;
 	qa->now = time(NULL);
 	/* a name that is neither configured nor in the spool is a typo */

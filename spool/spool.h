@@ -353,7 +353,7 @@ enum spool_res spool_next_due(struct spool *sp, time_t *when_r, char **err_r);
 struct spool_filter {
 	int state;            /* -1 for any, else enum spool_state */
 	const char *account;  /* NULL for any */
-	int include_sent;     /* 0: sent messages are not listed */
+	int include_sent;     /* 0: sent and duplicate messages are not listed */
 };
 
 typedef int (*spool_list_cb)(void *ctx, const struct spool_msg *m);

@@ -25,7 +25,7 @@ static enum spool_res list_prepare(struct spool *sp, const struct spool_filter *
 	static const char sql[] =
 		"SELECT " SPOOL_MSG_COLS " FROM messages "
 		"WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account = ?2) "
-		"AND (?3 OR state <> 'sent') ORDER BY created, rowid";
+		"AND (?3 OR state NOT IN ('sent', 'duplicate')) ORDER BY created, rowid";
 	int rc;
 
 	rc = sqlite3_prepare_v2(sp->db, sql, -1, st_r, NULL);

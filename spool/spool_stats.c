@@ -65,7 +65,8 @@ enum spool_res spool_counter_list(struct spool *sp, spool_counter_cb cb, void *c
 
 enum spool_res spool_oldest_unsent(struct spool *sp, time_t *created_r, char **err_r)
 {
-	static const char sql[] = "SELECT MIN(created) FROM messages WHERE state <> 'sent'";
+	static const char sql[] =
+		"SELECT MIN(created) FROM messages WHERE state NOT IN ('sent', 'duplicate')";
 	sqlite3_stmt *st = NULL;
 	*created_r = 0;
 	int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);

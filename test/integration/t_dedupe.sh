@@ -92,6 +92,8 @@ ok "grep -q 'duplicate=$N' '$TESTDIR/status.txt'" "status counts the duplicates"
 	note "$TESTDIR/status.txt"
 ok "grep -q 'renumbered the mailbox: $N duplicates' '$TESTDIR/status.txt'" \
 	"status shows the renumbering alert"
+ok "grep -q 'oldest not sent: none' '$TESTDIR/status.txt'" \
+	"a duplicate is not mail waiting to be sent (no queue age from it)" || note "$TESTDIR/status.txt"
 pg "$TESTDIR/status.out" -c "$CONF" status --json >"$TESTDIR/status.json"
 is "$("$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1]));
 a=[x for x in d["accounts"] if x["name"]=="box"][0]
@@ -102,6 +104,11 @@ ORIG=$(spool_sql "$SPOOL" "select duplicate_of from messages where id = '$DUP'")
 pg "$TESTDIR/q.out" -c "$CONF" queue --all >"$TESTDIR/queue.txt"
 ok "grep -q '^$DUP .*duplicate .*duplicate of $ORIG' '$TESTDIR/queue.txt'" \
 	"queue --all names the state and the original" || note "$TESTDIR/queue.txt"
+pg "$TESTDIR/q.out" -c "$CONF" queue >"$TESTDIR/queue-plain.txt"
+ok "! grep -q ' duplicate ' '$TESTDIR/queue-plain.txt'" \
+	"the plain queue leaves duplicates out (as sent mail: nothing to send)" || note "$TESTDIR/queue-plain.txt"
+is "$(pg "$TESTDIR/q.out" -c "$CONF" queue --state duplicate | grep -c ' duplicate ')" $N \
+	"queue --state duplicate lists them"
 pg "$TESTDIR/q.out" -c "$CONF" queue --all --json >"$TESTDIR/queue.json"
 is "$("$PYTHON" -c 'import json,sys; q=json.load(open(sys.argv[1]))
 print(*[m["state"] + " " + str(m["duplicate_of"]) for m in q if m["id"] == sys.argv[2]])' \
