@@ -839,6 +839,14 @@ static void account_limits(struct conf_ctx *cx, cfg_t *sec, struct conf_account 
 	a->dedupe = name_index(dedupe_names, cfg_getstr(sec, "dedupe"));
 	a->dedupe_days = (int)cfg_getint(sec, "dedupe_days");
 	a->dedupe_alert = (unsigned)cfg_getint(sec, "dedupe_alert");
+	/* a multidrop mailbox holds one copy per recipient: same Message-ID and
+	 * body, only the envelope header differs; `message` would drop all but one */
+	if (a->dedupe == name_index(dedupe_names, "message") && a->envelope_header != NULL)
+		conf_add_error(cx, a->line,
+			       "account '%s': dedupe = \"message\" cannot tell apart the copies of a "
+			       "multidrop mailbox (one per recipient, the same Message-ID and body): "
+			       "use \"exact\" with envelope_header",
+			       a->name);
 	conf_parse_size(cfg_getstr(sec, "max_bytes_per_poll"), &a->max_bytes_per_poll);
 	a->interval = (int)opt_duration(sec, "interval");
 	a->timeout = (int)opt_duration(sec, "timeout");

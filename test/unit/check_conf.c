@@ -348,6 +348,9 @@ START_TEST(test_extended_errors)
 	expect_error(text, 1, "keep_days needs keep", NULL);
 	snprintf(text, sizeof text, "%s", account_block("o", "  envelope_header = \"X-Original-To\"\n"));
 	expect_error(text, 1, "exactly one of 'deliver_to'", NULL);
+	snprintf(text, sizeof text, "%s",
+		 account_block("o", "  envelope_header = \"X-Original-To\"\n  dedupe = \"message\"\n"));
+	expect_error(text, 1, "dedupe = \"message\" cannot tell apart the copies of a multidrop", NULL);
 	snprintf(text, sizeof text, "%s", account_block("o", "  password_command = \"/bin/true\"\n"));
 	expect_error(text, 1, "exactly one of 'password_file'", NULL);
 	snprintf(text, sizeof text, "bounce = postmaster\n%s", account_block("o", ""));
