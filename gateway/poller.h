@@ -8,6 +8,8 @@
  *    groups; DELE (unless keep) only for messages whose commit returned.
  *    Messages already in the spool are not fetched again; with keep off they
  *    are deleted (a crash between commit and QUIT left them on the server).
+ *    A server without UIDL (keep off, dedupe on) is drained: every message
+ *    is fetched, and one already spooled is committed as a duplicate.
  *  - Returns PG_OK when the session ended with a successful QUIT; otherwise
  *    the error class of what stopped it, with *err_r set.  Whatever was
  *    committed before the error stays committed.
@@ -33,7 +35,7 @@ struct poll_stats {
 	unsigned int deferred;    /* new, left for a later poll by the per-poll limits */
 	unsigned int oversize_skipped; /* over max_message_size, oversize = skip */
 	unsigned int expired;     /* kept messages deleted after keep_days */
-	unsigned int pruned;      /* sent index rows forgotten (gone from the server) */
+	unsigned int pruned;      /* sent/duplicate rows forgotten (gone from the server) */
 	unsigned int duplicates;  /* committed in state duplicate (dedupe) */
 };
 

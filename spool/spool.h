@@ -43,7 +43,8 @@
  *    numbered migrations (PRAGMA user_version), and runs recovery: temp
  *    files removed, `sending` rows back to `queued`, files in msg/ without an
  *    index row removed (their commit never returned, so the server still
- *    has the message and it was not deleted), files of `sent` rows removed,
+ *    has the message and it was not deleted), files of `sent` and `duplicate`
+ *    rows not retained removed,
  *    index rows whose file is gone (and not sent) marked held with a reason.
  *    Recovery runs only when no other handle (process) has the spool open:
  *    every handle holds a shared flock on the spool directory, recovery
@@ -469,7 +470,7 @@ void spool_uidl_rows_free(struct spool_uidl_row **rows, size_t n);
 enum spool_res spool_account_tombstones(struct spool *sp, const char *account,
 					char ***uidls_r, size_t *n_r, char **err_r);
 /* spool_uidl_prune - forget the given UIDLs of the account (gone from the
- * server): only rows sent (updated) before sent_before and not retained
+ * server): only rows sent or duplicate (updated) before sent_before and not retained
  * are deleted, with their tombstones older than that; one transaction.
  * *pruned_r rows were removed. */
 enum spool_res spool_uidl_prune(struct spool *sp, const char *account, const char *const *gone,
