@@ -128,6 +128,7 @@ struct spool {
 	"created, updated, last_reply, in_index, eightbit, duplicate_of"
 
 /* allocation: abort with a message on failure (never NULL) */
+void spool_oom(void) __attribute__((noreturn));
 void *spool_xcalloc(size_t n, size_t size);
 void *spool_xrealloc(void *p, size_t n, size_t size);
 char *spool_xstrdup(const char *s);
@@ -140,6 +141,18 @@ enum spool_res spool_errno_res(int err);
 /* spool_dbfail - map a SQLite result code, message "index.db: <step>: <errmsg>" */
 enum spool_res spool_dbfail(struct spool *sp, int rc, const char *step, char **err_r);
 
+/* spool_mono_ms - CLOCK_MONOTONIC in milliseconds */
+int64_t spool_mono_ms(void);
+/* spool_open_db - open sp's index.db connection with the spool's pragmas */
+enum spool_res spool_open_db(struct spool *sp, char **err_r);
+/* spool_ingest.c: the pending group (unlink_files: their tmp files too), the
+ * commit thread's handle, the reusable writer */
+void spool_pending_clear(struct spool *sp, int unlink_files);
+void spool_commit_handle_free(struct spool *csp);
+void spool_writer_spare_free(struct spool *sp);
+/* spool_rcpts_from_stmt - append every row (addr, state, last_reply) of st to m */
+enum spool_res spool_rcpts_from_stmt(struct spool *sp, sqlite3_stmt *st, struct spool_msg *m,
+				     char **err_r);
 /* spool_stmt - the cached statement q, reset and unbound, ready to bind */
 enum spool_res spool_stmt(struct spool *sp, enum spool_sq q, sqlite3_stmt **st_r,
 			  char **err_r);
