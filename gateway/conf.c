@@ -1,5 +1,7 @@
 /*
- * conf.c - the configuration file (see conf.h).
+ * conf.c - the configuration file (see conf.h): read, clean, parse with
+ * libconfuse, extract into struct conf, check across options.  The option
+ * tables and validators are in conf_schema.c, secrets in conf_secret.c.
  *
  * libconfuse (3.3 in Debian 12) miscounts line numbers after comments (each
  * "#" or "//" comment adds two to the count, a block comment one), which
@@ -25,11 +27,11 @@
 #include <sys/wait.h>
 
 #include "conf.h"
+#include "conf_int.h"
 #include "log.h"
 
 /* 10,000 accounts take about 2 MiB (issue 16: a 10,000-mailbox site) */
 #define CONF_MAX_SIZE (16 * 1024 * 1024)
-#define SECRET_MAX 4096
 
 struct conf_ctx {
 	const char *path;
@@ -100,90 +102,6 @@ static void strip_comments(char *s, size_t n)
 	}
 }
 
-/* port_in_range - min 0 lets 0 mean "the default for the TLS mode" */
-static int port_in_range(cfg_t *cfg, cfg_opt_t *opt, long min)
-{
-	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
-	if (v < min || v > 65535) {
-		cfg_error(cfg, "option '%s': %ld is not a port number (1-65535%s)", opt->name, v,
-			  min == 0 ? ", or 0 for the default" : "");
-		return -1;
-	}
-	return 0;
-}
-
-static int validate_port(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return port_in_range(cfg, opt, 0);
-}
-
-static int validate_port_required(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return port_in_range(cfg, opt, 1);
-}
-
-/* addr_ok - a bare address usable in an SMTP envelope: no controls, no
- * spaces, no angle brackets, one '@' with text on both sides */
-static int addr_ok(const char *a)
-{
-	size_t n = strlen(a);
-	if (n == 0 || n > 254)
-		return 0;
-	const char *at = strrchr(a, '@');
-	if (at == NULL || at == a || at[1] == '\0')
-		return 0;
-	for (const unsigned char *p = (const unsigned char *)a; *p; p++)
-		if (*p <= 0x20 || *p == 0x7f || *p == '<' || *p == '>' || *p == ',')
-			return 0;
-	return 1;
-}
-
-static int validate_addr(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	if (v == NULL || !addr_ok(v)) {
-		cfg_error(cfg, "option '%s': '%s' is not a plain mail address (user@domain)",
-			  opt->name, v ? v : "");
-		return -1;
-	}
-	return 0;
-}
-
-static int validate_nonempty(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	if (v == NULL || *v == '\0') {
-		cfg_error(cfg, "option '%s': must not be empty", opt->name);
-		return -1;
-	}
-	for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f) {
-			cfg_error(cfg, "option '%s': contains a control character", opt->name);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* validate_hostname - a name fit for HELO and Received: letters, digits,
- * '.', '-', '_', or an address literal in brackets */
-static int validate_hostname(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	size_t n = v ? strlen(v) : 0;
-	int ok = n > 0 && n <= 253;
-	for (size_t i = 0; ok && i < n; i++) {
-		unsigned char ch = (unsigned char)v[i];
-		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		     ch == '.' || ch == '-' || ch == '_' || ch == '[' || ch == ']' || ch == ':';
-	}
-	if (!ok) {
-		cfg_error(cfg, "option '%s': '%s' is not a host name", opt->name, v ? v : "");
-		return -1;
-	}
-	return 0;
-}
-
 /* section_line - the line where `account "NAME"` starts in the cleaned text
  * (the name must match whole, so "office" does not match "office2"; with
  * prefix, only its first nlen octets: a name whose control character was
@@ -240,519 +158,10 @@ static int section_line(struct conf_ctx *cx, const char *name)
 	return line;
 }
 
-/* has_control - any octet below 0x20, or DEL */
-static int has_control(const char *s)
-{
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			return 1;
-	return 0;
-}
-
-static cfg_opt_t smtp_opts[] = {
-	CFG_STR("host", "127.0.0.1", CFGF_NONE),
-	CFG_INT("port", 25, CFGF_NONE),
-	CFG_STR("helo_name", NULL, CFGF_NONE),
-	CFG_STR("timeout", "300", CFGF_NONE),
-	CFG_STR("tls", "none", CFGF_NONE),
-	CFG_STR("ca_file", NULL, CFGF_NONE),
-	CFG_STR("tls_fingerprint", NULL, CFGF_NONE),
-	CFG_STR("user", NULL, CFGF_NONE),
-	CFG_STR("password_file", NULL, CFGF_NONE),
-	CFG_BOOL("allow_plaintext_auth", cfg_false, CFGF_NONE),
-	CFG_INT("max_sessions", 4, CFGF_NONE),
-	CFG_INT("max_messages_per_session", 1000, CFGF_NONE),
-	CFG_END(),
-};
-
-static cfg_opt_t map_opts[] = {
-	CFG_STR("to", NULL, CFGF_NODEFAULT),
-	CFG_END(),
-};
-
-/* the oauth2 block of an account (see "OAuth2 block" below) */
-static cfg_opt_t oauth2_opts[] = {
-	CFG_STR("provider", NULL, CFGF_NONE),
-	CFG_STR("tenant", NULL, CFGF_NONE),
-	CFG_STR("client_id", NULL, CFGF_NONE),
-	CFG_STR("client_secret_file", NULL, CFGF_NONE),
-	CFG_STR("client_certificate_file", NULL, CFGF_NONE),
-	CFG_STR("client_key_file", NULL, CFGF_NONE),
-	CFG_STR("flow", NULL, CFGF_NONE),
-	CFG_STR("scope", NULL, CFGF_NONE),
-	CFG_STR("token_endpoint", NULL, CFGF_NONE),
-	CFG_STR("device_endpoint", NULL, CFGF_NONE),
-	CFG_STR("authorize_endpoint", NULL, CFGF_NONE),
-	CFG_STR("ca_file", NULL, CFGF_NONE),
-	CFG_END(),
-};
-
-static cfg_opt_t account_opts[] = {
-	CFG_STR("server", NULL, CFGF_NODEFAULT),
-	CFG_INT("port", 0, CFGF_NONE),
-	CFG_STR("tls", "implicit", CFGF_NONE),
-	CFG_STR("ca_file", NULL, CFGF_NONE),
-	CFG_STR("tls_fingerprint", NULL, CFGF_NONE),
-	CFG_STR("user", NULL, CFGF_NODEFAULT),
-	CFG_STR("password_file", NULL, CFGF_NONE),
-	CFG_STR("password_command", NULL, CFGF_NONE),
-	CFG_STR("auth", "auto", CFGF_NONE),
-	CFG_BOOL("allow_plaintext", cfg_false, CFGF_NONE),
-	CFG_BOOL("pipelining", cfg_true, CFGF_NONE),
-	CFG_STR("deliver_to", NULL, CFGF_NONE),
-	CFG_BOOL("keep", cfg_false, CFGF_NONE),
-	CFG_INT("keep_days", 0, CFGF_NONE),
-	CFG_STR("max_message_size", "0", CFGF_NONE),
-	CFG_STR("oversize", "hold", CFGF_NONE),
-	CFG_STR("dedupe", "exact", CFGF_NONE),
-	CFG_INT("dedupe_days", 90, CFGF_NONE),
-	CFG_INT("dedupe_alert", 100, CFGF_NONE),
-	CFG_INT("max_messages_per_poll", 0, CFGF_NONE),
-	CFG_STR("max_bytes_per_poll", "0", CFGF_NONE),
-	CFG_STR("interval", "300", CFGF_NONE),
-	CFG_STR("timeout", "60", CFGF_NONE),
-	CFG_STR("connect_timeout", "30", CFGF_NONE),
-	CFG_STR("tls_timeout", "30", CFGF_NONE),
-	CFG_STR("session_timeout", "3600", CFGF_NONE),
-	CFG_STR("envelope_header", NULL, CFGF_NONE),
-	CFG_INT("envelope_skip", 0, CFGF_NONE),
-	CFG_STR_LIST("local_domains", NULL, CFGF_NONE),
-	CFG_SEC("map", map_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-	CFG_STR("fallback_to", NULL, CFGF_NONE),
-	CFG_BOOL("guess_from_headers", cfg_false, CFGF_NONE),
-	CFG_STR("envelope_from", NULL, CFGF_NONE),
-	CFG_SEC("oauth2", oauth2_opts, CFGF_MULTI),
-	CFG_END(),
-};
-
-static cfg_opt_t top_opts[] = {
-	CFG_STR("spool_dir", "/var/spool/popgate", CFGF_NONE),
-	CFG_STR("hostname", NULL, CFGF_NONE),
-	CFG_STR("log_level", "info", CFGF_NONE),
-	CFG_STR("user", NULL, CFGF_NONE),
-	CFG_STR("pid_file", NULL, CFGF_NONE),
-	CFG_INT("max_parallel_polls", 4, CFGF_NONE),
-	CFG_STR("metrics_file", NULL, CFGF_NONE),
-	CFG_INT("keep_sent_days", 0, CFGF_NONE),
-	CFG_STR("postmaster", NULL, CFGF_NONE),
-	CFG_STR("bounce", NULL, CFGF_NONE),
-	CFG_STR("max_queue_time", "5d", CFGF_NONE),
-	CFG_STR("status_warn_age", "1h", CFGF_NONE),
-	CFG_STR_LIST("retry_intervals", "{1m, 5m, 15m, 30m, 1h}", CFGF_NONE),
-	CFG_SEC("smtp", smtp_opts, CFGF_NONE),
-	CFG_SEC("account", account_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-	CFG_END(),
-};
-
-
-static const char *const auth_names[] = { "auto", "user", "apop", "plain", "login",
-					  "cram-md5", "scram-sha-1", "scram-sha-256",
-					  "xoauth2", "oauthbearer", NULL };
-static const char *const oversize_names[] = { "skip", "hold", "fetch", NULL };
-/* in the order of enum spool_dedupe_mode */
-static const char *const dedupe_names[] = { "off", "exact", "message", NULL };
-static const char *const bounce_names[] = { "none", "postmaster", "sender", NULL };
-static const char *const envhdr_names[] = { "Delivered-To", "X-Original-To", "Envelope-To",
-					    "X-Envelope-To", "Received", NULL };
-static const char *const tls_names[] = { "implicit", "starttls", "none", NULL };
-/* Postfix's smtp_tls_security_level names; "starttls" and "required" (the
- * names of earlier versions) are aliases of verify */
-static const char *const smtp_tls_names[] = { "none",	  "may",      "encrypt", "verify",
-					      "starttls", "required", NULL };
-static const char *const loglevel_names[] = { "error", "warning", "info", "debug", NULL };
-static const char *const oauth2_provider_names[] = { "microsoft", "google", "generic", NULL };
-static const char *const oauth2_flow_names[] = { "device", "browser", "client_credentials",
-						 NULL };
-
-const char *conf_auth_name(enum conf_auth a)
-{
-	if ((unsigned)a < sizeof auth_names / sizeof auth_names[0] - 1)
-		return auth_names[a];
-	return "?";
-}
-
-static int name_index(const char *const *names, const char *v)
-{
-	for (int i = 0; names[i] != NULL; i++)
-		if (strcasecmp(names[i], v) == 0)
-			return i;
-	return -1;
-}
-
-static char *names_joined(const char *const *names)
-{
-	struct buf b;
-	buf_init(&b, 1024);
-	for (int i = 0; names[i] != NULL; i++)
-		buf_printf(&b, "%s%s", i ? ", " : "", names[i]);
-	return b.data ? b.data : xstrdup("");
-}
-
-/* validate_names - a string option whose value must be one of a list */
-static int validate_names(cfg_t *cfg, cfg_opt_t *opt, const char *const *names)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	if (v != NULL && name_index(names, v) >= 0)
-		return 0;
-	char *all = names_joined(names);
-	cfg_error(cfg, "option '%s': '%s' is not one of %s", opt->name, v ? v : "", all);
-	free(all);
-	return -1;
-}
-
-static int validate_auth(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, auth_names);
-}
-
-static int validate_dedupe(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, dedupe_names);
-}
-
-static int validate_oversize(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, oversize_names);
-}
-
-static int validate_bounce(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, bounce_names);
-}
-
-static int validate_envhdr(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, envhdr_names);
-}
-
-static int validate_tls(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, tls_names);
-}
-
-static int validate_smtp_tls(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, smtp_tls_names);
-}
-
-static int validate_loglevel(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, loglevel_names);
-}
-
-static int validate_oauth2_provider(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, oauth2_provider_names);
-}
-
-static int validate_oauth2_flow(cfg_t *cfg, cfg_opt_t *opt)
-{
-	return validate_names(cfg, opt, oauth2_flow_names);
-}
-
-const char *conf_oauth2_provider_name(enum conf_oauth2_provider p)
-{
-	return (unsigned)p < 3 ? oauth2_provider_names[p] : "?";
-}
-
-const char *conf_oauth2_flow_name(enum conf_oauth2_flow f)
-{
-	return (unsigned)f < 3 ? oauth2_flow_names[f] : "?";
-}
-
-int conf_parse_size(const char *s, uint64_t *v_r)
-{
-	char *end = NULL;
-	if (s == NULL || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno != 0)
-		return -1;
-	unsigned int shift = 0;
-	switch (*end) {
-	case '\0': break;
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	default: return -1;
-	}
-	if ((*end == 'b' || *end == 'B') && shift)
-		end++;
-	if (*end != '\0' || v > (UINT64_MAX >> shift))
-		return -1;
-	*v_r = (uint64_t)v << shift;
-	return 0;
-}
-
-int conf_parse_duration(const char *s, long *v_r)
-{
-	char *end = NULL;
-	if (s == NULL || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	long mul = 1;
-	if (errno != 0)
-		return -1;
-	switch (*end) {
-	case '\0': break;
-	case 's': mul = 1; end++; break;
-	case 'm': mul = 60; end++; break;
-	case 'h': mul = 3600; end++; break;
-	case 'd': mul = 86400; end++; break;
-	case 'w': mul = 7 * 86400; end++; break;
-	default: return -1;
-	}
-	if (*end != '\0' || v > 10L * 365 * 86400 / mul)
-		return -1;
-	*v_r = v * mul;
-	return 0;
-}
-
-static int validate_size(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	uint64_t n;
-	if (conf_parse_size(v, &n) != 0) {
-		cfg_error(cfg, "option '%s': '%s' is not a size (e.g. 25M, 512K, 1048576)",
-			  opt->name, v ? v : "");
-		return -1;
-	}
-	return 0;
-}
-
-/* Time options and their ranges in seconds; one syntax for all of them
- * (conf_parse_duration).  Not listed: 1 s to 7 days. */
-static const struct {
-	const char *name;
-	long min, max;
-} dur_ranges[] = {
-	{ "tls_timeout", 1, 3600 },
-	{ "session_timeout", 0, 7 * 86400 },
-	{ "max_queue_time", 1, 3650L * 86400 },
-	{ "retry_intervals", 1, 3650L * 86400 },
-	{ "status_warn_age", 1, 3650L * 86400 },
-};
-
-static void dur_range(const char *name, long *min_r, long *max_r)
-{
-	*min_r = 1;
-	*max_r = 7 * 86400;
-	for (size_t i = 0; i < sizeof dur_ranges / sizeof dur_ranges[0]; i++)
-		if (strcmp(dur_ranges[i].name, name) == 0) {
-			*min_r = dur_ranges[i].min;
-			*max_r = dur_ranges[i].max;
-		}
-}
-
-static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
-{
-	long min, max;
-	dur_range(opt->name, &min, &max);
-	for (unsigned int i = 0; i < cfg_opt_size(opt); i++) {
-		const char *v = cfg_opt_getnstr(opt, i);
-		long n;
-		if (conf_parse_duration(v, &n) != 0) {
-			cfg_error(cfg, "option '%s': '%s' is not a duration (seconds, or a number "
-				  "with s, m, h, d or w: 300, 90s, 15m, 2h, 5d)", opt->name, v ? v : "");
-			return -1;
-		}
-		if (n < min || n > max) {
-			char a[32], b[32];
-			conf_format_duration(min, a, sizeof a);
-			conf_format_duration(max, b, sizeof b);
-			cfg_error(cfg, "option '%s': '%s' is out of range (%s to %s)", opt->name, v, a, b);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-void conf_format_duration(long secs, char *out, size_t len)
-{
-	static const struct { long mul; char unit; } u[] = {
-		{ 7 * 86400, 'w' }, { 86400, 'd' }, { 3600, 'h' }, { 60, 'm' },
-	};
-	for (size_t i = 0; secs > 0 && i < sizeof u / sizeof u[0]; i++)
-		if (secs % u[i].mul == 0) {
-			snprintf(out, len, "%ld%c", secs / u[i].mul, u[i].unit);
-			return;
-		}
-	snprintf(out, len, "%lds", secs);
-}
-
-/* Integer options and their ranges. */
-static const struct {
-	const char *name;
-	long min, max;
-} int_ranges[] = {
-	{ "account|keep_days", 0, 36500 },
-	{ "account|dedupe_days", 1, 36500 },
-	{ "account|dedupe_alert", 1, 100000000 },
-	{ "account|max_messages_per_poll", 0, 10000000 },
-	{ "account|envelope_skip", 0, 100 },
-	{ "max_parallel_polls", 1, 256 },
-	{ "keep_sent_days", 0, 36500 },
-	{ "smtp|max_sessions", 1, 64 },
-	{ "smtp|max_messages_per_session", 1, 1000000 },
-};
-
-static int validate_range(cfg_t *cfg, cfg_opt_t *opt)
-{
-	long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
-	for (size_t i = 0; i < sizeof int_ranges / sizeof int_ranges[0]; i++) {
-		const char *bar = strchr(int_ranges[i].name, '|');
-		const char *n = bar ? bar + 1 : int_ranges[i].name;
-		if (strcmp(n, opt->name) != 0)
-			continue;
-		if (v < int_ranges[i].min || v > int_ranges[i].max) {
-			cfg_error(cfg, "option '%s': %ld is out of range (%ld-%ld)", opt->name, v,
-				  int_ranges[i].min, int_ranges[i].max);
-			return -1;
-		}
-		return 0;
-	}
-	return 0;
-}
-
-/* validate_fingerprint - "sha256:" and 32 bytes in hex, colons allowed */
-static int validate_fingerprint(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	size_t hex = 0;
-	int ok = v != NULL && strncasecmp(v, "sha256:", 7) == 0;
-	for (const char *p = ok ? v + 7 : ""; ok && *p; p++) {
-		if (isxdigit((unsigned char)*p))
-			hex++;
-		else if (*p != ':')
-			ok = 0;
-	}
-	if (!ok || hex != 64) {
-		cfg_error(cfg, "option '%s': '%s' is not \"sha256:\" followed by 64 hex digits "
-			  "(openssl x509 -noout -fingerprint -sha256)", opt->name, v ? v : "");
-		return -1;
-	}
-	return 0;
-}
-
-static int validate_addr_or_null(cfg_t *cfg, cfg_opt_t *opt)
-{
-	const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-	if (v != NULL && (*v == '\0' || strcmp(v, "<>") == 0))
-		return 0;
-	return validate_addr(cfg, opt);
-}
-
-static int validate_domain(cfg_t *cfg, cfg_opt_t *opt)
-{
-	for (unsigned int i = 0; i < cfg_opt_size(opt); i++) {
-		const char *v = cfg_opt_getnstr(opt, i);
-		int ok = v != NULL && *v != '\0' && strlen(v) <= 253;
-		for (const char *p = v; ok && *p; p++)
-			ok = isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == '_';
-		if (!ok) {
-			cfg_error(cfg, "option '%s': '%s' is not a domain name", opt->name, v ? v : "");
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* validate_map - a map section's title and target are addresses */
-static int validate_map(cfg_t *cfg, cfg_opt_t *opt)
-{
-	cfg_t *sec = cfg_opt_getnsec(opt, cfg_opt_size(opt) - 1);
-	const char *from = cfg_title(sec);
-	if (from == NULL || (!addr_ok(from) && !(from[0] == '@' && from[1] != '\0'))) {
-		cfg_error(cfg, "map '%s': the title must be an address or @domain", from ? from : "");
-		return -1;
-	}
-	return 0;
-}
-
-static void set_validators(cfg_t *cfg)
-{
-	static const struct {
-		const char *name;
-		cfg_validate_callback_t fn;
-	} v[] = {
-		{ "log_level", validate_loglevel },   { "spool_dir", validate_nonempty },
-		{ "smtp|port", validate_port_required },       { "smtp|host", validate_nonempty },
-		{ "smtp|timeout", validate_duration }, { "account|port", validate_port },
-		{ "account|tls", validate_tls },      { "account|server", validate_nonempty },
-		{ "account|ca_file", validate_nonempty },
-		{ "account|user", validate_nonempty }, { "account|password_file", validate_nonempty },
-		{ "account|deliver_to", validate_addr }, { "account|interval", validate_duration },
-		{ "account|timeout", validate_duration },
-		{ "account|connect_timeout", validate_duration },
-		{ "account|tls_timeout", validate_duration },
-		{ "account|session_timeout", validate_duration },
-		{ "status_warn_age", validate_duration },
-		{ "hostname", validate_hostname }, { "smtp|tls", validate_smtp_tls },
-		{ "smtp|ca_file", validate_nonempty }, { "smtp|helo_name", validate_hostname },
-		{ "smtp|user", validate_nonempty }, { "smtp|password_file", validate_nonempty },
-		{ "account|auth", validate_auth }, { "account|oversize", validate_oversize },
-		{ "account|dedupe", validate_dedupe },
-		{ "account|max_message_size", validate_size },
-		{ "account|max_bytes_per_poll", validate_size },
-		{ "account|tls_fingerprint", validate_fingerprint },
-		{ "smtp|tls_fingerprint", validate_fingerprint },
-		{ "account|password_command", validate_nonempty },
-		{ "account|envelope_header", validate_envhdr },
-		{ "account|local_domains", validate_domain },
-		{ "account|fallback_to", validate_addr },
-		{ "account|envelope_from", validate_addr_or_null },
-		{ "account|map", validate_map }, { "account|map|to", validate_addr },
-		{ "bounce", validate_bounce }, { "postmaster", validate_addr },
-		{ "max_queue_time", validate_duration }, { "retry_intervals", validate_duration },
-		{ "user", validate_nonempty }, { "pid_file", validate_nonempty },
-		{ "metrics_file", validate_nonempty },
-		{ "account|oauth2|provider", validate_oauth2_provider },
-		{ "account|oauth2|flow", validate_oauth2_flow },
-		{ "account|oauth2|tenant", validate_nonempty },
-		{ "account|oauth2|client_id", validate_nonempty },
-		{ "account|oauth2|client_secret_file", validate_nonempty },
-		{ "account|oauth2|client_certificate_file", validate_nonempty },
-		{ "account|oauth2|client_key_file", validate_nonempty },
-		{ "account|oauth2|scope", validate_nonempty },
-		{ "account|oauth2|token_endpoint", validate_nonempty },
-		{ "account|oauth2|device_endpoint", validate_nonempty },
-		{ "account|oauth2|authorize_endpoint", validate_nonempty },
-		{ "account|oauth2|ca_file", validate_nonempty },
-	};
-	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
-		cfg_set_validate_func(cfg, v[i].name, v[i].fn);
-	for (size_t i = 0; i < sizeof int_ranges / sizeof int_ranges[0]; i++)
-		cfg_set_validate_func(cfg, int_ranges[i].name, validate_range);
-}
-
-/* check_secret_file - the password file exists, is a regular file and is
- * not accessible by group or others */
-static int check_secret_file(const char *path, char **why_r)
-{
-	struct stat st;
-	if (stat(path, &st) != 0) {
-		*why_r = xasprintf("cannot use '%s': %s", path, strerror(errno));
-		return -1;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		*why_r = xasprintf("'%s' is not a regular file", path);
-		return -1;
-	}
-	if (st.st_mode & 077) {
-		*why_r = xasprintf("'%s' has mode %04o: it is readable or writable by group or "
-				   "others; run chmod 600 '%s'",
-				   path, (unsigned)(st.st_mode & 07777), path);
-		return -1;
-	}
-	return 0;
-}
-
 static enum tls_mode tls_parse(const char *v)
 {
 	static const enum tls_mode modes[] = { TLS_IMPLICIT, TLS_STARTTLS, TLS_NONE };
-	int i = name_index(tls_names, v);
+	int i = conf_name_index(conf_tls_names, v);
 	return i >= 0 ? modes[i] : TLS_IMPLICIT;
 }
 
@@ -797,7 +206,7 @@ static void account_routing(struct conf_ctx *cx, cfg_t *sec, struct conf_account
 	a->deliver_to = opt_strdup(sec, "deliver_to");
 	const char *eh = cfg_getstr(sec, "envelope_header");
 	if (eh != NULL)
-		a->envelope_header = xstrdup(envhdr_names[name_index(envhdr_names, eh)]);
+		a->envelope_header = xstrdup(conf_envhdr_names[conf_name_index(conf_envhdr_names, eh)]);
 	a->envelope_skip = (int)cfg_getint(sec, "envelope_skip");
 	a->nlocal_domains = cfg_size(sec, "local_domains");
 	a->local_domains = xcalloc(a->nlocal_domains, sizeof *a->local_domains);
@@ -834,14 +243,14 @@ static void account_limits(struct conf_ctx *cx, cfg_t *sec, struct conf_account 
 	if (a->keep_days > 0 && !a->keep)
 		conf_add_error(cx, a->line, "account '%s': keep_days needs keep = true", a->name);
 	conf_parse_size(cfg_getstr(sec, "max_message_size"), &a->max_message_size);
-	a->oversize = (enum conf_oversize)name_index(oversize_names, cfg_getstr(sec, "oversize"));
+	a->oversize = (enum conf_oversize)conf_name_index(conf_oversize_names, cfg_getstr(sec, "oversize"));
 	a->max_messages_per_poll = (unsigned)cfg_getint(sec, "max_messages_per_poll");
-	a->dedupe = name_index(dedupe_names, cfg_getstr(sec, "dedupe"));
+	a->dedupe = conf_name_index(conf_dedupe_names, cfg_getstr(sec, "dedupe"));
 	a->dedupe_days = (int)cfg_getint(sec, "dedupe_days");
 	a->dedupe_alert = (unsigned)cfg_getint(sec, "dedupe_alert");
 	/* a multidrop mailbox holds one copy per recipient: same Message-ID and
 	 * body, only the envelope header differs; `message` would drop all but one */
-	if (a->dedupe == name_index(dedupe_names, "message") && a->envelope_header != NULL)
+	if (a->dedupe == conf_name_index(conf_dedupe_names, "message") && a->envelope_header != NULL)
 		conf_add_error(cx, a->line,
 			       "account '%s': dedupe = \"message\" cannot tell apart the copies of a "
 			       "multidrop mailbox (one per recipient, the same Message-ID and body): "
@@ -1018,7 +427,7 @@ static void oauth2_files_check(struct conf_ctx *cx, const struct conf_account *a
 		char *why = NULL;
 		if (files[i].value == NULL)
 			continue;
-		if (files[i].secret && check_secret_file(files[i].value, &why) != 0)
+		if (files[i].secret && conf_check_secret_file(files[i].value, &why) != 0)
 			oauth2_error(cx, a, "option '%s': %s", files[i].name, why);
 		else if (!files[i].secret && access(files[i].value, R_OK) != 0)
 			oauth2_error(cx, a, "option '%s': cannot read '%s': %s", files[i].name,
@@ -1092,8 +501,8 @@ static void account_oauth2(struct conf_ctx *cx, cfg_t *sec, struct conf_account 
 			     "of the app registration)");
 	if (prov == NULL || flow == NULL)
 		return;
-	o->provider = (enum conf_oauth2_provider)name_index(oauth2_provider_names, prov);
-	o->flow = (enum conf_oauth2_flow)name_index(oauth2_flow_names, flow);
+	o->provider = (enum conf_oauth2_provider)conf_name_index(conf_oauth2_provider_names, prov);
+	o->flow = (enum conf_oauth2_flow)conf_name_index(conf_oauth2_flow_names, flow);
 	static const char *const strs[] = { "tenant", "client_id", "client_secret_file",
 		"client_certificate_file", "client_key_file", "scope", "token_endpoint",
 		"device_endpoint", "authorize_endpoint", "ca_file" };
@@ -1121,7 +530,7 @@ static void account_secret(struct conf_ctx *cx, cfg_t *sec, struct conf_account 
 		conf_add_error(cx, a->line, "account '%s': give exactly one of 'password_file' or "
 			       "'password_command'", a->name);
 	char *why = NULL;
-	if (a->password_file != NULL && check_secret_file(a->password_file, &why) != 0)
+	if (a->password_file != NULL && conf_check_secret_file(a->password_file, &why) != 0)
 		conf_add_error(cx, a->line, "account '%s': option 'password_file': %s", a->name, why);
 	free(why);
 	if ((a->auth == AUTH_XOAUTH2 || a->auth == AUTH_OAUTHBEARER) && a->password_command == NULL)
@@ -1142,7 +551,7 @@ static void account_extract(struct conf_ctx *cx, struct conf *c, cfg_t *sec,
 	/* the name goes into every message's Received field (inside a comment)
 	 * and into every log line: a CR or LF there would add header fields
 	 * or log lines, a parenthesis would end the comment */
-	if (has_control(a->name)) {
+	if (conf_has_control(a->name)) {
 		char *shown = sanitize_for_log(a->name, strlen(a->name), 100);
 		conf_add_error(cx, a->line, "account '%s': the name contains a control character "
 			       "(CR, LF, TAB, NUL...): it would break the Received field and the "
@@ -1165,7 +574,7 @@ static void account_extract(struct conf_ctx *cx, struct conf *c, cfg_t *sec,
 	a->ca_file = opt_path(cx, sec, "ca_file");
 	a->tls_fingerprint = opt_strdup(sec, "tls_fingerprint");
 	a->user = opt_strdup(sec, "user");
-	a->auth = (enum conf_auth)name_index(auth_names, cfg_getstr(sec, "auth"));
+	a->auth = (enum conf_auth)conf_name_index(conf_auth_names, cfg_getstr(sec, "auth"));
 	a->allow_plaintext = cfg_getbool(sec, "allow_plaintext");
 	a->pipelining = cfg_getbool(sec, "pipelining");
 	account_secret(cx, sec, a);
@@ -1188,7 +597,7 @@ static void conf_smtp_extract(struct conf_ctx *cx, cfg_t *smtp, struct conf_smtp
 	s->timeout = (int)opt_duration(smtp, "timeout");
 	static const enum smtp_tls smodes[] = { SMTP_TLS_NONE,	 SMTP_TLS_MAY,	  SMTP_TLS_ENCRYPT,
 						SMTP_TLS_VERIFY, SMTP_TLS_VERIFY, SMTP_TLS_VERIFY };
-	int ti = name_index(smtp_tls_names, cfg_getstr(smtp, "tls"));
+	int ti = conf_name_index(conf_smtp_tls_names, cfg_getstr(smtp, "tls"));
 	s->tls = ti >= 0 ? smodes[ti] : SMTP_TLS_NONE;
 	s->ca_file = opt_path(cx, smtp, "ca_file");
 	s->tls_fingerprint = opt_strdup(smtp, "tls_fingerprint");
@@ -1206,7 +615,7 @@ static void conf_smtp_extract(struct conf_ctx *cx, cfg_t *smtp, struct conf_smtp
 	char *why = NULL;
 	if ((s->user == NULL) != (s->password_file == NULL))
 		conf_add_error(cx, 0, "smtp: 'user' and 'password_file' go together (SMTP AUTH)");
-	else if (s->password_file != NULL && check_secret_file(s->password_file, &why) != 0)
+	else if (s->password_file != NULL && conf_check_secret_file(s->password_file, &why) != 0)
 		conf_add_error(cx, 0, "smtp: option 'password_file': %s", why);
 	free(why);
 }
@@ -1221,7 +630,7 @@ static void conf_policy_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 	c->keep_sent_days = (int)cfg_getint(cfg, "keep_sent_days");
 	c->postmaster = opt_strdup(cfg, "postmaster");
 	const char *b = cfg_getstr(cfg, "bounce");
-	c->bounce = b ? (enum conf_bounce)name_index(bounce_names, b)
+	c->bounce = b ? (enum conf_bounce)conf_name_index(conf_bounce_names, b)
 		      : c->postmaster ? BOUNCE_POSTMASTER : BOUNCE_NONE;
 	if (c->bounce == BOUNCE_POSTMASTER && c->postmaster == NULL)
 		conf_add_error(cx, 0, "bounce = postmaster needs a 'postmaster' address");
@@ -1248,7 +657,7 @@ static void conf_extract(struct conf_ctx *cx, cfg_t *cfg, struct conf *c)
 		if (gethostname(host, sizeof host) != 0)
 			strcpy(host, "localhost");
 		host[HOST_NAME_MAX] = '\0';
-		if (has_control(host) || strpbrk(host, " ()<>;\"\\") != NULL) {
+		if (conf_has_control(host) || strpbrk(host, " ()<>;\"\\") != NULL) {
 			char *shown = sanitize_for_log(host, strlen(host), 100);
 			conf_add_error(cx, 0, "option 'hostname': the system's host name '%s' cannot "
 				       "go into a Received field; set hostname", shown);
@@ -1394,9 +803,9 @@ enum pg_res conf_load(const char *path, struct conf **c_r, char **err_r)
 		goto out;
 	cx.text = text;
 	cur_ctx = &cx;
-	cfg = cfg_init(top_opts, CFGF_NONE);
+	cfg = conf_schema_init();
 	cfg_set_error_function(cfg, conf_errfunc);
-	set_validators(cfg);
+	conf_set_validators(cfg);
 	if (cfg_parse_buf(cfg, text) != CFG_SUCCESS) {
 		if (cx.nerrs == 0)
 			conf_add_error(&cx, 0, "cannot parse the file");
@@ -1492,165 +901,3 @@ const struct conf_account *conf_find_account(const struct conf *c, const char *n
 	return NULL;
 }
 
-/* one_line - accept n bytes as a secret: one non-empty line, no NUL */
-static enum pg_res one_line(char *s, size_t n, const char *what, char **secret_r, char **err_r)
-{
-	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
-		n--;
-	if (n == 0 || n > SECRET_MAX || memchr(s, '\0', n) != NULL || memchr(s, '\n', n) != NULL) {
-		set_err(err_r, "%s must give one non-empty line", what);
-		explicit_bzero(s, SECRET_MAX + 1);
-		free(s);
-		return PG_CONFIG;
-	}
-	s[n] = '\0';
-	*secret_r = s;
-	return PG_OK;
-}
-
-enum pg_res conf_read_file_secret(const char *path, const char *what, char **secret_r,
-				  char **err_r)
-{
-	char *why = NULL;
-	*secret_r = NULL;
-	if (check_secret_file(path, &why) != 0) {
-		set_err(err_r, "%s: %s", what, why);
-		free(why);
-		return PG_CONFIG;
-	}
-	FILE *f = fopen(path, "r");
-	if (f == NULL) {
-		set_err(err_r, "%s: cannot open '%s': %s", what, path, strerror(errno));
-		return PG_CONFIG;
-	}
-	char *s = xmalloc(SECRET_MAX + 2);
-	size_t n = fread(s, 1, SECRET_MAX + 1, f);
-	fclose(f);
-	char *label = xasprintf("%s '%s'", what, path);
-	enum pg_res r = one_line(s, n, label, secret_r, err_r);
-	free(label);
-	return r;
-}
-
-/* split_argv - blank-separated words; no shell, no quoting */
-static char **split_argv(const char *cmd)
-{
-	size_t n = 0, cap = 8;
-	char **argv = xcalloc(cap, sizeof *argv);
-	const char *p = cmd;
-	while (*p) {
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '\0')
-			break;
-		size_t len = strcspn(p, " \t");
-		if (n + 2 > cap)
-			argv = xrealloc(argv, (cap *= 2) * sizeof *argv);
-		argv[n++] = xstrndup(p, len);
-		p += len;
-	}
-	argv[n] = NULL;
-	return argv;
-}
-
-static void free_argv(char **argv)
-{
-	for (size_t i = 0; argv[i] != NULL; i++)
-		free(argv[i]);
-	free(argv);
-}
-
-/* read_child - collect at most SECRET_MAX+1 bytes of the child's stdout
- * within the deadline; returns bytes read or -1 on timeout */
-static ssize_t read_child(int fd, char *s, int64_t deadline)
-{
-	size_t n = 0;
-	for (;;) {
-		int64_t left = deadline - now_ms();
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		if (left <= 0)
-			return -1;
-		int pr = poll(&pfd, 1, (int)left);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0)
-			return -1;
-		ssize_t r = read(fd, s + n, SECRET_MAX + 1 - n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return (ssize_t)n;
-		n += (size_t)r;
-		if (n > SECRET_MAX)
-			return (ssize_t)n; /* too long: refused by one_line */
-	}
-}
-
-/* run_secret_command - run password_command without a shell (stdin
- * /dev/null, a 30 s limit) and take its first line of output */
-static enum pg_res run_secret_command(const struct conf_account *a, char **secret_r,
-				      char **err_r)
-{
-	int pfd[2];
-	char **argv = split_argv(a->password_command);
-	if (argv[0] == NULL || pipe2(pfd, O_CLOEXEC) != 0) {
-		free_argv(argv);
-		set_err(err_r, "account '%s': cannot run password_command", a->name);
-		return PG_CONFIG;
-	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDONLY);
-		if (null >= 0)
-			dup2(null, 0);
-		dup2(pfd[1], 1);
-		execvp(argv[0], argv);
-		_exit(errno == ENOENT || errno == ENOTDIR ? 127 : 126);
-	}
-	close(pfd[1]);
-	char *s = xmalloc(SECRET_MAX + 2);
-	ssize_t n = pid > 0 ? read_child(pfd[0], s, now_ms() + 30000) : -1;
-	close(pfd[0]);
-	int status = 0;
-	if (pid > 0) {
-		if (n < 0)
-			kill(pid, SIGKILL);
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
-	}
-	enum pg_res r = PG_TEMP;
-	/* a program that is not there or not executable is the configuration's
-	 * fault (exit 78), not a temporary failure */
-	int missing = pid > 0 && n >= 0 && WIFEXITED(status) &&
-		      (WEXITSTATUS(status) == 127 || WEXITSTATUS(status) == 126);
-	if (pid < 0 || n < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		set_err(err_r, "account '%s': password_command '%s' %s", a->name, argv[0],
-			pid < 0 ? "could not be started" : n < 0 ? "timed out after 30 s" :
-			!WIFEXITED(status) ? "was killed by a signal" :
-			WEXITSTATUS(status) == 127 ? "was not found (option 'password_command': give "
-						     "the full path of an installed program)" :
-			WEXITSTATUS(status) == 126 ? "cannot be executed (option 'password_command': "
-						     "chmod 755 it)" : "exited with an error");
-		if (missing)
-			r = PG_CONFIG;
-		explicit_bzero(s, SECRET_MAX + 2);
-		free(s);
-	} else {
-		char *label = xasprintf("account '%s': password_command", a->name);
-		r = one_line(s, (size_t)n, label, secret_r, err_r);
-		free(label);
-	}
-	free_argv(argv);
-	return r;
-}
-
-enum pg_res conf_read_secret(const struct conf_account *a, char **secret_r, char **err_r)
-{
-	*secret_r = NULL;
-	if (a->password_command != NULL)
-		return run_secret_command(a, secret_r, err_r);
-	char *what = xasprintf("account '%s': password_file", a->name);
-	enum pg_res r = conf_read_file_secret(a->password_file, what, secret_r, err_r);
-	free(what);
-	return r;
-}

@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_docs.sh - the manual pages document what the program has: every option
-# of the parser's tables (gateway/conf.c) has an entry in popgate.conf(5),
+# of the parser's tables (gateway/conf_schema.c) has an entry in popgate.conf(5),
 # every command of `popgate --help` is in popgate(8)'s SYNOPSIS and
 # COMMANDS.  The checker is shown to fail on a page with one entry
 # removed, so the test cannot pass by matching nothing.  Needs no servers.
@@ -10,7 +10,7 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 require_popgate
 
 D=$TESTDIR
-CONF_C=$top_srcdir/gateway/conf.c
+CONF_C=$top_srcdir/gateway/conf_schema.c
 CONF_5=$top_srcdir/docs/popgate.conf.5
 MAN_8=$top_srcdir/docs/popgate.8
 "$POPGATE" --help >"$D/help.txt" 2>&1

@@ -3,7 +3,7 @@
 
   docscheck.py CONF_C CONF_5 HELP_TXT POPGATE_8
 
-Every option of the parser's tables (the cfg_opt_t arrays of gateway/conf.c)
+Every option of the parser's tables (the cfg_opt_t arrays of gateway/conf_schema.c)
 must have an entry in popgate.conf(5) in its block's section: a line after
 .TP whose first word is the option (a block's sub-options, such as map's
 "to", in the parent's entry line as "NAME ="); every command that
