@@ -86,23 +86,33 @@ enum spool_res spool_journal_ensure(struct spool *sp, char **err_r)
 enum spool_res spool_journal_note(struct spool *sp, const struct spool_msg *m, char **err_r)
 {
 	enum spool_res res;
-	char *line = NULL;
-	size_t len = 0, off = 0;
-	FILE *f;
+	char stackbuf[1024], *line = stackbuf;
+	size_t idlen = strlen(m->id), len = 0, off = 0;
 
 	for (size_t i = 0; i < m->nrcpts; i++)
-		len += m->rcpts[i].state == SPOOL_SENT;
+		if (m->rcpts[i].state == SPOOL_SENT)
+			len += idlen + 1 + strlen(m->rcpts[i].addr) + 1;
 	if (len == 0)
 		return SPOOL_OK;
 	if (sp->jfd < 0 && (res = journal_open(sp, err_r)) != SPOOL_OK)
 		return res;
-	f = open_memstream(&line, &len);
-	if (f == NULL)
-		return spool_fail(err_r, SPOOL_IO, "open_memstream: %s", strerror(errno));
-	for (size_t i = 0; i < m->nrcpts; i++)
-		if (m->rcpts[i].state == SPOOL_SENT)
-			fprintf(f, "%s\t%s\n", m->id, m->rcpts[i].addr);
-	fclose(f);
+	/* the lines built in place (no stdio stream per message): the common
+	 * message fits the stack buffer */
+	if (len > sizeof stackbuf)
+		line = spool_xcalloc(len, 1);
+	for (size_t i = 0, p = 0; i < m->nrcpts; i++) {
+		size_t al;
+
+		if (m->rcpts[i].state != SPOOL_SENT)
+			continue;
+		al = strlen(m->rcpts[i].addr);
+		memcpy(line + p, m->id, idlen);
+		p += idlen;
+		line[p++] = '\t';
+		memcpy(line + p, m->rcpts[i].addr, al);
+		p += al;
+		line[p++] = '\n';
+	}
 	sp->jdirty = 1;
 	/* one write: a kill cannot leave half of it */
 	while (off < len) {
@@ -113,13 +123,15 @@ enum spool_res spool_journal_note(struct spool *sp, const struct spool_msg *m, c
 		if (n <= 0) {
 			int err = n < 0 ? errno : EIO;
 
-			free(line);
+			if (line != stackbuf)
+				free(line);
 			return spool_fail(err_r, spool_errno_res(err), "%s/%s: write: %s", sp->dir,
 					  sp->jname, strerror(err));
 		}
 		off += (size_t)n;
 	}
-	free(line);
+	if (line != stackbuf)
+		free(line);
 	return SPOOL_OK;
 }
 

@@ -1928,6 +1928,49 @@ static unsigned int journals(off_t *bytes_r)
 	return n;
 }
 
+/* A message whose journal entry is larger than the note's stack buffer
+ * (40 recipients of 60 octets: about 3 KiB in one write): every recipient
+ * is applied by recovery, the message is sent. */
+START_TEST(test_relay_journal_long)
+{
+	char addrs[40][64], id[SPOOL_ID_LEN + 1], *err = NULL;
+	const char *rc[40];
+	struct spool *sp = open_ok();
+	struct spool_msg **msgs = NULL;
+	const struct spool_recovery *rec;
+	struct commits c = { 0 };
+	size_t n = 0;
+	off_t bytes = 0;
+
+	for (int i = 0; i < 40; i++) {
+		snprintf(addrs[i], sizeof addrs[i], "recipient-%02d-%s@local.example", i,
+			 "abcdefghijklmnopqrstuvwxyz0123");
+		rc[i] = addrs[i];
+	}
+	ingest(sp, "acct", "J40", MSG1, "s@x", rc, 40, id);
+	commit_ok(sp, &c);
+	claim(sp, time(NULL), 10, &msgs, &n);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(msgs[0]->nrcpts, 40);
+	for (size_t i = 0; i < 40; i++)
+		msgs[0]->rcpts[i].state = SPOOL_SENT;
+	ck_assert_msg(spool_journal_note(sp, msgs[0], &err) == SPOOL_OK, "note: %s", err);
+	ck_assert_uint_eq(journals(&bytes), 1);
+	ck_assert_int_eq(bytes, 40 * (SPOOL_ID_LEN + 1 + (off_t)strlen(addrs[0]) + 1));
+	spool_msgs_free(&msgs, n);
+	spool_close(&sp);
+	sp = open_ok();
+	rec = spool_last_recovery(sp);
+	ck_assert_uint_eq(rec->journal_rcpts, 40);
+	ck_assert_uint_eq(rec->journal_sent, 1);
+	ck_assert_uint_eq(rec->sending_requeued, 0);
+	row_str_eq("state", id, "sent");
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM recipients WHERE msg_id = %Q AND "
+				"state = 'sent'", id), 40);
+	spool_close(&sp);
+}
+END_TEST
+
 /* A relay killed between the host's replies and its batched finish: the
  * recipients it journalled are sent after recovery, not sent again. */
 START_TEST(test_relay_journal)
@@ -2756,7 +2799,7 @@ static Suite *spool_suite(void)
 		{ "relay", { test_claim_and_sent, test_claim_and_sent_large, test_deferred_and_held,
 			     test_mixed_recipients, test_hold_at_ingest, test_finish_batch,
 			     test_secure_delete_fast,
-			     test_relay_journal, test_reclaim_dead_relay,
+			     test_relay_journal, test_relay_journal_long, test_reclaim_dead_relay,
 			     test_reclaim_spares_live_claims } },
 		{ "admin", { test_admin, test_operator_actions, test_account_tombstones,
 			     test_retention } },
