@@ -1591,6 +1591,51 @@ END_TEST
 
 /* ---- relay transitions ---- */
 
+/* The claim's order: oldest first by created; fresh queued rows are read
+ * in commit order (rowid), only as many as claimed; a requeued row
+ * (next_attempt kept) and a due deferred one take their place by created;
+ * a deferred row not yet due waits. */
+START_TEST(test_claim_order)
+{
+	struct spool *sp = open_ok();
+	struct spool_msg **msgs = NULL;
+	char ids[6][SPOOL_ID_LEN + 1];
+	time_t now = time(NULL);
+	size_t n = 0;
+
+	for (int i = 0; i < 6; i++) {
+		char uidl[8];
+
+		snprintf(uidl, sizeof uidl, "O%d", i);
+		one_msg(sp, uidl, "a@local.example", ids[i]);
+		db_execf("UPDATE messages SET created = %d WHERE id = %Q", 1000 + i, ids[i]);
+	}
+	db_execf("UPDATE messages SET state = 'deferred', next_attempt = %lld WHERE id = %Q",
+		 (long long)now - 10, ids[1]);
+	db_execf("UPDATE messages SET state = 'deferred', next_attempt = %lld WHERE id = %Q",
+		 (long long)now + 3600, ids[2]);
+	db_execf("UPDATE messages SET next_attempt = 500 WHERE id = %Q", ids[4]);
+	claim(sp, now, 3, &msgs, &n);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(msgs[0]->id, ids[0]);
+	ck_assert_str_eq(msgs[1]->id, ids[1]);
+	ck_assert_str_eq(msgs[2]->id, ids[3]);
+	spool_msgs_free(&msgs, n);
+	claim(sp, now, 10, &msgs, &n);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(msgs[0]->id, ids[4]);
+	ck_assert_str_eq(msgs[1]->id, ids[5]);
+	spool_msgs_free(&msgs, n);
+	claim(sp, now, 10, &msgs, &n);
+	ck_assert_uint_eq(n, 0);
+	claim(sp, now + 3600, 10, &msgs, &n);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(msgs[0]->id, ids[2]);
+	spool_msgs_free(&msgs, n);
+	spool_close(&sp);
+}
+END_TEST
+
 START_TEST(test_claim_and_sent)
 {
 	struct spool *sp = open_ok();
@@ -2796,7 +2841,7 @@ static Suite *spool_suite(void)
 			      test_duplicates } },
 		{ "commit_thread", { test_commit_thread, test_commit_thread_waits_for_lock,
 				     test_commit_thread_failure, test_close_commit_in_flight } },
-		{ "relay", { test_claim_and_sent, test_claim_and_sent_large, test_deferred_and_held,
+		{ "relay", { test_claim_order, test_claim_and_sent, test_claim_and_sent_large, test_deferred_and_held,
 			     test_mixed_recipients, test_hold_at_ingest, test_finish_batch,
 			     test_secure_delete_fast,
 			     test_relay_journal, test_relay_journal_long, test_reclaim_dead_relay,
