@@ -68,8 +68,6 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 			 "updated = ?2, claim = ?3 WHERE id = ?1",
 	[SQ_RCPT_TODO] = "SELECT addr, state, last_reply FROM recipients "
 			 "WHERE msg_id = ?1 AND state NOT IN ('sent', 'held') ORDER BY rowid",
-	[SQ_RCPT_SENDING] = "UPDATE recipients SET state = 'sending' "
-			    "WHERE msg_id = ?1 AND state NOT IN ('sent', 'held')",
 	[SQ_MSG_FINISH] = "UPDATE messages SET state = ?2, last_reply = ?3, updated = ?5, "
 			  "claim = NULL, "
 			  "next_attempt = CASE WHEN ?2 = 'deferred' THEN ?4 ELSE next_attempt END "

@@ -155,8 +155,8 @@ void spool_journal_close(struct spool *sp)
 	sp->jfd = -1;
 }
 
-/* apply_line - one journal entry: the recipient of a `sending` message is
- * sent; *applied_r = 1 if it changed a row */
+/* apply_line - one journal entry: the recipient (not yet sent or held) of a
+ * `sending` message is sent; *applied_r = 1 if it changed a row */
 static enum spool_res apply_line(struct spool *sp, sqlite3_stmt *st, char *line, int *applied_r,
 				 char **err_r)
 {
@@ -275,8 +275,11 @@ int spool_journal_is_name(const char *name)
 static enum spool_res prepare_apply(struct spool *sp, const char *claim, sqlite3_stmt **st_r,
 				    char **err_r)
 {
+	/* the recipient still to do: queued or deferred (a claim leaves it as
+	 * it was), or `sending` (a claim of a popgate before 2026-12) */
 	int rc = sqlite3_prepare_v2(sp->db, "UPDATE recipients SET state = 'sent', last_reply = ?3 "
-				    "WHERE msg_id = ?1 AND addr = ?2 AND state = 'sending' AND "
+				    "WHERE msg_id = ?1 AND addr = ?2 AND "
+				    "state NOT IN ('sent', 'held') AND "
 				    "EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND state = "
 				    "'sending' AND (?4 IS NULL OR claim = ?4))", -1, st_r, NULL);
 

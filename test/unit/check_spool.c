@@ -1663,8 +1663,9 @@ START_TEST(test_claim_and_sent)
 	ck_assert_str_eq(msgs[0]->rcpts[0].addr, "a@local.example");
 	row_str_eq("state", id, "sending");
 	row_str_eq("attempts", id, "1");
+	/* the message row is the claim: its recipients are written at the finish */
 	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM recipients WHERE msg_id = %Q "
-				"AND state = 'sending'", id), 1);
+				"AND state = 'queued'", id), 1);
 	/* a claimed message is not claimed twice, and not due */
 	{
 		struct spool_msg **again = NULL;
