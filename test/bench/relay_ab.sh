@@ -28,7 +28,9 @@ SESSIONS=${SESSIONS:-4}
 start_dovecot "$TESTDIR/pop" >/dev/null || bail_out "cannot start dovecot"
 SINK_BASE=$(mktemp -d /dev/shm/popgate-relayab.XXXXXX)
 start_smtp_sink "$SINK_BASE" >/dev/null || bail_out "cannot start smtp-sink"
-trap 'rm -rf "$SINK_BASE"' EXIT
+# common.sh's EXIT trap stops the servers and removes TESTDIR: chained, not
+# replaced
+trap 'rc=$?; rm -rf "$SINK_BASE"; (exit $rc); _common_cleanup' EXIT
 dovecot_add_user bench 'bench-pw'
 password_file "$B/pass" 'bench-pw'
 MAILDIR=$(maildir_of bench)
