@@ -63,16 +63,11 @@ static const char *const spool_sq_sql[SQ__COUNT] = {
 	/* OR IGNORE: the same address twice in one envelope is one delivery */
 	[SQ_INS_RCPT] = "INSERT OR IGNORE INTO recipients (msg_id, addr, state, last_reply) "
 			"VALUES (?1, ?2, ?3, ?4)",
-	/* created has one-second resolution; rowid keeps commit order within it */
-	[SQ_CLAIM_SEL] = "SELECT " SPOOL_MSG_COLS " FROM messages "
-			 "WHERE state = 'queued' OR (state = 'deferred' AND next_attempt <= ?1) "
-			 "ORDER BY created, rowid LIMIT ?2",
+	[SQ_CLAIM_SEL] = SPOOL_CLAIM_SEL_SQL,
 	[SQ_CLAIM_UPD] = "UPDATE messages SET state = 'sending', attempts = attempts + 1, "
 			 "updated = ?2, claim = ?3 WHERE id = ?1",
 	[SQ_RCPT_TODO] = "SELECT addr, state, last_reply FROM recipients "
 			 "WHERE msg_id = ?1 AND state NOT IN ('sent', 'held') ORDER BY rowid",
-	[SQ_RCPT_SENDING] = "UPDATE recipients SET state = 'sending' "
-			    "WHERE msg_id = ?1 AND state NOT IN ('sent', 'held')",
 	[SQ_MSG_FINISH] = "UPDATE messages SET state = ?2, last_reply = ?3, updated = ?5, "
 			  "claim = NULL, "
 			  "next_attempt = CASE WHEN ?2 = 'deferred' THEN ?4 ELSE next_attempt END "

@@ -279,7 +279,9 @@ int spool_commit_in_flight(const struct spool *sp);
 /* ---- relay ---- */
 
 /* spool_claim_due - up to max messages in state queued, or deferred with
- * next_attempt <= now, oldest first; they become `sending` (attempts+1).
+ * next_attempt <= now, oldest first (by created; queued messages are read
+ * in commit order, only as many as max); they become `sending` (attempts+1),
+ * their recipient rows stay as they are until spool_finish_attempts.
  * Only recipients not yet sent/held are returned in rcpts.  In-index
  * bodies come with the claim (m->body) up to SPOOL_CLAIM_BODY_BYTES in all.
  * The claim is committed without fsync: a claim lost to a power failure

@@ -36,7 +36,6 @@ enum spool_sq {
 	SQ_CLAIM_SEL,
 	SQ_CLAIM_UPD,
 	SQ_RCPT_TODO,
-	SQ_RCPT_SENDING,
 	SQ_MSG_FINISH,
 	SQ_RCPT_FINISH,
 	SQ_RCPT_ALL,
@@ -126,6 +125,24 @@ struct spool {
 #define SPOOL_MSG_COLS \
 	"id, account, uidl, size, digest, sender, state, attempts, next_attempt, " \
 	"created, updated, last_reply, in_index, eightbit, duplicate_of"
+
+/* The relay's claim: due messages, oldest first (created, then rowid: commit
+ * order within a second).  Fresh queued rows (next_attempt 0, nearly all of
+ * a drain) are read in the order of their index entries, which is rowid
+ * order, and only as many as the claim takes: sorting every due row to
+ * keep the first few made each claim cost the whole queue (a 10,000-message
+ * drain read 200,000 rows in 40 claims of 256).  Other queued rows (a
+ * requeue after a crash keeps next_attempt) and due deferred ones are few
+ * and read whole.  All are then ordered by (created, rowid). */
+#define SPOOL_CLAIM_COLS_R SPOOL_MSG_COLS ", rowid AS r FROM messages WHERE "
+#define SPOOL_CLAIM_SEL_SQL \
+	"SELECT " SPOOL_MSG_COLS " FROM (" \
+	"SELECT * FROM (SELECT " SPOOL_CLAIM_COLS_R "state = 'queued' AND next_attempt = 0 " \
+	"ORDER BY rowid LIMIT ?2) " \
+	"UNION ALL SELECT " SPOOL_CLAIM_COLS_R "state = 'queued' AND next_attempt > 0 " \
+	"UNION ALL SELECT " SPOOL_CLAIM_COLS_R "state = 'queued' AND next_attempt < 0 " \
+	"UNION ALL SELECT " SPOOL_CLAIM_COLS_R "state = 'deferred' AND next_attempt <= ?1" \
+	") ORDER BY created, r LIMIT ?2"
 
 /* allocation: abort with a message on failure (never NULL) */
 void spool_oom(void) __attribute__((noreturn));

@@ -86,23 +86,33 @@ enum spool_res spool_journal_ensure(struct spool *sp, char **err_r)
 enum spool_res spool_journal_note(struct spool *sp, const struct spool_msg *m, char **err_r)
 {
 	enum spool_res res;
-	char *line = NULL;
-	size_t len = 0, off = 0;
-	FILE *f;
+	char stackbuf[1024], *line = stackbuf;
+	size_t idlen = strlen(m->id), len = 0, off = 0;
 
 	for (size_t i = 0; i < m->nrcpts; i++)
-		len += m->rcpts[i].state == SPOOL_SENT;
+		if (m->rcpts[i].state == SPOOL_SENT)
+			len += idlen + 1 + strlen(m->rcpts[i].addr) + 1;
 	if (len == 0)
 		return SPOOL_OK;
 	if (sp->jfd < 0 && (res = journal_open(sp, err_r)) != SPOOL_OK)
 		return res;
-	f = open_memstream(&line, &len);
-	if (f == NULL)
-		return spool_fail(err_r, SPOOL_IO, "open_memstream: %s", strerror(errno));
-	for (size_t i = 0; i < m->nrcpts; i++)
-		if (m->rcpts[i].state == SPOOL_SENT)
-			fprintf(f, "%s\t%s\n", m->id, m->rcpts[i].addr);
-	fclose(f);
+	/* the lines built in place (no stdio stream per message): the common
+	 * message fits the stack buffer */
+	if (len > sizeof stackbuf)
+		line = spool_xcalloc(len, 1);
+	for (size_t i = 0, p = 0; i < m->nrcpts; i++) {
+		size_t al;
+
+		if (m->rcpts[i].state != SPOOL_SENT)
+			continue;
+		al = strlen(m->rcpts[i].addr);
+		memcpy(line + p, m->id, idlen);
+		p += idlen;
+		line[p++] = '\t';
+		memcpy(line + p, m->rcpts[i].addr, al);
+		p += al;
+		line[p++] = '\n';
+	}
 	sp->jdirty = 1;
 	/* one write: a kill cannot leave half of it */
 	while (off < len) {
@@ -113,13 +123,15 @@ enum spool_res spool_journal_note(struct spool *sp, const struct spool_msg *m, c
 		if (n <= 0) {
 			int err = n < 0 ? errno : EIO;
 
-			free(line);
+			if (line != stackbuf)
+				free(line);
 			return spool_fail(err_r, spool_errno_res(err), "%s/%s: write: %s", sp->dir,
 					  sp->jname, strerror(err));
 		}
 		off += (size_t)n;
 	}
-	free(line);
+	if (line != stackbuf)
+		free(line);
 	return SPOOL_OK;
 }
 
@@ -143,8 +155,8 @@ void spool_journal_close(struct spool *sp)
 	sp->jfd = -1;
 }
 
-/* apply_line - one journal entry: the recipient of a `sending` message is
- * sent; *applied_r = 1 if it changed a row */
+/* apply_line - one journal entry: the recipient (not yet sent or held) of a
+ * `sending` message is sent; *applied_r = 1 if it changed a row */
 static enum spool_res apply_line(struct spool *sp, sqlite3_stmt *st, char *line, int *applied_r,
 				 char **err_r)
 {
@@ -263,8 +275,11 @@ int spool_journal_is_name(const char *name)
 static enum spool_res prepare_apply(struct spool *sp, const char *claim, sqlite3_stmt **st_r,
 				    char **err_r)
 {
+	/* the recipient still to do: queued or deferred (a claim leaves it as
+	 * it was), or `sending` (a claim of a popgate before 2026-12) */
 	int rc = sqlite3_prepare_v2(sp->db, "UPDATE recipients SET state = 'sent', last_reply = ?3 "
-				    "WHERE msg_id = ?1 AND addr = ?2 AND state = 'sending' AND "
+				    "WHERE msg_id = ?1 AND addr = ?2 AND "
+				    "state NOT IN ('sent', 'held') AND "
 				    "EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND state = "
 				    "'sending' AND (?4 IS NULL OR claim = ?4))", -1, st_r, NULL);
 

@@ -9,11 +9,12 @@
  *   tmp/<id>, any index state          removed: never finished, so never
  *                                      committed, so the server still has it
  *   relay.<r>.journal entry, its row   the recipient -> `sent`; a message
- *   and recipient `sending`            with nothing left to do -> `sent`
+ *   `sending`, recipient not sent/held with nothing left to do -> `sent`
  *                                      (the host accepted it before the
  *                                      relay died; applied first)
- *   row `sending`                      -> `queued` (recipients in `sending`
- *                                      -> `queued`), with a history row
+ *   row `sending`                      -> `queued` (recipients an older
+ *                                      popgate left `sending` -> `queued`;
+ *                                      a claim keeps theirs), a history row
  *                                      saying it may go out twice; the
  *                                      relay died mid-session, at-least-
  *                                      once says retry
@@ -185,7 +186,8 @@ static enum spool_res requeue_sending(struct spool *sp, time_t now, const char *
 			   "WHERE " SENDING_OF_CLAIM, now, claim, "recovery history", NULL, err_r);
 	if (res != SPOOL_OK)
 		return res;
-	/* recipients first: the message rows still say whose claim they are */
+	/* recipients first: the message rows still say whose claim they are
+	 * (only an older popgate's claims left recipients `sending`) */
 	res = exec_changes(sp, "UPDATE recipients SET state = 'queued' WHERE state = 'sending' "
 			   "AND (?2 IS NULL OR msg_id IN (SELECT id FROM messages WHERE "
 			   SENDING_OF_CLAIM "))", now, claim, "recovery requeue recipients", NULL,

@@ -62,19 +62,14 @@ static enum spool_res claim_one(struct spool *sp, struct spool_msg *m, time_t no
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return spool_dbfail(sp, rc, "claim update", err_r);
-	/* returned with their state before the claim (queued/deferred) */
+	/* the recipients to do, with their state (queued/deferred), which their
+	 * rows keep during the claim: the message row is the claim, so each
+	 * recipient row is written once per attempt (at the finish), not twice */
 	if ((res = spool_stmt(sp, SQ_RCPT_TODO, &st, err_r)) != SPOOL_OK)
 		return res;
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
 	if ((res = spool_rcpts_from_stmt(sp, st, m, err_r)) != SPOOL_OK)
 		return res;
-	if ((res = spool_stmt(sp, SQ_RCPT_SENDING, &st, err_r)) != SPOOL_OK)
-		return res;
-	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		return spool_dbfail(sp, rc, "claim recipients", err_r);
 	m->state = SPOOL_SENDING;
 	m->attempts++;
 	m->updated = now;

@@ -1591,6 +1591,51 @@ END_TEST
 
 /* ---- relay transitions ---- */
 
+/* The claim's order: oldest first by created; fresh queued rows are read
+ * in commit order (rowid), only as many as claimed; a requeued row
+ * (next_attempt kept) and a due deferred one take their place by created;
+ * a deferred row not yet due waits. */
+START_TEST(test_claim_order)
+{
+	struct spool *sp = open_ok();
+	struct spool_msg **msgs = NULL;
+	char ids[6][SPOOL_ID_LEN + 1];
+	time_t now = time(NULL);
+	size_t n = 0;
+
+	for (int i = 0; i < 6; i++) {
+		char uidl[8];
+
+		snprintf(uidl, sizeof uidl, "O%d", i);
+		one_msg(sp, uidl, "a@local.example", ids[i]);
+		db_execf("UPDATE messages SET created = %d WHERE id = %Q", 1000 + i, ids[i]);
+	}
+	db_execf("UPDATE messages SET state = 'deferred', next_attempt = %lld WHERE id = %Q",
+		 (long long)now - 10, ids[1]);
+	db_execf("UPDATE messages SET state = 'deferred', next_attempt = %lld WHERE id = %Q",
+		 (long long)now + 3600, ids[2]);
+	db_execf("UPDATE messages SET next_attempt = 500 WHERE id = %Q", ids[4]);
+	claim(sp, now, 3, &msgs, &n);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(msgs[0]->id, ids[0]);
+	ck_assert_str_eq(msgs[1]->id, ids[1]);
+	ck_assert_str_eq(msgs[2]->id, ids[3]);
+	spool_msgs_free(&msgs, n);
+	claim(sp, now, 10, &msgs, &n);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(msgs[0]->id, ids[4]);
+	ck_assert_str_eq(msgs[1]->id, ids[5]);
+	spool_msgs_free(&msgs, n);
+	claim(sp, now, 10, &msgs, &n);
+	ck_assert_uint_eq(n, 0);
+	claim(sp, now + 3600, 10, &msgs, &n);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(msgs[0]->id, ids[2]);
+	spool_msgs_free(&msgs, n);
+	spool_close(&sp);
+}
+END_TEST
+
 START_TEST(test_claim_and_sent)
 {
 	struct spool *sp = open_ok();
@@ -1618,8 +1663,9 @@ START_TEST(test_claim_and_sent)
 	ck_assert_str_eq(msgs[0]->rcpts[0].addr, "a@local.example");
 	row_str_eq("state", id, "sending");
 	row_str_eq("attempts", id, "1");
+	/* the message row is the claim: its recipients are written at the finish */
 	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM recipients WHERE msg_id = %Q "
-				"AND state = 'sending'", id), 1);
+				"AND state = 'queued'", id), 1);
 	/* a claimed message is not claimed twice, and not due */
 	{
 		struct spool_msg **again = NULL;
@@ -1927,6 +1973,49 @@ static unsigned int journals(off_t *bytes_r)
 	closedir(d);
 	return n;
 }
+
+/* A message whose journal entry is larger than the note's stack buffer
+ * (40 recipients of 60 octets: about 3 KiB in one write): every recipient
+ * is applied by recovery, the message is sent. */
+START_TEST(test_relay_journal_long)
+{
+	char addrs[40][64], id[SPOOL_ID_LEN + 1], *err = NULL;
+	const char *rc[40];
+	struct spool *sp = open_ok();
+	struct spool_msg **msgs = NULL;
+	const struct spool_recovery *rec;
+	struct commits c = { 0 };
+	size_t n = 0;
+	off_t bytes = 0;
+
+	for (int i = 0; i < 40; i++) {
+		snprintf(addrs[i], sizeof addrs[i], "recipient-%02d-%s@local.example", i,
+			 "abcdefghijklmnopqrstuvwxyz0123");
+		rc[i] = addrs[i];
+	}
+	ingest(sp, "acct", "J40", MSG1, "s@x", rc, 40, id);
+	commit_ok(sp, &c);
+	claim(sp, time(NULL), 10, &msgs, &n);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(msgs[0]->nrcpts, 40);
+	for (size_t i = 0; i < 40; i++)
+		msgs[0]->rcpts[i].state = SPOOL_SENT;
+	ck_assert_msg(spool_journal_note(sp, msgs[0], &err) == SPOOL_OK, "note: %s", err);
+	ck_assert_uint_eq(journals(&bytes), 1);
+	ck_assert_int_eq(bytes, 40 * (SPOOL_ID_LEN + 1 + (off_t)strlen(addrs[0]) + 1));
+	spool_msgs_free(&msgs, n);
+	spool_close(&sp);
+	sp = open_ok();
+	rec = spool_last_recovery(sp);
+	ck_assert_uint_eq(rec->journal_rcpts, 40);
+	ck_assert_uint_eq(rec->journal_sent, 1);
+	ck_assert_uint_eq(rec->sending_requeued, 0);
+	row_str_eq("state", id, "sent");
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM recipients WHERE msg_id = %Q AND "
+				"state = 'sent'", id), 40);
+	spool_close(&sp);
+}
+END_TEST
 
 /* A relay killed between the host's replies and its batched finish: the
  * recipients it journalled are sent after recovery, not sent again. */
@@ -2753,10 +2842,10 @@ static Suite *spool_suite(void)
 			      test_duplicates } },
 		{ "commit_thread", { test_commit_thread, test_commit_thread_waits_for_lock,
 				     test_commit_thread_failure, test_close_commit_in_flight } },
-		{ "relay", { test_claim_and_sent, test_claim_and_sent_large, test_deferred_and_held,
+		{ "relay", { test_claim_order, test_claim_and_sent, test_claim_and_sent_large, test_deferred_and_held,
 			     test_mixed_recipients, test_hold_at_ingest, test_finish_batch,
 			     test_secure_delete_fast,
-			     test_relay_journal, test_reclaim_dead_relay,
+			     test_relay_journal, test_relay_journal_long, test_reclaim_dead_relay,
 			     test_reclaim_spares_live_claims } },
 		{ "admin", { test_admin, test_operator_actions, test_account_tombstones,
 			     test_retention } },
