@@ -605,6 +605,7 @@ static enum spool_res commit_tx(struct spool *sp, int *uncertain_r, char **err_r
 	*uncertain_r = 0;
 	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin commit", err_r)) != SPOOL_OK)
 		return res;
+	sp->dd_tx = 0; /* spool_dedupe_check reads its state anew */
 	for (size_t i = 0; i < sp->npend; i++) {
 		if ((res = insert_pending(sp, &sp->pend[i], now, err_r)) != SPOOL_OK) {
 			spool_rollback(sp);
