@@ -27,11 +27,15 @@
 
 #define SPOOL_WBUF (64 * 1024)    /* writer buffer: one write() per 64 KiB; a
 				   * message that fits stays in the index */
-/* The commit thread's page cache, KiB.  Its transaction only appends (a
- * body page is never read again), so pages over this are spilled into the
- * WAL before the commit at no extra write; the handles' usual 8 MiB held
- * the poll's peak RSS 6 MiB higher for nothing (docs/performance.md). */
-#define SPOOL_COMMIT_CACHE_KIB "2048"
+/* The commit thread's page cache, KiB.  A small body fills a page that is
+ * written once and never read again: with the bodies inserted last
+ * (commit_tx) they are spilled into the WAL when the cache is full at no
+ * extra write, and this is enough for the index pages a group searches
+ * and changes (the dedupe keys at random places).  The handles' usual
+ * 8 MiB held the poll's RSS 4 MiB higher; 2 MiB cost a third more WAL
+ * writes and twice the reads (pages pushed out between two uses;
+ * docs/performance.md). */
+#define SPOOL_COMMIT_CACHE_KIB "4096"
 
 struct spool_writer {
 	struct spool *sp;
@@ -581,8 +585,6 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 		if (rc != SQLITE_DONE)
 			return spool_dbfail(sp, rc, "insert recipient", err_r);
 	}
-	if (p->inl && (res = insert_body(sp, p, err_r)) != SPOOL_OK)
-		return res;
 	if ((res = spool_dedupe_record(sp, p, now, err_r)) != SPOOL_OK)
 		return res;
 	/* a queued message's fetch is its `created` (spool_history); only a
@@ -608,6 +610,19 @@ static enum spool_res commit_tx(struct spool *sp, int *uncertain_r, char **err_r
 	sp->dd_tx = 0; /* spool_dedupe_check reads its state anew */
 	for (size_t i = 0; i < sp->npend; i++) {
 		if ((res = insert_pending(sp, &sp->pend[i], now, err_r)) != SPOOL_OK) {
+			spool_rollback(sp);
+			return res;
+		}
+	}
+	/* the bodies last: each fills a page that is written once and never
+	 * read again, so they pass through the page cache (spilled into the
+	 * WAL when it is full) after the index pages the rows above search
+	 * and change at random places, instead of pushing those out between
+	 * two uses (each such page read back and written again) */
+	for (size_t i = 0; i < sp->npend; i++) {
+		struct spool_pending *p = &sp->pend[i];
+
+		if (p->res == SPOOL_OK && p->inl && (res = insert_body(sp, p, err_r)) != SPOOL_OK) {
 			spool_rollback(sp);
 			return res;
 		}

@@ -2738,8 +2738,8 @@ START_TEST(test_lost_index_refused)
 END_TEST
 
 /* The poll's memory: the commit thread's connection keeps its page cache
- * to a few MiB however many groups pass through it (its usual 8 MiB cache
- * was most of the poll's 29 MiB peak RSS, docs/performance.md); measured
+ * to 4 MiB however many groups pass through it (with the usual 8 MiB the
+ * poll of 10,000 x 2 KiB peaked at 29 MiB RSS, docs/performance.md); measured
  * as heap in use (mallinfo2, which a sanitizer's allocator leaves at 0:
  * nothing to measure there) after 3,000 messages of 2 KiB, the size whose
  * bodies fill a page each. */
@@ -2787,7 +2787,7 @@ START_TEST(test_commit_memory)
 		fprintf(stderr, "# test_commit_memory: no malloc statistics (sanitizer build)\n");
 	} else {
 		fprintf(stderr, "# test_commit_memory: %zu KiB more in use\n", (peak - base) / 1024);
-		ck_assert_msg(peak - base < 4u * 1024 * 1024, "%zu KiB", (peak - base) / 1024);
+		ck_assert_msg(peak - base < 6u * 1024 * 1024, "%zu KiB", (peak - base) / 1024);
 	}
 	free(buf);
 	spool_close(&sp);
