@@ -25,6 +25,7 @@ enum hstate {
 };
 
 struct dedupe_keys {
+	EVP_MD *sha256; /* fetched once: EVP_sha256() would look it up at each init */
 	EVP_MD_CTX *all, *body;
 	enum hstate hs;
 	int in_msgid;       /* the current field is Message-ID */
@@ -44,17 +45,17 @@ static void oom(void)
 	abort();
 }
 
-static void md_init(EVP_MD_CTX *c)
+static void md_init(const struct dedupe_keys *k, EVP_MD_CTX *c)
 {
-	if (EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1)
+	if (EVP_DigestInit_ex(c, k->sha256, NULL) != 1)
 		oom(); /* sha256 is always there: a failure is one of allocation */
 }
 
 struct dedupe_keys *dedupe_new(void)
 {
 	struct dedupe_keys *k = calloc(1, sizeof *k);
-	if (k == NULL || (k->all = EVP_MD_CTX_new()) == NULL ||
-	    (k->body = EVP_MD_CTX_new()) == NULL)
+	if (k == NULL || (k->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL ||
+	    (k->all = EVP_MD_CTX_new()) == NULL || (k->body = EVP_MD_CTX_new()) == NULL)
 		oom();
 	dedupe_reset(k);
 	return k;
@@ -62,8 +63,8 @@ struct dedupe_keys *dedupe_new(void)
 
 void dedupe_reset(struct dedupe_keys *k)
 {
-	md_init(k->all);
-	md_init(k->body);
+	md_init(k, k->all);
+	md_init(k, k->body);
 	k->hs = H_LINE_START;
 	k->in_msgid = k->cr = k->field_over = k->msgid_done = 0;
 	k->flen = k->line_len = k->msgid_len = 0;
@@ -177,7 +178,7 @@ void dedupe_end(struct dedupe_keys *k, struct spool_dedupe *d)
 	d->has_msgkey = k->msgid_len > 0;
 	if (d->has_msgkey) {
 		EVP_MD_CTX *c = k->body; /* finished: reused for the key */
-		md_init(c);
+		md_init(k, c);
 		if (EVP_DigestUpdate(c, tag, sizeof tag - 1) != 1 ||
 		    EVP_DigestUpdate(c, k->msgid, k->msgid_len) != 1 ||
 		    EVP_DigestUpdate(c, "\n", 1) != 1 ||
@@ -195,6 +196,7 @@ void dedupe_free(struct dedupe_keys **k)
 		return;
 	EVP_MD_CTX_free((*k)->all);
 	EVP_MD_CTX_free((*k)->body);
+	EVP_MD_free((*k)->sha256);
 	free(*k);
 	*k = NULL;
 }

@@ -274,7 +274,7 @@ static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 	if (res != PG_OK)
 		goto out;
 	char id[SPOOL_ID_LEN + 1];
-	snprintf(id, sizeof id, "%s", spool_writer_id(in.w));
+	memcpy(id, spool_writer_id(in.w), sizeof id);
 	received_header(p, id, hdr, sizeof hdr);
 	res = spool_to_pg(spool_writer_write(in.w, hdr, strlen(hdr), err_r));
 	if (res != PG_OK)
@@ -306,8 +306,9 @@ static enum pg_res fetch_one(struct poll *p, struct pick *pk, char **err_r)
 	res = route_decide(p->a, in.rh, &rr, err_r);
 	if (res != PG_OK)
 		goto fail;
-	snprintf(reason, sizeof reason, "oversize: %llu octets (max_message_size %llu)",
-		 (unsigned long long)mi->size, (unsigned long long)p->a->max_message_size);
+	if (pk->hold)
+		snprintf(reason, sizeof reason, "oversize: %llu octets (max_message_size %llu)",
+			 (unsigned long long)mi->size, (unsigned long long)p->a->max_message_size);
 	struct spool_envelope env = { .sender = rr.sender, .rcpts = (const char *const *)rr.rcpts,
 				      .nrcpts = rr.nrcpts,
 				      .hold_reason = pk->hold ? reason : rr.hold_reason };

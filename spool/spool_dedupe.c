@@ -185,6 +185,25 @@ static enum spool_res bloom_rebuild(struct spool *sp, char **err_r)
 	return SPOOL_OK;
 }
 
+/* tx_state - once per commit transaction: the current filter, and with
+ * none stored whether `dedupe` has any key at all (a new spool: only
+ * dedupe_new is searched, one range scan instead of two and a sort) */
+static enum spool_res tx_state(struct spool *sp, char **err_r)
+{
+	enum spool_res res;
+	int64_t any = 0;
+
+	if ((res = bloom_current(sp, err_r)) != SPOOL_OK)
+		return res;
+	if (sp->dd_nbits == 0 &&
+	    (res = query_int(sp, "SELECT EXISTS (SELECT 1 FROM dedupe)", NULL, &any, err_r)) !=
+		    SPOOL_OK)
+		return res;
+	sp->dd_big_empty = sp->dd_nbits == 0 && !any;
+	sp->dd_tx = 1;
+	return SPOOL_OK;
+}
+
 enum spool_res spool_dedupe_check(struct spool *sp, struct spool_pending *p, char **err_r)
 {
 	const struct spool_dedupe *d = p->dedupe;
@@ -197,9 +216,10 @@ enum spool_res spool_dedupe_check(struct spool *sp, struct spool_pending *p, cha
 	if (d == NULL || d->mode == SPOOL_DEDUPE_OFF)
 		return SPOOL_OK;
 	lookup_key(d, &kind, &key);
-	if ((res = bloom_current(sp, err_r)) != SPOOL_OK)
+	if (!sp->dd_tx && (res = tx_state(sp, err_r)) != SPOOL_OK)
 		return res;
-	int big = sp->dd_nbits == 0 || bloom_maybe(sp, p->account, kind, key);
+	int big = !sp->dd_big_empty && (sp->dd_nbits == 0 ||
+					 bloom_maybe(sp, p->account, kind, key));
 	if ((res = spool_stmt(sp, big ? SQ_DEDUPE_FIND : SQ_DEDUPE_FIND_NEW, &st, err_r)) !=
 	    SPOOL_OK)
 		return res;

@@ -27,6 +27,15 @@
 
 #define SPOOL_WBUF (64 * 1024)    /* writer buffer: one write() per 64 KiB; a
 				   * message that fits stays in the index */
+/* The commit thread's page cache, KiB.  A small body fills a page that is
+ * written once and never read again: with the bodies inserted last
+ * (commit_tx) they are spilled into the WAL when the cache is full at no
+ * extra write, and this is enough for the index pages a group searches
+ * and changes (the dedupe keys at random places).  The handles' usual
+ * 8 MiB held the poll's RSS 4 MiB higher; 2 MiB cost a third more WAL
+ * writes and twice the reads (pages pushed out between two uses;
+ * docs/performance.md). */
+#define SPOOL_COMMIT_CACHE_KIB "4096"
 
 struct spool_writer {
 	struct spool *sp;
@@ -447,8 +456,11 @@ enum spool_res spool_history_add(struct spool *sp, const char *id, time_t now, c
 	return SPOOL_OK;
 }
 
-/* insert_body - the inline message's durable copy, in the transaction */
-static enum spool_res insert_body(struct spool *sp, const struct spool_pending *p, char **err_r)
+/* insert_body - the inline message's durable copy, in the transaction.
+ * The memory copy goes at once: the row is the only copy the commit needs
+ * (a failed commit drops the whole group), and the next group, filled
+ * meanwhile, reuses the space instead of adding its own */
+static enum spool_res insert_body(struct spool *sp, struct spool_pending *p, char **err_r)
 {
 	sqlite3_stmt *st = NULL;
 	enum spool_res res;
@@ -460,6 +472,8 @@ static enum spool_res insert_body(struct spool *sp, const struct spool_pending *
 	sqlite3_bind_blob(st, 2, p->body, (int)p->size, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
+	free(p->body);
+	p->body = NULL;
 	if (rc != SQLITE_DONE)
 		return spool_dbfail(sp, rc, "insert body", err_r);
 	return SPOOL_OK;
@@ -571,8 +585,6 @@ static enum spool_res insert_pending(struct spool *sp, struct spool_pending *p, 
 		if (rc != SQLITE_DONE)
 			return spool_dbfail(sp, rc, "insert recipient", err_r);
 	}
-	if (p->inl && (res = insert_body(sp, p, err_r)) != SPOOL_OK)
-		return res;
 	if ((res = spool_dedupe_record(sp, p, now, err_r)) != SPOOL_OK)
 		return res;
 	/* a queued message's fetch is its `created` (spool_history); only a
@@ -595,8 +607,22 @@ static enum spool_res commit_tx(struct spool *sp, int *uncertain_r, char **err_r
 	*uncertain_r = 0;
 	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin commit", err_r)) != SPOOL_OK)
 		return res;
+	sp->dd_tx = 0; /* spool_dedupe_check reads its state anew */
 	for (size_t i = 0; i < sp->npend; i++) {
 		if ((res = insert_pending(sp, &sp->pend[i], now, err_r)) != SPOOL_OK) {
+			spool_rollback(sp);
+			return res;
+		}
+	}
+	/* the bodies last: each fills a page that is written once and never
+	 * read again, so they pass through the page cache (spilled into the
+	 * WAL when it is full) after the index pages the rows above search
+	 * and change at random places, instead of pushing those out between
+	 * two uses (each such page read back and written again) */
+	for (size_t i = 0; i < sp->npend; i++) {
+		struct spool_pending *p = &sp->pend[i];
+
+		if (p->res == SPOOL_OK && p->inl && (res = insert_body(sp, p, err_r)) != SPOOL_OK) {
 			spool_rollback(sp);
 			return res;
 		}
@@ -712,7 +738,9 @@ static enum spool_res commit_handle(struct spool *sp, char **err_r)
 	/* this connection only inserts a message's rows after the message row
 	 * itself, in one transaction: the foreign key checks could never fail
 	 * (the ON DELETE CASCADEs of the other handles stay on) */
-	if (sqlite3_exec(csp->db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL) != SQLITE_OK) {
+	if (sqlite3_exec(csp->db, "PRAGMA foreign_keys = OFF; "
+			 "PRAGMA cache_size = -" SPOOL_COMMIT_CACHE_KIB, NULL, NULL, NULL) !=
+	    SQLITE_OK) {
 		res = spool_dbfail(csp, SQLITE_ERROR, "pragmas", err_r);
 		spool_commit_handle_free(csp);
 		return res;

@@ -119,6 +119,11 @@ struct spool {
 	unsigned char *dd_bits;
 	uint64_t dd_nbits;       /* 0: none loaded */
 	int64_t dd_gen;
+	/* per commit transaction (commit_tx clears dd_tx): the filter and
+	 * whether `dedupe` is empty are read once, not per message; under the
+	 * write lock neither can change until the commit */
+	int dd_tx;
+	int dd_big_empty;
 };
 
 /* Columns every message SELECT returns, in this order (see spool_msg_from_row). */
