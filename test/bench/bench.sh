@@ -46,7 +46,10 @@
 # size over one session to the same sink (MAIL+RCPT+DATA in one write, the
 # body in one write; no POP3): the SMTP host's share.  popgate's wall time
 # over pop3-floor + smtp-floor (both protocols back to back) is the last
-# column.  Every tool's CPU seconds (user + system, the tool and all the
+# column.  "esmtp-floor": test/bench/minesmtp sending the same messages
+# through libesmtp alone over one session (no spool): the least CPU any
+# relay built on libesmtp can use (not part of the floors column).
+# Every tool's CPU seconds (user + system, the tool and all the
 # processes it waited for, from /usr/bin/time) are a column too.
 # BENCH_BASE=/path/to/an/older/popgate adds the tool "popgate-base": that
 # binary's `run --once`, to compare two builds in the same conditions.
@@ -66,6 +69,7 @@ gcc -shared -fPIC -O2 -o "$B/nodelay.so" "$top_srcdir/test/bench/nodelay.c" -ldl
 	bail_out "cannot build nodelay.so"
 gcc -O2 -o "$B/minpop3" "$top_srcdir/test/bench/minpop3.c" || bail_out "cannot build minpop3"
 gcc -O2 -o "$B/minsmtp" "$top_srcdir/test/bench/minsmtp.c" || bail_out "cannot build minsmtp"
+gcc -O2 -o "$B/minesmtp" "$top_srcdir/test/bench/minesmtp.c" -lesmtp || bail_out "cannot build minesmtp"
 gcc -O2 -o "$B/fsyncbench" "$top_srcdir/test/bench/fsyncbench.c" -lsqlite3 ||
 	bail_out "cannot build fsyncbench"
 
@@ -195,6 +199,10 @@ run_tool() {
 		/usr/bin/time -f "$TFMT" -o "$B/rss.1" "$B/minsmtp" 127.0.0.1 "$SMTP_PORT" "$COUNT" \
 			"$SIZE" >>"$B/fetchmail.log" 2>&1
 		;;
+	esmtp-floor) # the same through libesmtp alone: the relay's floor
+		/usr/bin/time -f "$TFMT" -o "$B/rss.1" "$B/minesmtp" 127.0.0.1 "$SMTP_PORT" "$COUNT" \
+			"$SIZE" >>"$B/fetchmail.log" 2>&1
+		;;
 	esac
 	t1=$(date +%s.%N)
 	for r in "$B"/rss.*; do
@@ -206,7 +214,7 @@ run_tool() {
 	local ok=1 i
 	local want=$COUNT left=0
 	[ "$1" = pop3-floor ] && want=0 # it sends nothing
-	[ "$1" = smtp-floor ] && left=$COUNT # it takes nothing
+	[ "$1" = smtp-floor ] || [ "$1" = esmtp-floor ] && left=$COUNT # it takes nothing
 	# smtp-sink writes its dump file after its 250: give the last one a moment
 	for ((i = 0; i < 40; i++)); do
 		[ "$(sink_count)" = "$want" ] && break
@@ -219,7 +227,7 @@ run_tool() {
 	echo "$t0 $t1 $rss $ok $cpu" | awk '{ printf "%.3f %d %d %s\n", $2 - $1, $3, $4, $5 }'
 }
 
-TOOLS=${BENCH_TOOLS:-"popgate ${BENCH_BASE:+popgate-base }popgate-poll+relay fetchmail+nodelay fetchmail pop3-floor smtp-floor"}
+TOOLS=${BENCH_TOOLS:-"popgate ${BENCH_BASE:+popgate-base }popgate-poll+relay fetchmail+nodelay fetchmail pop3-floor smtp-floor esmtp-floor"}
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo
