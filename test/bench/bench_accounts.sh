@@ -3,12 +3,13 @@
 # one private Dovecot, each with one message; `popgate run -f` with the
 # default max_parallel_polls until every account was polled once (watched
 # in the spool's accounts table).  Reports the cycle time and the daemon
-# parent's peak RSS (VmHWM; children are short-lived, one per poll) and
+# parent's peak RSS (VmHWM; its children are poll workers and relay rounds) and
 # its RSS at the end of the cycle (VmRSS), and
 # the CPU seconds (user + system) of the daemon and all its children: at the
 # end of the cycle (every account polled) and once everything is relayed,
 # from /proc/PID/stat (utime + stime + cutime + cstime: a child's time is
-# counted when it is reaped), with the CPU milliseconds per account poll.
+# counted when it is reaped) plus the children still running (the poll
+# workers), with the CPU milliseconds per account poll.
 # BENCH_ACCOUNTS (default 1000) accounts, BENCH_PARALLEL max_parallel_polls.
 # Not a test: run with `make bench-accounts` or directly (as root).
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
@@ -62,8 +63,17 @@ while :; do
 	sleep 0.2
 done
 end=$(date +%s.%N)
-# CPU seconds of the daemon and its reaped children
-cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15 + $16 + $17) / hz }' "/proc/$1/stat"; }
+# CPU seconds of the daemon, its reaped children and those still running
+# (its poll workers live on; their time counts only when they are reaped)
+cpu_of() {
+	local kids
+	kids=$(pgrep -P "$1" | sed 's|.*|/proc/&/stat|')
+	# shellcheck disable=SC2086
+	awk -v hz="$(getconf CLK_TCK)" -v me="/proc/$1/stat" '
+		FILENAME == me { t += $14 + $15 + $16 + $17; next }
+		{ t += $14 + $15 + $16 + $17 }
+		END { printf "%.2f", t / hz }' "/proc/$1/stat" $kids 2>/dev/null
+}
 cpu_cycle=$(cpu_of "$PID")
 faults=$(awk '{ print $10 + $12 }' "/proc/$PID/stat") # minor page faults, children included
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$PID/status")
