@@ -384,7 +384,18 @@ static enum pg_res worker_poll(const struct conf *c, const struct conf_account *
 	memset(&st, 0, sizeof st);
 	enum pg_res res = poller_poll_account(c, a, sp, &cli_stop, note_commit, NULL, &st, &err);
 	free(err); /* logged by the poller */
+	err = NULL;
+	/* the three counters in one fsync'd transaction */
+	if (spool_batch_begin(sp, &err) != SPOOL_OK) {
+		LOG_DEBUG("account=%s status=spool-warning reason=\"%s\"", a->name, err);
+		free(err);
+		err = NULL;
+	}
 	metrics_count_poll(sp, a->name, res, st.fetched, st.bytes);
+	if (spool_batch_end(sp, &err) != SPOOL_OK) {
+		LOG_WARN("account=%s status=spool-warning reason=\"%s\"", a->name, err);
+		free(err);
+	}
 	return res;
 }
 
