@@ -195,6 +195,8 @@ struct sched {
 	pid_t relay_pid;
 	time_t relay_not_before;
 	time_t relay_started;      /* when the running (or last) relay child started */
+	unsigned long polls_done;  /* polls ended so far */
+	unsigned long relay_polls; /* polls_done when the relay child started */
 	time_t relay_gap_until;    /* while polls run: no relay before this */
 	int do_poll, do_relay;
 	int verbose;
@@ -599,6 +601,7 @@ static void maybe_relay(struct sched *s, time_t now)
 	}
 	s->relay_pid = pid;
 	s->relay_started = now;
+	s->relay_polls = s->polls_done;
 }
 
 /* poll_done - the poll run by worker pid ended: with its result (code >= 0)
@@ -621,6 +624,7 @@ static void poll_done(struct sched *s, pid_t pid, int code, int sig)
 	if (code < 0)
 		LOG_ERR("pid=%ld status=killed signal=%d", (long)pid, sig);
 	s->running--; /* a poll of an account removed by a reload counts too */
+	s->polls_done++;
 	metrics_after_round(s->c, s->sp);
 }
 
@@ -680,7 +684,12 @@ static void child_done(struct sched *s, pid_t pid, int status)
 		 * carries what many polls brought instead of a fork, spool opens
 		 * and an SMTP session per message (bench_accounts.sh: 3 ms of
 		 * CPU per account polled); a big drain's rounds are not small */
-		s->relay_gap_until = small ? s->relay_started + 1 : 0;
+		/* the same when as many polls ended during the round as run at
+		 * once: a cycle over many accounts (each bringing a message or
+		 * two), not one account's drain; rounds back to back there
+		 * cost a fork and max_sessions session processes each */
+		int many = s->polls_done - s->relay_polls >= (unsigned long)s->c->max_parallel_polls;
+		s->relay_gap_until = small || many ? s->relay_started + 1 : 0;
 		s->relay_failed = code != EX_OK && code != RELAY_EXIT_IDLE;
 		if (s->once && s->relay_failed && s->once_code == EX_OK)
 			s->once_code = code < 0 ? EX_SOFTWARE : code;
