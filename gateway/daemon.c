@@ -477,7 +477,7 @@ static struct worker *worker_spawn(struct sched *s)
 		i++;
 	if (i == s->nworkers) {
 		s->workers = xrealloc(s->workers, (s->nworkers + 1) * sizeof *s->workers);
-		s->nworkers++;
+		s->workers[s->nworkers++] = (struct worker){ .pid = 0, .fd = -1 };
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
 		return NULL;
