@@ -2,14 +2,21 @@
  * daemon.c - the long-running modes: signals and the scheduler.
  *
  * The parent process never talks POP3 or SMTP.  It keeps one slot per
- * account (when its next poll is due) and a small table of children: each
- * poll runs in its own child (its own spool handle, poller_poll_account(),
- * exit status = enum pg_res), at most max_parallel_polls at once; the relay
- * runs in one child of its own, one round at a time.  The parent wakes on a
- * self-pipe written by the signal handlers (TERM/INT stop, HUP reload, USR1
- * poll now, CHLD a child ended) and by poll children after every commit, so
- * the relay starts as soon as mail is in the spool.  Handlers only set flags
- * and write one byte.
+ * account (when its next poll is due) and a small pool of poll workers, at
+ * most max_parallel_polls busy at once: a worker is a child forked with the
+ * current configuration that opens its spool handle once and then runs
+ * polls one after another (poller_poll_account()), each account sent by the
+ * parent over the worker's socket and each result (enum pg_res) sent back,
+ * so a poll costs no fork, no SQLite open and no OpenSSL set-up.  Workers
+ * are retired (their socket closed: they exit at EOF) on reload, at stop,
+ * and when no poll is due for WORKER_LINGER_SECS; a worker that dies
+ * mid-poll ends that poll as a poll child's death did (nothing is lost: a
+ * DELE counts only at QUIT, after the commit), and the next poll gets a
+ * fresh worker.  The relay runs in one child of its own, one round at a
+ * time.  The parent wakes on a self-pipe written by the signal handlers
+ * (TERM/INT stop, HUP reload, USR1 poll now, CHLD a child ended) and by
+ * workers after every commit and every poll, so the relay starts as soon as
+ * mail is in the spool.  Handlers only set flags and write one byte.
  */
 #include "config.h"
 
@@ -20,6 +27,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +55,9 @@
 #define RELAY_EXIT_IDLE 100
 /* a relay child's exit status: fewer messages than smtp.max_sessions sent */
 #define RELAY_EXIT_SMALL 101
+/* idle poll workers are kept while a poll is due within this many seconds
+ * (a worker's fork and spool open cost about what one poll costs) */
+#define WORKER_LINGER_SECS 5
 
 volatile sig_atomic_t cli_stop;
 static volatile sig_atomic_t got_hup, got_usr1;
@@ -156,8 +167,18 @@ struct slot {
 	const struct conf_account *a; /* its account in the current configuration */
 	time_t next;  /* next poll due; 0: now */
 	int force;    /* SIGUSR1 or a new account: skip the readiness check */
-	pid_t pid;    /* running poll, or 0 */
+	pid_t pid;    /* the worker running its poll, or 0 */
 	int done;     /* run --once: polled (or skipped) */
+};
+
+/* a poll worker (see the top of the file); its protocol: the parent writes
+ * a uint32_t, the account's index in the configuration the worker was
+ * forked with; the worker answers with an int32_t, the poll's enum pg_res */
+struct worker {
+	pid_t pid;   /* 0: a free entry */
+	int fd;      /* the parent's end; -1 once retired (the worker exits at EOF) */
+	int busy;    /* an account was sent, its result not read yet */
+	int stale;   /* forked with a replaced configuration: retire when idle */
 };
 
 struct sched {
@@ -168,10 +189,14 @@ struct sched {
 	size_t nonly;
 	struct slot *slots;
 	size_t nslots;
-	size_t running;            /* poll children */
+	size_t running;            /* polls running (busy workers) */
+	struct worker *workers;
+	size_t nworkers;
 	pid_t relay_pid;
 	time_t relay_not_before;
 	time_t relay_started;      /* when the running (or last) relay child started */
+	unsigned long polls_done;  /* polls ended so far */
+	unsigned long relay_polls; /* polls_done when the relay child started */
 	time_t relay_gap_until;    /* while polls run: no relay before this */
 	int do_poll, do_relay;
 	int verbose;
@@ -179,6 +204,15 @@ struct sched {
 	int once_code;             /* its exit code: the first failure */
 	int relay_failed;          /* run --once: the last relay failed */
 };
+
+/* worker_retire - close the parent's end: the worker exits at EOF once its
+ * poll (if any) is done; it stays in the table until reaped */
+static void worker_retire(struct worker *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+}
 
 static int selected(const struct sched *s, const char *name)
 {
@@ -303,6 +337,13 @@ static void reload(struct sched *s)
 	if (!s->verbose && log_level_parse(nc->log_level, &lvl) == 0)
 		log_set_level(lvl);
 	unsigned added = 0, removed = 0;
+	/* workers know the old configuration: idle ones go now, busy ones
+	 * after their poll; new ones are forked with the new one */
+	for (size_t i = 0; i < s->nworkers; i++) {
+		s->workers[i].stale = 1;
+		if (!s->workers[i].busy)
+			worker_retire(&s->workers[i]);
+	}
 	build_slots(s, &added, &removed);
 	LOG_INFO("reload status=ok accounts=%zu added=%u removed=%u", s->nslots, added, removed);
 	announce_state(s, 0);
@@ -336,16 +377,53 @@ static void note_commit(void *ctx, const struct conf_account *a, const struct po
 		  (unsigned long long)st->bytes);
 }
 
-static void poll_child(const struct conf *c, const struct conf_account *a)
+/* worker_poll - one poll of account a in a worker, counted in the metrics */
+static enum pg_res worker_poll(const struct conf *c, const struct conf_account *a,
+			    struct spool *sp)
 {
-	struct spool *sp = child_setup(c);
 	struct poll_stats st;
 	char *err = NULL;
+	memset(&st, 0, sizeof st);
 	enum pg_res res = poller_poll_account(c, a, sp, &cli_stop, note_commit, NULL, &st, &err);
 	free(err); /* logged by the poller */
+	err = NULL;
+	/* the three counters in one fsync'd transaction */
+	if (spool_batch_begin(sp, &err) != SPOOL_OK) {
+		LOG_DEBUG("account=%s status=spool-warning reason=\"%s\"", a->name, err);
+		free(err);
+		err = NULL;
+	}
 	metrics_count_poll(sp, a->name, res, st.fetched, st.bytes);
+	if (spool_batch_end(sp, &err) != SPOOL_OK) {
+		LOG_WARN("account=%s status=spool-warning reason=\"%s\"", a->name, err);
+		free(err);
+	}
+	return res;
+}
+
+/* worker_main - a poll worker's life: one spool handle, then the accounts
+ * the parent sends, one poll each, until EOF (retired) or SIGTERM/SIGINT.
+ * Its exit status is that of a poll child: PG_IO if the spool would not
+ * open (the parent counts it against the account it had sent). */
+static void worker_main(const struct conf *c, int fd)
+{
+	struct spool *sp = child_setup(c);
+	while (!cli_stop) {
+		uint32_t idx;
+		ssize_t r = read(fd, &idx, sizeof idx);
+		if (r < 0 && errno == EINTR)
+			continue; /* a stop signal: the loop ends */
+		if (r != (ssize_t)sizeof idx || idx >= c->naccounts)
+			break;
+		int32_t res = (int32_t)worker_poll(c, &c->accounts[idx], sp);
+		if (write(fd, &res, sizeof res) != (ssize_t)sizeof res)
+			break;
+		r = write(wake_pipe[1], "p", 1);
+		(void)r;
+	}
 	spool_close(&sp);
-	_exit((int)res);
+	close(fd);
+	_exit(EX_OK);
 }
 
 static void relay_child(const struct conf *c)
@@ -381,18 +459,83 @@ static pid_t fork_clean(struct spool *sp)
 	return pid;
 }
 
-static void start_poll(struct sched *s, struct slot *sl, const struct conf_account *a)
+/* close_worker_fds - in a new child: the parent's ends of the workers'
+ * sockets (a worker holding another's end would never see its EOF) */
+static void close_worker_fds(struct sched *s)
 {
+	for (size_t i = 0; i < s->nworkers; i++)
+		if (s->workers[i].fd >= 0)
+			close(s->workers[i].fd);
+}
+
+/* worker_spawn - fork a new poll worker with the current configuration */
+static struct worker *worker_spawn(struct sched *s)
+{
+	size_t i = 0;
+	int sv[2];
+	while (i < s->nworkers && s->workers[i].pid != 0)
+		i++;
+	if (i == s->nworkers) {
+		s->workers = xrealloc(s->workers, (s->nworkers + 1) * sizeof *s->workers);
+		s->workers[s->nworkers++] = (struct worker){ .pid = 0, .fd = -1 };
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return NULL;
 	pid_t pid = fork_clean(s->sp);
 	if (pid < 0) {
+		int saved = errno;
+		close(sv[0]);
+		close(sv[1]);
+		errno = saved;
+		return NULL;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		close_worker_fds(s);
+		worker_main(s->c, sv[1]);
+	}
+	close(sv[1]);
+	(void)fcntl(sv[0], F_SETFL, O_NONBLOCK);
+	struct worker *w = &s->workers[i];
+	*w = (struct worker){ .pid = pid, .fd = sv[0] };
+	LOG_DEBUG("status=worker-started pid=%ld", (long)pid);
+	return w;
+}
+
+/* worker_for_poll - an idle worker of the current configuration, or a new
+ * one; NULL with errno set if none can be had */
+static struct worker *worker_for_poll(struct sched *s)
+{
+	for (size_t i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+		if (w->pid != 0 && w->fd >= 0 && !w->busy && !w->stale)
+			return w;
+	}
+	return worker_spawn(s);
+}
+
+static void start_poll(struct sched *s, struct slot *sl, const struct conf_account *a)
+{
+	uint32_t idx = (uint32_t)(a - s->c->accounts);
+	struct worker *w = NULL;
+	/* an idle worker may have died unseen: its write fails, retry once */
+	for (int tries = 0; tries < 2 && w == NULL; tries++) {
+		if ((w = worker_for_poll(s)) == NULL)
+			break;
+		if (write(w->fd, &idx, sizeof idx) != (ssize_t)sizeof idx) {
+			worker_retire(w);
+			w = NULL;
+			errno = EPIPE;
+		}
+	}
+	if (w == NULL) {
 		LOG_ERR("account=%s status=deferred reason=\"fork: %s\"", a->name, strerror(errno));
 		sl->next = time(NULL) + 10;
 		return;
 	}
-	if (pid == 0)
-		poll_child(s->c, a);
-	LOG_DEBUG("account=%s status=polling pid=%ld forced=%d", a->name, (long)pid, sl->force);
-	sl->pid = pid;
+	w->busy = 1;
+	LOG_DEBUG("account=%s status=polling pid=%ld forced=%d", a->name, (long)w->pid, sl->force);
+	sl->pid = w->pid;
 	sl->force = 0;
 	s->running++;
 }
@@ -452,10 +595,77 @@ static void maybe_relay(struct sched *s, time_t now)
 		s->relay_not_before = now + RELAY_RETRY_SECS;
 		return;
 	}
-	if (pid == 0)
+	if (pid == 0) {
+		close_worker_fds(s);
 		relay_child(s->c);
+	}
 	s->relay_pid = pid;
 	s->relay_started = now;
+	s->relay_polls = s->polls_done;
+}
+
+/* poll_done - the poll run by worker pid ended: with its result (code >= 0)
+ * or with the worker (code -1: killed by signal sig) */
+static void poll_done(struct sched *s, pid_t pid, int code, int sig)
+{
+	time_t now = time(NULL);
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+		if (sl->pid != pid)
+			continue;
+		const struct conf_account *a = sl->a;
+		sl->pid = 0;
+		sl->next = now + a->interval + sched_jitter(a->name, a->interval);
+		sl->done = s->once;
+		if (s->once && s->once_code == EX_OK)
+			s->once_code = code < 0 ? EX_SOFTWARE : pg_exit_code((enum pg_res)code);
+		break;
+	}
+	if (code < 0)
+		LOG_ERR("pid=%ld status=killed signal=%d", (long)pid, sig);
+	s->running--; /* a poll of an account removed by a reload counts too */
+	s->polls_done++;
+	metrics_after_round(s->c, s->sp);
+}
+
+/* worker_collect - a busy worker's result, if it has sent it */
+static void worker_collect(struct sched *s, struct worker *w)
+{
+	int32_t res;
+	if (!w->busy || w->fd < 0)
+		return;
+	ssize_t r = recv(w->fd, &res, sizeof res, MSG_DONTWAIT);
+	if (r != (ssize_t)sizeof res)
+		return; /* nothing yet; an end or a short read shows at its exit */
+	w->busy = 0;
+	if (w->stale || cli_stop)
+		worker_retire(w);
+	poll_done(s, w->pid, res < 0 || res > PG_CONFIG ? PG_IO : (int)res, 0);
+}
+
+static void collect_results(struct sched *s)
+{
+	for (size_t i = 0; i < s->nworkers; i++)
+		worker_collect(s, &s->workers[i]);
+}
+
+/* worker_done - a worker ended; its poll, if one was running, ends with it
+ * as a poll child's did: by its exit status or its signal */
+static void worker_done(struct sched *s, struct worker *w, int status)
+{
+	pid_t pid = w->pid;
+	worker_collect(s, w); /* a result sent just before the end counts */
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	int busy = w->busy;
+	worker_retire(w);
+	*w = (struct worker){ .pid = 0, .fd = -1 };
+	if (busy)
+		poll_done(s, pid, code, code < 0 ? WTERMSIG(status) : 0);
+	else if (code != EX_OK)
+		LOG_WARN("status=worker-ended pid=%ld code=%d signal=%d", (long)pid, code,
+			 code < 0 ? WTERMSIG(status) : 0);
+	else
+		LOG_DEBUG("status=worker-ended pid=%ld", (long)pid);
 }
 
 static void child_done(struct sched *s, pid_t pid, int status)
@@ -474,7 +684,12 @@ static void child_done(struct sched *s, pid_t pid, int status)
 		 * carries what many polls brought instead of a fork, spool opens
 		 * and an SMTP session per message (bench_accounts.sh: 3 ms of
 		 * CPU per account polled); a big drain's rounds are not small */
-		s->relay_gap_until = small ? s->relay_started + 1 : 0;
+		/* the same when as many polls ended during the round as run at
+		 * once: a cycle over many accounts (each bringing a message or
+		 * two), not one account's drain; rounds back to back there
+		 * cost a fork and max_sessions session processes each */
+		int many = s->polls_done - s->relay_polls >= (unsigned long)s->c->max_parallel_polls;
+		s->relay_gap_until = small || many ? s->relay_started + 1 : 0;
 		s->relay_failed = code != EX_OK && code != RELAY_EXIT_IDLE;
 		if (s->once && s->relay_failed && s->once_code == EX_OK)
 			s->once_code = code < 0 ? EX_SOFTWARE : code;
@@ -488,22 +703,11 @@ static void child_done(struct sched *s, pid_t pid, int status)
 		metrics_after_round(s->c, s->sp);
 		return;
 	}
-	for (size_t i = 0; i < s->nslots; i++) {
-		struct slot *sl = &s->slots[i];
-		if (sl->pid != pid)
-			continue;
-		const struct conf_account *a = sl->a;
-		sl->pid = 0;
-		sl->next = now + a->interval + sched_jitter(a->name, a->interval);
-		sl->done = s->once;
-		if (s->once && s->once_code == EX_OK)
-			s->once_code = code < 0 ? EX_SOFTWARE : pg_exit_code((enum pg_res)code);
-		break;
-	}
-	if (code < 0)
-		LOG_ERR("pid=%ld status=killed signal=%d", (long)pid, WTERMSIG(status));
-	s->running--; /* a poll of an account removed by a reload counts too */
-	metrics_after_round(s->c, s->sp);
+	for (size_t i = 0; i < s->nworkers; i++)
+		if (s->workers[i].pid == pid) {
+			worker_done(s, &s->workers[i], status);
+			return;
+		}
 }
 
 static void reap(struct sched *s)
@@ -536,33 +740,66 @@ static long next_wake(struct sched *s, time_t now)
 	return wake <= now ? 0 : (long)(wake - now) * 1000;
 }
 
+static size_t workers_alive(const struct sched *s)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < s->nworkers; i++)
+		n += s->workers[i].pid != 0;
+	return n;
+}
+
 /* shutdown - stop the children: they finish the message in flight, commit,
  * QUIT; after STOP_GRACE_SECS the stragglers are killed */
 static void shutdown_children(struct sched *s)
 {
 	time_t deadline = time(NULL) + STOP_GRACE_SECS;
 	int killed = 0;
-	for (size_t i = 0; i < s->nslots; i++)
-		if (s->slots[i].pid != 0)
-			kill(s->slots[i].pid, SIGTERM);
+	for (size_t i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+		w->stale = 1; /* retired once its result is in */
+		if (w->busy)
+			kill(w->pid, SIGTERM);
+		else
+			worker_retire(w);
+	}
 	if (s->relay_pid != 0)
 		kill(s->relay_pid, SIGTERM);
-	while (s->running > 0 || s->relay_pid != 0) {
+	while (s->running > 0 || s->relay_pid != 0 || workers_alive(s) > 0) {
+		collect_results(s);
 		reap(s);
-		if (s->running == 0 && s->relay_pid == 0)
+		if (s->running == 0 && s->relay_pid == 0 && workers_alive(s) == 0)
 			break;
 		if (!killed && time(NULL) >= deadline) {
 			LOG_WARN("status=stopping action=\"killing %zu poll(s) still running after "
 				 "%d s\"", s->running, STOP_GRACE_SECS);
-			for (size_t i = 0; i < s->nslots; i++)
-				if (s->slots[i].pid != 0)
-					kill(s->slots[i].pid, SIGKILL);
+			for (size_t i = 0; i < s->nworkers; i++)
+				if (s->workers[i].pid != 0)
+					kill(s->workers[i].pid, SIGKILL);
 			if (s->relay_pid != 0)
 				kill(s->relay_pid, SIGKILL);
 			killed = 1;
 		}
 		wait_wake(1000);
 	}
+}
+
+/* retire_idle_workers - no poll due for a while (or run --once has none
+ * left to start): the idle workers go, their memory with them */
+static void retire_idle_workers(struct sched *s, time_t now)
+{
+	size_t idle = 0;
+	for (size_t i = 0; i < s->nworkers; i++)
+		idle += s->workers[i].fd >= 0 && !s->workers[i].busy;
+	if (idle == 0)
+		return;
+	for (size_t i = 0; !cli_stop && i < s->nslots; i++) {
+		const struct slot *sl = &s->slots[i];
+		if (sl->pid == 0 && !sl->done && sl->next <= now + WORKER_LINGER_SECS)
+			return;
+	}
+	for (size_t i = 0; i < s->nworkers; i++)
+		if (!s->workers[i].busy)
+			worker_retire(&s->workers[i]);
 }
 
 /* once_finished - run --once: every account polled, nothing running, and
@@ -600,12 +837,14 @@ static void sched_loop(struct sched *s)
 				s->slots[i].force = 1;
 			}
 		}
+		collect_results(s);
 		reap(s);
 		time_t now = time(NULL);
 		if (s->once && once_finished(s, now))
 			return;
 		start_due_polls(s, now);
 		maybe_relay(s, now);
+		retire_idle_workers(s, now);
 		/* run --once: an account skipped just now may have been the last */
 		if (s->once && once_finished(s, now))
 			return;
@@ -648,6 +887,7 @@ int schedule(const struct conf *c, struct spool *sp, const struct conf_account *
 	for (size_t i = 0; i < s.nslots; i++)
 		free(s.slots[i].name);
 	free(s.slots);
+	free(s.workers);
 	for (size_t i = 0; s.only != NULL && i < s.nonly; i++)
 		free(s.only[i]);
 	free(s.only);

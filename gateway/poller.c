@@ -1060,6 +1060,14 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	problems_load(&p);
 	enum pg_res res = session(&p, stop_flag, &list, &n, &rows, &nrows, err_r);
 	res = quit(&p, res, err_r);
+	/* the bookkeeping after QUIT in one fsync'd transaction, not one per
+	 * statement (every message's commit is behind us) */
+	char *berr = NULL;
+	if (spool_batch_begin(sp, &berr) != SPOOL_OK) {
+		LOG_DEBUG("account=%s status=spool-warning reason=\"%s\"", a->name, berr);
+		free(berr);
+		berr = NULL;
+	}
 	if (res == PG_OK)
 		prune(&p, list, n, rows, nrows);
 	dedupe_end_of_poll(&p, res);
@@ -1074,6 +1082,10 @@ enum pg_res poller_poll_account(const struct conf *c, const struct conf_account 
 	/* the problem list is pruned against the server's list only when the
 	 * scan succeeded (p.dele is allocated right after it) */
 	store_state(&p, res, err_r ? *err_r : NULL, p.s != NULL ? pop3_capa(p.s) : NULL, list, n);
+	if (spool_batch_end(sp, &berr) != SPOOL_OK) {
+		LOG_WARN("account=%s status=spool-warning reason=\"%s\"", a->name, berr);
+		free(berr);
+	}
 	problems_free(&p);
 	pop3_close(&p.s);
 	pop3_msginfo_free(&list, n);

@@ -185,12 +185,51 @@ enum spool_res spool_stmt(struct spool *sp, enum spool_sq q, sqlite3_stmt **st_r
 	return SPOOL_OK;
 }
 
+/* batch_sq - inside spool_batch_begin: a function's own transaction is a
+ * savepoint of the batch */
+static enum spool_res batch_sq(struct spool *sp, enum spool_sq q, const char *step, char **err_r)
+{
+	static const char *const sql[] = {
+		[SQ_BEGIN] = "SAVEPOINT pg_inner",
+		[SQ_COMMIT] = "RELEASE pg_inner",
+		[SQ_ROLLBACK] = "ROLLBACK TO pg_inner; RELEASE pg_inner",
+	};
+	int rc = sqlite3_exec(sp->db, sql[q], NULL, NULL, NULL);
+	return rc == SQLITE_OK ? SPOOL_OK : spool_dbfail(sp, rc, step, err_r);
+}
+
+enum spool_res spool_batch_begin(struct spool *sp, char **err_r)
+{
+	enum spool_res res;
+	if (sp->batch)
+		return SPOOL_OK;
+	if ((res = spool_exec_sq(sp, SQ_BEGIN, "begin batch", err_r)) != SPOOL_OK)
+		return res;
+	sp->batch = 1;
+	return SPOOL_OK;
+}
+
+enum spool_res spool_batch_end(struct spool *sp, char **err_r)
+{
+	if (!sp->batch)
+		return SPOOL_OK;
+	sp->batch = 0;
+	/* SQLite ended it already after an error inside (I/O, full disk) */
+	if (sqlite3_get_autocommit(sp->db))
+		return SPOOL_OK;
+	enum spool_res res = spool_exec_sq(sp, SQ_COMMIT, "commit batch", err_r);
+	spool_rollback(sp); /* still open (busy): give it up */
+	return res;
+}
+
 enum spool_res spool_exec_sq(struct spool *sp, enum spool_sq q, const char *step, char **err_r)
 {
 	sqlite3_stmt *st = NULL;
 	enum spool_res res;
 	int rc;
 
+	if (sp->batch && (q == SQ_BEGIN || q == SQ_COMMIT || q == SQ_ROLLBACK))
+		return batch_sq(sp, q, step, err_r);
 	if ((res = spool_stmt(sp, q, &st, err_r)) != SPOOL_OK)
 		return res;
 	rc = sqlite3_step(st);

@@ -317,6 +317,17 @@ enum spool_res spool_body_get(struct spool *sp, const char *id, unsigned char **
  * message that was not retained). */
 enum spool_res spool_msg_open(struct spool *sp, const struct spool_msg *m, int *fd_r,
 			      char **err_r);
+/* spool_batch_begin - what follows on this handle, up to spool_batch_end,
+ * is one transaction (BEGIN IMMEDIATE ... COMMIT): one fsync for a poll's
+ * closing bookkeeping (account state, counters) instead of one per
+ * statement.  A transaction of a spool function inside it becomes a
+ * savepoint (its rollback undoes only its own work).  Never around a
+ * message commit (spool_commit, spool_commit_start): a message's commit
+ * must be durable before its DELE.  If the batch cannot start, what
+ * follows runs as before, each statement on its own; spool_batch_end
+ * commits (returns the error, the writes in it lost) and ends the mode. */
+enum spool_res spool_batch_begin(struct spool *sp, char **err_r);
+enum spool_res spool_batch_end(struct spool *sp, char **err_r);
 /* spool_defer_checkpoints - on: this handle leaves WAL checkpoints to the
  * other handles (the relay, admin commands) unless the WAL passes 16 MiB,
  * and does not checkpoint on close: a poll spends its time on the POP3

@@ -340,7 +340,12 @@ enum spool_res spool_uidl_prune(struct spool *sp, const char *account, const cha
 	*pruned_r = 0;
 	if (n == 0)
 		return SPOOL_OK;
-	int rc = sqlite3_exec(sp->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	/* spool_exec_sq, not sqlite3_exec: inside spool_batch_begin it is a
+	 * savepoint of the batch */
+	enum spool_res res = spool_exec_sq(sp, SQ_BEGIN, "begin uidl prune", err_r);
+	if (res != SPOOL_OK)
+		return res;
+	int rc = SQLITE_OK;
 	for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
 		int changed = 0;
 		rc = prune_exec(sp, del, account, gone[i], sent_before, &changed);
@@ -349,12 +354,14 @@ enum spool_res spool_uidl_prune(struct spool *sp, const char *account, const cha
 			rc = prune_exec(sp, "DELETE FROM tombstones WHERE account = ?1 AND uidl = ?2 "
 					"AND deleted < ?3", account, gone[i], sent_before, NULL);
 	}
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(sp->db, "COMMIT", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		enum spool_res r = spool_dbfail(sp, rc, "uidl prune", err_r);
-		sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
+		spool_rollback(sp);
 		return r;
+	}
+	if ((res = spool_exec_sq(sp, SQ_COMMIT, "commit uidl prune", err_r)) != SPOOL_OK) {
+		spool_rollback(sp);
+		return res;
 	}
 	*pruned_r = pruned;
 	return SPOOL_OK;

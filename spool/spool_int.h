@@ -93,6 +93,7 @@ struct spool {
 	int jdirty;         /* it holds entries not yet in the index */
 	char jname[64];
 	int defer_ckpt;     /* spool_defer_checkpoints() */
+	int batch;          /* spool_batch_begin(): a transaction of ours is open */
 	/* spool_commit_start: the group in flight lives in csp, a second handle
 	 * on the same tree with its own connection, used by the thread only */
 	struct spool *csp;

@@ -109,13 +109,17 @@ is "$(maildir_count pinbad)" 5 "pin: the mailbox of the refused account is uncha
 ok "! grep -q 'user=<pinbad>' '$DOVECOT_LOG'" "pin: no login reached Dovecot"
 
 # The daemon (run --once) loads each ca_file's trust store once, before it
-# forks its poll children (net_tls_preload): the stores of two CA files stay
-# apart, and a preloaded store still checks the host name.
+# forks its poll workers (net_tls_preload): the stores of two CA files stay
+# apart, and a preloaded store still checks the host name.  One worker
+# (max_parallel_polls = 1) polls the three accounts in turn and keeps one
+# SSL_CTX per store: the one dgood's poll built serves dwronghost's too, and
+# the host name is still checked (it is set on each connection).
 SPOOL=$TESTDIR/spool-daemon
 CONF=$TESTDIR/daemon.conf
 LOG=$TESTDIR/daemon.log
 {
 	conf_base "$SPOOL"
+	echo "max_parallel_polls = 1"
 	conf_account dwrongca server localhost port "$POP3_PORT" tls starttls ca_file "$OTHER_CA" \
 		user dwrongca password_file "$TESTDIR/dwrongca.pass" deliver_to dwrongca@corp.example
 	conf_account dgood server localhost port "$POP3S_PORT" tls implicit ca_file "$CA" \
@@ -125,6 +129,7 @@ LOG=$TESTDIR/daemon.log
 } >"$CONF"
 pg "$LOG" -c "$CONF" run --once
 isnt "$PG_RC" 0 "daemon: run --once reports the refused accounts"
+is "$(grep -c 'status=worker-started' "$LOG")" 1 "daemon: one worker polled the three accounts"
 is "$(maildir_count dgood)" 0 "daemon: the account of the good CA was drained" || note "$LOG"
 is "$(maildir_count dwrongca) $(maildir_count dwronghost)" "5 5" \
 	"daemon: the other CA's account and the wrong host's are untouched"
