@@ -23,7 +23,7 @@ for t in $targets; do
 	route|sender) srcs="util.c log.c route.c" libs= ;;
 	notice) srcs="util.c log.c route.c notice.c" libs= ;; # the spool is stubbed
 	fetchmailrc) srcs="util.c log.c fetchmailrc.c fetchmailrc_parse.c" libs= ;;
-	*) srcs="util.c log.c conf.c linereader.c msgfilter.c net.c pop3.c sasl.c" libs=$LIBS ;;
+	*) srcs="util.c log.c conf.c conf_schema.c conf_secret.c linereader.c msgfilter.c net.c pop3.c sasl.c" libs=$LIBS ;;
 	esac
 	objs=()
 	for f in $srcs; do objs+=("$src/gateway/$f"); done
