@@ -26,6 +26,7 @@
 #include "conf.h"
 #include "log.h"
 #include "oauth2.h"
+#include "oauth2_module.h"
 
 #define REPLY_MAX (64 * 1024)  /* a token reply is a few KiB */
 #define TOKEN_MAX (16 * 1024)  /* a JWT access token is a few KiB */
@@ -50,29 +51,6 @@ struct reply {
 	long retry_after;
 	int too_big;
 };
-
-const char *oauth2_res_name(enum oauth2_res r)
-{
-	static const char *const names[] = { "ok", "temporary", "reauthorize", "config",
-					     "denied" };
-	return (unsigned)r < sizeof names / sizeof names[0] ? names[r] : "?";
-}
-
-enum pg_res oauth2_to_pg(enum oauth2_res r)
-{
-	switch (r) {
-	case OAUTH2_OK:
-		return PG_OK;
-	case OAUTH2_TEMP:
-		return PG_TEMP;
-	case OAUTH2_CONFIG:
-		return PG_CONFIG;
-	case OAUTH2_REAUTHORIZE:
-	case OAUTH2_DENIED:
-		return PG_AUTH;
-	}
-	return PG_PERM;
-}
 
 int oauth2_global_init(char **err_r)
 {
@@ -270,24 +248,6 @@ long oauth2_retry_after(const struct oauth2_client *c)
 long oauth2_http_status(const struct oauth2_client *c)
 {
 	return c->http_status;
-}
-
-void oauth2_token_wipe(struct oauth2_token *t)
-{
-	wipe_free(&t->access_token);
-	wipe_free(&t->refresh_token);
-	free(t->scope);
-	t->scope = NULL;
-	t->expires_at = 0;
-}
-
-void oauth2_device_wipe(struct oauth2_device *d)
-{
-	wipe_free(&d->device_code);
-	free(d->user_code);
-	free(d->verification_uri);
-	free(d->verification_uri_complete);
-	memset(d, 0, sizeof *d);
 }
 
 /* ---- one HTTPS request ------------------------------------------------ */
@@ -870,3 +830,24 @@ char *oauth2_client_assertion(const struct oauth2_client *c, time_t now)
 	free(input);
 	return jwt;
 }
+
+/* ---- the module's table (oauth2_module.h) -------------------------------- */
+
+const struct oauth2_module popgate_oauth2_module = {
+	.abi = OAUTH2_MODULE_ABI,
+	.global_init = oauth2_global_init,
+	.client_new = oauth2_client_new,
+	.client_free = oauth2_client_free,
+	.retry_after = oauth2_retry_after,
+	.http_status = oauth2_http_status,
+	.device_start = oauth2_device_start,
+	.device_wait = oauth2_device_wait,
+	.pkce_new = oauth2_pkce_new,
+	.pkce_challenge = oauth2_pkce_challenge,
+	.authorize_url = oauth2_authorize_url,
+	.exchange_code = oauth2_exchange_code,
+	.refresh = oauth2_refresh,
+	.client_credentials = oauth2_client_credentials,
+	.parse_token_reply = oauth2_parse_token_reply,
+	.client_assertion = oauth2_client_assertion,
+};

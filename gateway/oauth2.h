@@ -7,6 +7,11 @@
  *
  * Contract:
  *  - The only module that includes libcurl and jansson.
+ *  - In the popgate binary these calls go through oauth2_load.c to the
+ *    module popgate-oauth2.so (oauth2.c), loaded by the first
+ *    oauth2_client_new() or oauth2_global_init() of the process; when it
+ *    cannot be loaded they fail (OAUTH2_TEMP, -1) with *err_r naming the
+ *    module's path and dlerror().  The unit tests link oauth2.c directly.
  *  - Every request is one libcurl easy handle: HTTPS only, no redirects,
  *    peer and host verification always on (ca_file, when set, is the CA
  *    store used for the identity provider: CURLOPT_CAINFO), connect and

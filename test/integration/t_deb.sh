@@ -148,6 +148,42 @@ for f in /usr/share/man/man8/popgate.8.gz /usr/share/man/man5/popgate.conf.5.gz 
 	/usr/share/doc/popgate/examples/office.conf; do
 	is "$(mode "$f")" "644 root:root" "$f installed, 0644"
 done
+# the OAuth2 module (libcurl, jansson) in the pkglibdir, loaded by the
+# installed binary when a token request is made; the binary links neither
+MODULE=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/popgate/popgate-oauth2.so
+is "$(mode "$MODULE")" "644 root:root" "$MODULE installed, 0644"
+out=$(in_root ldd /usr/sbin/popgate 2>&1)
+ok '[[ ! $out =~ libcurl|libjansson ]]' "ldd /usr/sbin/popgate: no libcurl, no jansson"
+like "$(in_root ldd "$MODULE" 2>&1)" "libcurl" "ldd $MODULE: libcurl"
+# (in the root's /srv: nspawn gives the container its own /tmp)
+mkdir -p "$ROOT/srv/oauthtest"
+printf 'cc-S3cret\n' >"$ROOT/srv/oauthtest/cc.secret"
+in_root sh -c 'chown -R popgate:popgate /srv/oauthtest && chmod 0600 /srv/oauthtest/cc.secret'
+cat >"$ROOT/srv/oauthtest/oauth.conf" <<EOF
+spool_dir = "/srv/oauthtest/spool"
+user = "popgate"
+account "cc" {
+  server = "localhost"
+  user = "cc@corp.example"
+  auth = "xoauth2"
+  deliver_to = "cc@corp.example"
+  oauth2 {
+    provider = "microsoft"
+    tenant = "contoso.example"
+    client_id = "cc"
+    flow = "client_credentials"
+    client_secret_file = "/srv/oauthtest/cc.secret"
+    token_endpoint = "https://127.0.0.1:9/token"
+  }
+}
+EOF
+out=$(in_root /usr/sbin/popgate -c /srv/oauthtest/oauth.conf authorize cc 2>&1)
+rc=$?
+ok "[ '$rc' != 0 ]" "authorize of a client_credentials account with no identity provider fails"
+[ "$rc" != 0 ] || diag "$out"
+like "$out" "https://127.0.0.1:9/token" "... at the token request (the installed binary loaded $MODULE)"
+ok '[[ ! $out =~ "cannot load the OAuth2 module" ]]' "... not at loading the module"
+rm -rf "$ROOT/srv/oauthtest"
 like "$(head -n 1 "$ROOT/usr/share/doc/popgate/copyright")" "^Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" \
 	"the copyright file is machine-readable"
 is "$(in_root dpkg-query -W -f='${Conffiles}' popgate | awk '{print $1}' | tr -d ' ')" \
