@@ -108,23 +108,7 @@ GEN=0
 gen() {
 	GEN=$((GEN + 1))
 	find "$MAILDIR/new" "$MAILDIR/cur" -type f -delete
-	"$PYTHON" - "$MAILDIR/new" "$1" "$2" "$GEN" <<'EOF'
-import os, sys
-d, n, size, gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-line = b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcd\n"
-chunk = line * 1024
-for i in range(n):
-    hdr = (b"From: sender@example.org\nTo: bench@corp.example\nSubject: bench %d\n"
-           b"Message-Id: <bench.%d@example.org>\nDate: Sun, 22 Nov 2026 02:00:00 +0000\n"
-           b"X-Test-Id: b-%d\n\n" % (i, i, i))
-    with open(os.path.join(d, "%d.g%d_%06d.host" % (1700000000 + i, gen, i)), "wb") as f:
-        f.write(hdr)
-        left = max(size - len(hdr), len(line))
-        while left >= len(chunk):
-            f.write(chunk)
-            left -= len(chunk)
-        f.write(line * (left // len(line) + 1))
-EOF
+	"$PYTHON" "$top_srcdir/test/bench/genmail.py" "$MAILDIR/new" "$1" "$2" "$GEN"
 	maildir_fix_owner bench
 }
 

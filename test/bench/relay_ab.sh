@@ -34,19 +34,7 @@ trap 'rc=$?; rm -rf "$SINK_BASE"; (exit $rc); _common_cleanup' EXIT
 dovecot_add_user bench 'bench-pw'
 password_file "$B/pass" 'bench-pw'
 MAILDIR=$(maildir_of bench)
-"$PYTHON" - "$MAILDIR/new" "$N" "$SIZE" <<'PY'
-import os, sys
-d, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-line = b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcd\n"
-for i in range(n):
-    hdr = (b"From: sender@example.org\nTo: bench@corp.example\nSubject: bench %d\n"
-           b"Message-Id: <bench.%d@example.org>\nDate: Sun, 22 Nov 2026 02:00:00 +0000\n"
-           b"X-Test-Id: b-%d\n\n" % (i, i, i))
-    with open(os.path.join(d, "%d.g_%06d.host" % (1700000000 + i, i)), "wb") as f:
-        f.write(hdr)
-        left = max(size - len(hdr), len(line))
-        f.write(line * (left // len(line) + 1))
-PY
+"$PYTHON" "$top_srcdir/test/bench/genmail.py" "$MAILDIR/new" "$N" "$SIZE"
 maildir_fix_owner bench
 { conf_base "$B/spool"; conf_account bench server 127.0.0.1 port "$POP3_PORT" tls none \
 	allow_plaintext true user bench password_file "$B/pass" deliver_to bench@corp.example; } |
