@@ -270,7 +270,9 @@ enum spool_res spool_commit(struct spool *sp, spool_commit_cb cb, void *ctx, cha
  * on with spool_writer_* and spool_group_full only.  spool_commit_finish
  * waits for it and reports like spool_commit (cb per message, or the error
  * for the whole group): only then may the caller DELE.  One commit is in
- * flight at a time; spool_commit and spool_close finish it first. */
+ * flight at a time; spool_commit and spool_close finish it first.  A
+ * failed spool_commit_start drops the pending group as a failed
+ * spool_commit does (files removed, nothing to DELE). */
 enum spool_res spool_commit_start(struct spool *sp, char **err_r);
 enum spool_res spool_commit_finish(struct spool *sp, spool_commit_cb cb, void *ctx,
 				   char **err_r);

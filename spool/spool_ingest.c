@@ -772,8 +772,13 @@ enum spool_res spool_commit_start(struct spool *sp, char **err_r)
 		return spool_fail(err_r, SPOOL_INVAL, "spool_commit_start: a commit is in flight");
 	if (sp->npend == 0)
 		return SPOOL_OK;
-	if ((res = commit_handle(sp, err_r)) != SPOOL_OK)
+	if ((res = commit_handle(sp, err_r)) != SPOOL_OK) {
+		/* not committed, as a failed spool_commit: the caller leaves
+		 * them on the server, and this handle (a poll worker's, used
+		 * for the next account) must not carry them into a later group */
+		spool_pending_clear(sp, 1);
 		return res;
+	}
 	csp = sp->csp;
 	if (csp->defer_ckpt != sp->defer_ckpt)
 		spool_defer_checkpoints(csp, sp->defer_ckpt);

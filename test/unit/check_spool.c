@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1403,6 +1404,55 @@ START_TEST(test_duplicates)
 END_TEST
 
 /* ---- the commit thread ---- */
+
+/* regression: a spool_commit_start that cannot open the commit thread's
+ * connection dropped the poller's picks but kept the group pending, so a
+ * poll worker's next poll (another account) committed it in its own group */
+START_TEST(test_commit_start_failure_drops_group)
+{
+	const char *rcpts[] = { "a@local.example" };
+	struct spool *sp = open_ok();
+	struct commits c = { 0 };
+	char ida[SPOOL_ID_LEN + 1], idb[SPOOL_ID_LEN + 1], idc[SPOOL_ID_LEN + 1];
+	char *err = NULL;
+	struct rlimit old, low;
+	int fds[256], nfd = 0;
+
+	ingest(sp, "acct", "A1", MSG1, "s@x", rcpts, 1, ida);
+	ingest(sp, "acct", "A2", large_msg(), "s@x", rcpts, 1, idb);
+	ck_assert_uint_eq(spool_pending(sp), 2);
+	/* the large one has its file (the small one lives in memory) */
+	ck_assert_uint_eq(count_entries("tmp") + count_entries("msg"), 1);
+	/* no descriptor left: the second connection cannot open */
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = 200;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	while (nfd < 256 && (fds[nfd] = open("/dev/null", O_RDONLY)) >= 0)
+		nfd++;
+	ck_assert_int_lt(nfd, 256);
+	enum spool_res r = spool_commit_start(sp, &err);
+	while (nfd > 0)
+		close(fds[--nfd]);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	ck_assert_int_ne(r, SPOOL_OK);
+	free(err);
+	err = NULL;
+	ck_assert_int_eq(spool_commit_in_flight(sp), 0);
+	ck_assert_uint_eq(spool_pending(sp), 0);
+	ck_assert_uint_eq(count_entries("tmp") + count_entries("msg"), 0);
+	/* the next group holds only its own message */
+	ingest(sp, "other", "B1", MSG1, "s@x", rcpts, 1, idc);
+	ck_assert_msg(spool_commit_start(sp, &err) == SPOOL_OK, "start: %s", err);
+	ck_assert_msg(spool_commit_finish(sp, commit_cb, &c, &err) == SPOOL_OK, "finish: %s", err);
+	ck_assert_uint_eq(c.n, 1);
+	ck_assert_str_eq(c.id[0], idc);
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM messages WHERE account = %Q", "acct"), 0);
+	ck_assert_int_eq(db_int("SELECT COUNT(*) FROM messages WHERE account = %Q", "other"), 1);
+	spool_close(&sp);
+}
+END_TEST
+
 
 START_TEST(test_commit_thread)
 {
@@ -2899,6 +2949,7 @@ static Suite *spool_suite(void)
 			      test_id_collision, test_delete_in_index_keeps_other_file,
 			      test_duplicates } },
 		{ "commit_thread", { test_commit_thread, test_commit_thread_waits_for_lock,
+				     test_commit_start_failure_drops_group,
 				     test_commit_thread_failure, test_close_commit_in_flight,
 				     test_commit_memory } },
 		{ "relay", { test_claim_order, test_claim_and_sent, test_claim_and_sent_large, test_deferred_and_held,
