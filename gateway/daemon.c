@@ -659,6 +659,13 @@ static void worker_done(struct sched *s, struct worker *w, int status)
 	int busy = w->busy;
 	worker_retire(w);
 	*w = (struct worker){ .pid = 0, .fd = -1 };
+	if (busy && code == EX_OK) {
+		/* it ended (a stop signal of its own) without sending the
+		 * poll's result: not a successful poll */
+		LOG_WARN("status=worker-ended pid=%ld reason=\"no result for its poll\"",
+			 (long)pid);
+		code = PG_TEMP;
+	}
 	if (busy)
 		poll_done(s, pid, code, code < 0 ? WTERMSIG(status) : 0);
 	else if (code != EX_OK)
