@@ -835,6 +835,7 @@ char *oauth2_client_assertion(const struct oauth2_client *c, time_t now)
 
 const struct oauth2_module popgate_oauth2_module = {
 	.abi = OAUTH2_MODULE_ABI,
+	.build = POPGATE_BUILD_ID,
 	.global_init = oauth2_global_init,
 	.client_new = oauth2_client_new,
 	.client_free = oauth2_client_free,

@@ -73,6 +73,12 @@ static const struct oauth2_module *load(char **err_r)
 		load_err = xasprintf("the OAuth2 module %s is from another build (abi %d, "
 				     "popgate needs %d)", path, m->abi, OAUTH2_MODULE_ABI);
 		m = NULL;
+	} else if (m->build == NULL || strcmp(m->build, POPGATE_BUILD_ID) != 0) {
+		load_err = xasprintf("the OAuth2 module %s is from another build (%s, popgate "
+				     "%s is %s): install the module and popgate from the same "
+				     "build and restart popgate", path,
+				     m->build ? m->build : "none", PACKAGE_VERSION, POPGATE_BUILD_ID);
+		m = NULL;
 	}
 	if (m == NULL) {
 		if (h != NULL)

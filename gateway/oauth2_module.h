@@ -5,8 +5,11 @@
  *
  * Contract:
  *  - The module exports one data symbol, OAUTH2_MODULE_SYMBOL; the loader
- *    refuses a table whose abi differs from OAUTH2_MODULE_ABI (a module
- *    from another build): bump it when this struct or oauth2.h changes.
+ *    refuses a table whose abi differs from OAUTH2_MODULE_ABI (bump it when
+ *    this struct's first members change), and then one whose build differs
+ *    from its own POPGATE_BUILD_ID (set by each configure run, so a module
+ *    of another build - installed over a running daemon, say - is never
+ *    used with this binary's struct conf_account).
  *  - The module resolves util/log/conf helpers from the binary (exported
  *    with --dynamic-list=gateway/oauth2.dynlist); it has no copy of their
  *    state.
@@ -16,12 +19,13 @@
 
 #include "oauth2.h"
 
-#define OAUTH2_MODULE_ABI 1
+#define OAUTH2_MODULE_ABI 2
 #define OAUTH2_MODULE_SYMBOL "popgate_oauth2_module"
 #define OAUTH2_MODULE_FILE "popgate-oauth2.so"
 
 struct oauth2_module {
 	int abi;
+	const char *build; /* POPGATE_BUILD_ID of the module's build */
 	int (*global_init)(char **err_r);
 	enum oauth2_res (*client_new)(const struct conf_account *a, struct oauth2_client **c_r,
 				      char **err_r);

@@ -124,6 +124,27 @@ else
 fi
 is "$(on_server "$U")" 1 "missing module: the message is still on the server"
 
+# ---- a module of another build: refused, named --------------------------------------
+# the real module with its build id changed (same length, last octet): what a
+# running daemon meets when another build is installed under it
+BID=$(sed -n 's/^#define POPGATE_BUILD_ID "\(.*\)"$/\1/p' "$top_builddir/config.h")
+ok "[ -n '$BID' ] && grep -c -a -F '$BID' '$MOD' >/dev/null" "the module carries this build's id ($BID)"
+"$PYTHON" - "$MOD" "$BAD" "$BID" <<'PY'
+import sys
+src, dst, bid = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+data = open(src, "rb").read()
+other = bid[:-1] + (b"x" if bid[-1:] != b"x" else b"y")
+open(dst, "wb").write(data.replace(bid, other))
+PY
+: >"$LOG.3"
+expire
+POPGATE=$TESTDIR/bin/popgate pg "$LOG.3" -c "$CONF" poll --once dev
+is "$PG_RC" 75 "module of another build: poll --once dev exits 75" || note "$LOG.3"
+like "$(grep 'account=dev ' "$LOG.3")" "the OAuth2 module $BAD is from another build" \
+	"module of another build: the error names the module and says so"
+is "$(on_server "$U")" 1 "module of another build: the message is still on the server"
+rm -f "$BAD"
+
 # ---- the module back: nothing was lost ------------------------------------------
 expire
 pg "$LOG" -c "$CONF" poll --once dev
