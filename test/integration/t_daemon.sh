@@ -28,7 +28,7 @@ ok "wait_for sinkn 10" "run -f fetched and relayed the first 10 messages"
 mail_gen --maildir "$(maildir_of daemon)" --expected "$TESTDIR/exp" --count 5 --prefix d2 \
 	--shapes simple
 ok "wait_for sinkn 15" "new mail is picked up on the next interval and relayed"
-kill -TERM "$PID"
+sig_under_timeout TERM "$PID"
 wait "$PID"
 is "$?" 0 "SIGTERM: run exits 0"
 like "$(cat "$LOG")" "status=stopped" "the log says it stopped"
@@ -49,7 +49,7 @@ for sig in INT TERM; do
 	timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
 	PID=$!
 	wait_for fetched_more 1
-	kill -"$sig" "$PID"
+	sig_under_timeout "$sig" "$PID"
 	wait "$PID"
 	is "$?" 0 "SIG$sig during a drain: run exits 0"
 	# every message is in exactly one place: at the sink (sent), in the
@@ -65,7 +65,7 @@ done
 timeout 300 "$POPGATE" -c "$CONF" run -f 2>>"$LOG" &
 PID=$!
 ok "wait_for sinkn 615" "a restart drains and relays the rest"
-kill -TERM "$PID"
+sig_under_timeout TERM "$PID"
 wait "$PID"
 is "$(maildir_count daemon)" 0 "the mailbox is empty at the end"
 is "$(spool_sql "$SPOOL" "select count(*) - count(distinct account||uidl) from messages")" 0 \

@@ -52,7 +52,7 @@ for um in 022 000; do
 	ok "[ -e '$SPOOL/index.db-wal' ] && [ -e '$SPOOL/index.db-shm' ]" \
 		"umask $um: the daemon has the index open (-wal, -shm)"
 	check_modes "$SPOOL" "umask $um, while the daemon runs"
-	kill -TERM "$dpid"
+	sig_under_timeout TERM "$dpid"
 	wait "$dpid"
 done
 
